@@ -1,0 +1,1 @@
+//! fulcrum: a Layer-7 HTTP reverse-proxy load balancer.
