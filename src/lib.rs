@@ -1,1 +1,19 @@
-//! fulcrum: a Layer-7 HTTP reverse-proxy load balancer.
+//! fulcrum: a Layer-7 HTTP reverse-proxy load balancer with nginx-compatible
+//! balancing, active health checks, Prometheus metrics and hot reload.
+//!
+//! `config` parses and validates the file into a runtime [`config::Config`];
+//! `state` compiles it into the immutable [`state::Snapshot`] each request reads;
+//! `upstream` and `balance` pick servers; `proxy` forwards; `runtime` owns the
+//! listeners and the life cycle.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod route;
+pub mod runtime;
+pub mod state;
+pub mod upstream;

@@ -1,1 +1,120 @@
-fn main(){}
+//! The `fulcrum` binary: command line, logging, runtime, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+
+use fulcrum::config;
+use fulcrum::runtime::Instance;
+
+#[derive(Parser)]
+#[command(name = "fulcrum", version, about = "HTTP reverse-proxy load balancer")]
+struct Cli {
+    /// Config file (default: $FULCRUM_CONFIG, then config/fulcrum.toml).
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate the config, like `nginx -t`.
+    Check,
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .or_else(|| std::env::var_os("FULCRUM_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config/fulcrum.toml"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = config_path(&cli);
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(Command::Check) = cli.command {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(cfg.global.log_level.as_deref());
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fulcrum: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("info")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn run(cfg: config::Config) -> anyhow::Result<()> {
+    let threads = cfg.global.worker_threads;
+    // One worker: a current-thread runtime has no work-stealing overhead.
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 0 {
+            b.worker_threads(threads);
+        }
+        b.enable_all().build()?
+    };
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    let grace = cfg.global.shutdown_timeout;
+    let admin = cfg.admin.clone();
+    if !cfg.demo.is_empty() {
+        let addrs = fulcrum::demo::start(&cfg.demo).await?;
+        tracing::info!(?addrs, "demo backends started");
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let instance = Instance::start(cfg).await?;
+    if let Some(a) = admin {
+        fulcrum::admin::start(a.listen, instance.shared.clone()).await?;
+    }
+    instance
+        .shared
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!("fulcrum ready");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match instance.reload() {
+                Ok(()) => tracing::info!("configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+            },
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    instance.shutdown(grace).await;
+    tracing::info!("bye");
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Configuration: `config.toml -> schema::FileConfig -> validate -> Config`.
+//!
+//! The schema mirrors the file (unknown keys rejected); validation turns it into the
+//! runtime [`Config`] with everything pre-parsed (durations, addresses, regexes,
+//! templates) and collects every problem it finds as `PATH:LINE:COL: message`.
+
+pub mod diagnostic;
+pub mod schema;
+mod validate;
+pub mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostic::{ConfigError, Diagnostic};
+
+use crate::route::location::LocationPattern;
+use crate::route::template::Template;
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        diagnostics: vec![Diagnostic {
+            path: path.to_path_buf(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read file: {e}"),
+        }],
+    })?;
+    parse(path, &src)
+}
+
+/// Parses and validates config text read from `path`.
+pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
+    validate::validate(path, src)
+}
+
+/// The validated runtime configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[global]`.
+    pub global: Global,
+    /// `[admin]`; `None` when `listen = "off"`.
+    pub admin: Option<Admin>,
+    /// Pools: the file's `[upstream.NAME]` tables, then one implicit pool per
+    /// literal `proxy_pass` address (as nginx creates).
+    pub upstreams: Vec<Upstream>,
+    /// Virtual servers in file order.
+    pub servers: Vec<VirtualServer>,
+    /// Demo backends to start.
+    pub demo: Vec<SocketAddr>,
+}
+
+/// `[global]`.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// 0 = one per core.
+    pub worker_threads: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Default log filter.
+    pub log_level: Option<String>,
+    /// Downstream connection cap; 0 = unlimited.
+    pub max_connections: usize,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Bearer token for mutating endpoints.
+    pub token: Option<String>,
+}
+
+/// Balancing algorithm of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// nginx smooth weighted round-robin.
+    RoundRobin,
+    /// nginx `least_conn`.
+    LeastConn,
+    /// nginx `ip_hash`.
+    IpHash,
+    /// nginx `hash KEY` (optionally consistent).
+    Hash,
+    /// nginx `random`.
+    Random,
+    /// nginx `random two least_conn`.
+    RandomTwoLeastConn,
+    /// Power of two choices over peak EWMA latency.
+    PeakEwma,
+}
+
+/// When to pass a request to the next server (`proxy_next_upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NextUpstream {
+    /// Connect/send/read failure, close before the header.
+    pub error: bool,
+    /// Connect or read timeout.
+    pub timeout: bool,
+    /// Invalid response header.
+    pub invalid_header: bool,
+    /// Statuses to retry on.
+    pub statuses: StatusSet,
+    /// Retry non-idempotent methods too.
+    pub non_idempotent: bool,
+}
+
+/// A small set of retryable statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusSet(u8);
+
+impl StatusSet {
+    const CODES: [u16; 5] = [500, 502, 503, 504, 429];
+
+    /// Adds a status if it is one of the retryable ones.
+    pub fn insert(&mut self, code: u16) -> bool {
+        match Self::CODES.iter().position(|c| *c == code) {
+            Some(i) => {
+                self.0 |= 1 << i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `code` is in the set.
+    pub fn contains(&self, code: u16) -> bool {
+        Self::CODES
+            .iter()
+            .position(|c| *c == code)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+/// One `server` of a pool, resolved to one address.
+#[derive(Debug, Clone)]
+pub struct ServerConf {
+    /// The address as written (`host[:port]`): consistent hashing's name.
+    pub name: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// Weight (≥ 1).
+    pub weight: u32,
+    /// Failures within `fail_timeout` that take it out; 0 = never.
+    pub max_fails: u32,
+    /// Failure window and time out.
+    pub fail_timeout: Duration,
+    /// Concurrent request cap; 0 = unlimited.
+    pub max_conns: u32,
+    /// Serves only while every primary is unavailable.
+    pub backup: bool,
+    /// Never gets traffic.
+    pub down: bool,
+}
+
+/// `[upstream.NAME]`.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Pool name.
+    pub name: String,
+    /// Servers in config order, each hostname expanded to its addresses.
+    pub servers: Vec<ServerConf>,
+    /// Algorithm.
+    pub balance: Balance,
+    /// Key for "hash".
+    pub hash_key: Option<Template>,
+    /// Ketama for "hash".
+    pub consistent: bool,
+    /// Idle pooled connections kept per server.
+    pub keepalive: usize,
+    /// Idle pooled connection lifetime.
+    pub keepalive_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout between two writes to the upstream.
+    pub send_timeout: Duration,
+    /// Timeout between two reads from the upstream.
+    pub read_timeout: Duration,
+    /// Retry conditions.
+    pub next_upstream: NextUpstream,
+    /// Tries cap; 0 = unlimited.
+    pub next_upstream_tries: u32,
+    /// Time cap for retries; zero = unlimited.
+    pub next_upstream_timeout: Duration,
+}
+
+/// `[[server]]`.
+#[derive(Debug)]
+pub struct VirtualServer {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// server_name entries (lowercased).
+    pub server_names: Vec<String>,
+    /// Body limit; 0 = off.
+    pub client_max_body_size: u64,
+    /// Time to receive the request head.
+    pub client_header_timeout: Duration,
+    /// Idle keep-alive lifetime.
+    pub keepalive_timeout: Duration,
+    /// h2c with prior knowledge.
+    pub http2: bool,
+    /// Locations in file order.
+    pub locations: Vec<Location>,
+}
+
+impl VirtualServer {
+    /// The `server` label of metrics and logs: the first server_name, else the first listen address.
+    pub fn label(&self) -> String {
+        match self.server_names.first() {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => self
+                .listen
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// `[[server.location]]`.
+#[derive(Debug)]
+pub struct Location {
+    /// The path as written.
+    pub path: String,
+    /// Parsed pattern.
+    pub pattern: LocationPattern,
+    /// What to do.
+    pub action: Action,
+}
+
+/// What a location does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward to a pool.
+    Proxy(ProxyPass),
+    /// Answer directly.
+    Return(Return),
+}
+
+/// `proxy_pass` and its headers.
+#[derive(Debug)]
+pub struct ProxyPass {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// `$proxy_host`: the pool name, or `host[:port]` of a literal address.
+    pub proxy_host: String,
+    /// The URI part, when proxy_pass has one.
+    pub uri_part: Option<String>,
+    /// `proxy_set_header` in file order; an empty template removes the header.
+    pub set_headers: Vec<(http::HeaderName, Template)>,
+}
+
+/// nginx `return`.
+#[derive(Debug)]
+pub struct Return {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: Option<Template>,
+    /// Location header.
+    pub location: Option<Template>,
+}

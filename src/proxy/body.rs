@@ -1,0 +1,233 @@
+//! Body types on both sides of the proxy. Concrete enums rather than boxed trait
+//! objects: no allocation per request, and the pool can name its connection type.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use super::client::Sender;
+use crate::upstream::{Pick, Upstream};
+
+/// Boxed error type of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's body went over `client_max_body_size` while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("client intended to send too large body")]
+pub struct BodyTooLarge;
+
+/// Reading the client's body failed.
+#[derive(Debug, thiserror::Error)]
+#[error("client body read failed: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+/// The request body sent upstream.
+#[derive(Debug)]
+pub enum UpBody {
+    /// No body.
+    Empty,
+    /// The client's body, streamed, with the bytes still allowed.
+    Stream {
+        /// The client body.
+        inner: Incoming,
+        /// Bytes left under `client_max_body_size` (u64::MAX = no limit).
+        left: u64,
+    },
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::Empty => Poll::Ready(None),
+            UpBody::Stream { inner, left } => match ready!(Pin::new(inner).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        let n = d.len() as u64;
+                        if n > *left {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                        }
+                        *left -= n;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Empty => true,
+            UpBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Empty => SizeHint::with_exact(0),
+            UpBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// An attempt in flight: ends the attempt (in-flight count, failure accounting) and
+/// returns the connection to the pool when dropped.
+pub struct Attempt {
+    /// The pool.
+    pub upstream: Arc<Upstream>,
+    /// The peer.
+    pub pick: Pick,
+    /// The connection, returned to the pool if the exchange completed.
+    pub sender: Option<Sender>,
+    /// Whether the response completed cleanly (the connection may be reused).
+    pub reusable: bool,
+    /// Whether this attempt counts as a failure.
+    pub failed: bool,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self.reusable {
+            if let Some(s) = self.sender.take() {
+                self.upstream
+                    .peer(self.pick)
+                    .state
+                    .idle
+                    .put(s, self.upstream.conf.keepalive);
+            }
+        }
+        self.upstream.finish(self.pick, self.failed);
+    }
+}
+
+/// The response body sent to the client.
+pub enum ProxyBody {
+    /// A body produced by fulcrum itself.
+    Full(Option<Bytes>),
+    /// An upstream body, streamed with the read timeout between frames.
+    Upstream(Box<UpstreamBody>),
+}
+
+/// An upstream response body and what must happen when it ends.
+pub struct UpstreamBody {
+    inner: Incoming,
+    read_timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    attempt: Option<Attempt>,
+}
+
+impl UpstreamBody {
+    /// Streams `inner`, ending `attempt` when the body ends or is dropped.
+    pub fn new(inner: Incoming, read_timeout: Duration, attempt: Attempt) -> Self {
+        UpstreamBody {
+            inner,
+            read_timeout,
+            sleep: None,
+            attempt: Some(attempt),
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(mut a) = self.attempt.take() {
+            a.reusable = true;
+        }
+    }
+}
+
+/// The upstream stopped sending for longer than `read_timeout` mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream timed out while reading the response body")]
+pub struct BodyReadTimeout;
+
+impl ProxyBody {
+    /// A body of fixed bytes.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ProxyBody::Full(Some(b.into()))
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream(u) => {
+                let u = u.as_mut();
+                match Pin::new(&mut u.inner).poll_frame(cx) {
+                    Poll::Ready(None) => {
+                        u.done();
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Some(Ok(f))) => {
+                        u.sleep = None;
+                        if u.inner.is_end_stream() {
+                            u.done();
+                        }
+                        Poll::Ready(Some(Ok(f)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // Mid-body failure: the client's response is cut short and the
+                        // peer freed as a success, as nginx does.
+                        if let Some(mut a) = u.attempt.take() {
+                            a.reusable = false;
+                        }
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Poll::Pending => {
+                        let t = u.read_timeout;
+                        let sleep = u
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            if let Some(mut a) = u.attempt.take() {
+                                a.reusable = false;
+                            }
+                            return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
+                        }
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(u) => u.inner.size_hint(),
+        }
+    }
+}
+
+use std::future::Future as _;

@@ -1,0 +1,199 @@
+//! Headers on the way up and down (NGINX_COMPAT §10, RFC 9110 §7.6.1).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers: never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Whether the request asks for a protocol upgrade (WebSocket): `Connection: upgrade`
+/// plus an `Upgrade` header.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Whether a header must not be copied from the client: hop-by-hop ones, those
+/// named in `Connection`, and those the proxy sets itself.
+fn skip_client_header(name: &HeaderName, connection_named: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name == header::HOST
+        || name == header::EXPECT
+        || connection_named.contains(name)
+}
+
+/// Names listed in `Connection` (they are hop-by-hop too). Usually empty: no allocation.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for t in s.split(',') {
+                let t = t.trim();
+                if t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Builds the upstream request headers in nginx's order: `proxy_set_header` entries
+/// (those rendering empty are dropped, and still suppress the client's header),
+/// then `Host: $proxy_host` unless set, then the client's headers minus hop-by-hop
+/// ones and the names already set. `Upgrade`/`Connection: upgrade` are passed for
+/// WebSocket handshakes.
+pub fn upstream_headers(
+    client: &HeaderMap,
+    set: &[(HeaderName, HeaderValue)],
+    suppressed: &[HeaderName],
+    proxy_host: &HeaderValue,
+    upgrade: bool,
+) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(client.len() + set.len() + 2);
+    for (n, v) in set {
+        out.append(n.clone(), v.clone());
+    }
+    let host_set = set.iter().any(|(n, _)| n == header::HOST) || suppressed.contains(&header::HOST);
+    if !host_set {
+        out.insert(header::HOST, proxy_host.clone());
+    }
+    if upgrade {
+        if let Some(u) = client.get(header::UPGRADE) {
+            out.insert(header::UPGRADE, u.clone());
+            out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+    let named = if client.contains_key(header::CONNECTION) {
+        connection_named(client)
+    } else {
+        Vec::new()
+    };
+    for (n, v) in client {
+        if skip_client_header(n, &named)
+            || set.iter().any(|(s, _)| s == n)
+            || suppressed.contains(n)
+        {
+            continue;
+        }
+        out.append(n.clone(), v.clone());
+    }
+    out
+}
+
+/// Removes hop-by-hop headers from an upstream response (keeping the upgrade pair
+/// on a 101).
+pub fn clean_response_headers(headers: &mut HeaderMap, switching: bool) {
+    let named = if headers.contains_key(header::CONNECTION) {
+        connection_named(headers)
+    } else {
+        Vec::new()
+    };
+    for n in &named {
+        headers.remove(n);
+    }
+    for n in &HOP_BY_HOP {
+        if switching && (n == header::UPGRADE || n == header::CONNECTION) {
+            continue;
+        }
+        headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn order_and_filtering() {
+        let client = map(&[
+            ("host", "example.com"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-connection", "keep-alive"),
+            ("accept", "a"),
+            ("accept", "b"),
+            ("x-real-ip", "spoofed"),
+        ]);
+        let set = vec![(
+            HeaderName::from_static("x-real-ip"),
+            HeaderValue::from_static("127.0.0.1"),
+        )];
+        let out = upstream_headers(
+            &client,
+            &set,
+            &[],
+            &HeaderValue::from_static("backend"),
+            false,
+        );
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-real-ip", "host", "accept"]);
+        assert_eq!(out["host"], "backend");
+        assert_eq!(out["x-real-ip"], "127.0.0.1");
+        assert_eq!(out.get_all("accept").iter().count(), 2);
+    }
+
+    #[test]
+    fn suppressed_and_upgrade() {
+        let client = map(&[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("x-a", "1"),
+        ]);
+        assert!(is_upgrade(&client));
+        let out = upstream_headers(
+            &client,
+            &[],
+            &[HeaderName::from_static("x-a")],
+            &HeaderValue::from_static("b"),
+            true,
+        );
+        assert_eq!(out["upgrade"], "websocket");
+        assert_eq!(out["connection"], "upgrade");
+        assert!(!out.contains_key("x-a"));
+    }
+
+    #[test]
+    fn response_cleanup() {
+        let mut h = map(&[
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("x-keep", "1"),
+        ]);
+        clean_response_headers(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
+    }
+}

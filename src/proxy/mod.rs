@@ -1,0 +1,8 @@
+//! Forwarding requests upstream: the service, bodies, headers, connections.
+
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod forward;
+pub mod service;
+pub mod upgrade;

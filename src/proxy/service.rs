@@ -1,0 +1,529 @@
+//! The request path: route, pick a server, forward, retry as nginx's
+//! `proxy_next_upstream`, stream the answer back.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{Attempt, BodyTooLarge, ClientBodyError, ProxyBody, UpBody, UpstreamBody};
+use super::client::{self, Sender};
+use super::error::{body_for, AttemptError};
+use super::forward;
+use crate::config::{Action, ProxyPass, Return};
+use crate::route::location::LocationMatch;
+use crate::route::server_name::normalize_host;
+use crate::route::template::{RequestId, RequestVars};
+use crate::route::uri::{normalize_path, proxy_pass_target};
+use crate::runtime::Shared;
+use crate::state::{Snapshot, VServer};
+use crate::upstream::{Selection, Upstream};
+
+/// What the proxy knows about the downstream connection.
+#[derive(Debug)]
+pub struct ConnMeta {
+    /// Client address.
+    pub remote: SocketAddr,
+    /// Local address the connection arrived on.
+    pub local: SocketAddr,
+    /// The configured listen address (the routing key; may have port 0 in tests).
+    pub listen_key: SocketAddr,
+    /// "http" or "https".
+    pub scheme: &'static str,
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    meta: Arc<ConnMeta>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let snap = shared.snapshot.load_full();
+    Ok(route(&shared, &snap, &meta, req).await)
+}
+
+/// A short plain-text error response.
+pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body_for(status)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// An error response after which the connection is closed (bad framing: the rest
+/// of the stream cannot be trusted).
+fn close_response(status: StatusCode) -> Response<ProxyBody> {
+    let mut r = error_response(status);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+async fn route(
+    shared: &Shared,
+    snap: &Snapshot,
+    meta: &ConnMeta,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let h1 = parts.version <= Version::HTTP_11;
+    // Request smuggling guard: both framings present is never forwarded.
+    if h1
+        && parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return close_response(StatusCode::BAD_REQUEST);
+    }
+    let raw_host = match parts.uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => match parts.headers.get(header::HOST).map(|h| h.to_str()) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(_)) => return close_response(StatusCode::BAD_REQUEST),
+            None => None,
+        },
+    };
+    if raw_host.is_none() && parts.version == Version::HTTP_11 {
+        return close_response(StatusCode::BAD_REQUEST);
+    }
+    let host = match normalize_host(raw_host.unwrap_or("")) {
+        Ok(h) => h,
+        Err(()) if raw_host.is_none() => "".into(),
+        Err(()) => return close_response(StatusCode::BAD_REQUEST),
+    };
+    let Some(routes) = snap.listeners.get(&meta.listen_key) else {
+        // The listener was removed by a reload while this connection stayed open.
+        return close_response(StatusCode::MISDIRECTED_REQUEST);
+    };
+    let vs = &snap.servers[routes.servers[routes.names.find(&host)]];
+    let raw_target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let path = parts.uri.path();
+    let Ok(norm) = normalize_path(path) else {
+        return close_response(StatusCode::BAD_REQUEST);
+    };
+    let loc_idx = match vs.locations.find(&norm) {
+        LocationMatch::Found(i) => i,
+        LocationMatch::RedirectSlash(_) => {
+            return redirect_slash(meta, raw_host.unwrap_or(""), &norm, parts.uri.query());
+        }
+        LocationMatch::NotFound => return error_response(StatusCode::NOT_FOUND),
+    };
+    let loc = &vs.conf.locations[loc_idx];
+    let request_id = RequestId::new();
+    match &loc.action {
+        Action::Return(ret) => {
+            let vars = RequestVars {
+                method: &parts.method,
+                raw_target: &raw_target,
+                uri: &norm,
+                headers: &parts.headers,
+                host: &host,
+                hostname: &shared.hostname,
+                remote: meta.remote,
+                local: meta.local,
+                scheme: meta.scheme,
+                proxy_host: "",
+                request_id: &request_id,
+            };
+            answer_return(ret, &vars)
+        }
+        Action::Proxy(pp) => {
+            let vars = RequestVars {
+                method: &parts.method,
+                raw_target: &raw_target,
+                uri: &norm,
+                headers: &parts.headers,
+                host: &host,
+                hostname: &shared.hostname,
+                remote: meta.remote,
+                local: meta.local,
+                scheme: meta.scheme,
+                proxy_host: &pp.proxy_host,
+                request_id: &request_id,
+            };
+            let target = proxy_pass_target(
+                pp.uri_part.as_deref(),
+                loc.pattern.prefix().unwrap_or(""),
+                &raw_target,
+                &norm,
+            );
+            let Ok(target) = http::Uri::try_from(target.as_ref()) else {
+                return close_response(StatusCode::BAD_REQUEST);
+            };
+            let (set, suppressed) = render_set_headers(pp, &vars);
+            let upgrade = h1 && forward::is_upgrade(&parts.headers);
+            let on_upgrade = if upgrade {
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            } else {
+                None
+            };
+            let up_headers = forward::upstream_headers(
+                &parts.headers,
+                &set,
+                &suppressed,
+                &proxy_host_value(pp),
+                upgrade,
+            );
+            let up = snap.upstreams[pp.upstream].clone();
+            let fwd = Forward {
+                vs,
+                method: parts.method,
+                target,
+                headers: up_headers,
+                client_ip: meta.remote.ip(),
+                on_upgrade,
+            };
+            forward_request(&up, fwd, body).await
+        }
+    }
+}
+
+fn proxy_host_value(pp: &ProxyPass) -> HeaderValue {
+    HeaderValue::from_str(&pp.proxy_host).unwrap_or(HeaderValue::from_static("localhost"))
+}
+
+/// Renders `proxy_set_header`: values to set, and names whose value came out empty
+/// (nginx then sends nothing and still drops the client's header).
+fn render_set_headers(
+    pp: &ProxyPass,
+    vars: &RequestVars<'_>,
+) -> (Vec<(HeaderName, HeaderValue)>, Vec<HeaderName>) {
+    let mut set = Vec::with_capacity(pp.set_headers.len());
+    let mut suppressed = Vec::new();
+    let mut buf = Vec::new();
+    for (name, t) in &pp.set_headers {
+        buf.clear();
+        t.render_into(vars, &mut buf);
+        if buf.is_empty() {
+            suppressed.push(name.clone());
+            continue;
+        }
+        match HeaderValue::from_bytes(&buf) {
+            Ok(v) => set.push((name.clone(), v)),
+            Err(_) => suppressed.push(name.clone()),
+        }
+    }
+    (set, suppressed)
+}
+
+fn answer_return(ret: &Return, vars: &RequestVars<'_>) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(ret.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ret
+        .body
+        .as_ref()
+        .map(|b| b.render(vars))
+        .unwrap_or_default();
+    let mut r = Response::new(if body.is_empty() {
+        ProxyBody::empty()
+    } else {
+        ProxyBody::full(body)
+    });
+    *r.status_mut() = status;
+    if let Some(loc) = &ret.location {
+        if let Ok(v) = HeaderValue::from_bytes(&loc.render(vars)) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn redirect_slash(
+    meta: &ConnMeta,
+    raw_host: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Response<ProxyBody> {
+    let host = if raw_host.is_empty() {
+        meta.local.to_string()
+    } else {
+        raw_host.to_string()
+    };
+    let mut loc = format!("{}://{}{}/", meta.scheme, host, path);
+    if let Some(q) = query {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    let mut r = error_response(StatusCode::MOVED_PERMANENTLY);
+    *r.body_mut() = ProxyBody::full("301 Moved Permanently\n");
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Everything about the request that each try re-sends.
+struct Forward<'a> {
+    vs: &'a VServer,
+    method: Method,
+    target: http::Uri,
+    headers: http::HeaderMap,
+    client_ip: std::net::IpAddr,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// How one try ended without a usable response.
+enum TryFailure {
+    /// Classified upstream failure; `sent`: the request (partly) left.
+    Upstream { err: AttemptError, sent: bool },
+    /// The client's body broke the limit: 413.
+    TooLarge,
+    /// The client's body could not be read.
+    Client,
+}
+
+fn classify_send_error(e: &hyper::Error) -> TryFailure {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.is::<BodyTooLarge>() {
+            return TryFailure::TooLarge;
+        }
+        if s.is::<ClientBodyError>() {
+            return TryFailure::Client;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return TryFailure::Upstream {
+                    err: AttemptError::Timeout,
+                    sent: true,
+                };
+            }
+        }
+        src = s.source();
+    }
+    let err = if e.is_parse() || e.is_parse_status() {
+        AttemptError::InvalidHeader
+    } else {
+        AttemptError::Reset
+    };
+    TryFailure::Upstream { err, sent: true }
+}
+
+/// Gets a ready connection to the peer: a pooled one if any is alive, else a new one.
+async fn obtain(up: &Upstream, attempt: &Attempt) -> Result<(Sender, bool), AttemptError> {
+    let peer = up.peer(attempt.pick);
+    while let Some(mut s) = peer.state.idle.take(up.conf.keepalive_timeout) {
+        if s.ready().await.is_ok() {
+            return Ok((s, true));
+        }
+    }
+    match client::connect(
+        peer.conf.addr,
+        up.conf.connect_timeout,
+        up.conf.send_timeout,
+    )
+    .await
+    {
+        Ok(mut s) => match s.ready().await {
+            Ok(()) => Ok((s, false)),
+            Err(_) => Err(AttemptError::Connect),
+        },
+        Err(client::ConnectError::Timeout) => Err(AttemptError::Timeout),
+        Err(e) => {
+            tracing::debug!(upstream = %up.conf.name, server = %peer.conf.addr, error = %e, "connect failed");
+            Err(AttemptError::Connect)
+        }
+    }
+}
+
+async fn forward_request(
+    up: &Arc<Upstream>,
+    mut fwd: Forward<'_>,
+    body: Incoming,
+) -> Response<ProxyBody> {
+    let max = fwd.vs.conf.client_max_body_size;
+    if max > 0 {
+        let declared = fwd
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return close_response(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+    }
+    let mut body = Some(if body.is_end_stream() {
+        UpBody::Empty
+    } else {
+        UpBody::Stream {
+            inner: body,
+            left: if max == 0 { u64::MAX } else { max },
+        }
+    });
+    let has_body = !matches!(body, Some(UpBody::Empty));
+    let next = up.conf.next_upstream;
+    let method_retryable =
+        next.non_idempotent || !matches!(fwd.method.as_str(), "POST" | "LOCK" | "PATCH");
+    let started = Instant::now();
+    let mut tries_left = up.tries.max(1);
+    let mut sel = Selection::default();
+    loop {
+        let Some(pick) = up.select(&mut sel, None, Some(fwd.client_ip)) else {
+            tracing::error!(upstream = %up.conf.name, "no live upstreams while connecting to upstream");
+            return error_response(StatusCode::BAD_GATEWAY);
+        };
+        tries_left -= 1;
+        let mut attempt = Attempt {
+            upstream: up.clone(),
+            pick,
+            sender: None,
+            reusable: false,
+            failed: false,
+        };
+        let can_retry = |err_listed: bool, sent: bool, body_left: bool| {
+            tries_left > 0
+                && err_listed
+                && (!sent || method_retryable)
+                && (body_left || !has_body)
+                && (up.conf.next_upstream_timeout.is_zero()
+                    || started.elapsed() < up.conf.next_upstream_timeout)
+        };
+        let listed = |e: AttemptError| match e {
+            AttemptError::Timeout => next.timeout,
+            AttemptError::InvalidHeader => next.invalid_header,
+            AttemptError::Connect | AttemptError::Reset => next.error,
+        };
+        let result = send_once(up, &mut attempt, &mut fwd, &mut body).await;
+        let failure = match result {
+            Ok(resp) => {
+                let code = resp.status().as_u16();
+                if next.statuses.contains(code) && can_retry(true, true, body.is_some()) {
+                    // Counted as a failure only because a retry follows (nginx).
+                    attempt.failed = true;
+                    drop(resp);
+                    drop(attempt);
+                    continue;
+                }
+                return respond(up, attempt, resp, fwd.on_upgrade.take());
+            }
+            Err(f) => f,
+        };
+        match failure {
+            TryFailure::TooLarge => {
+                return close_response(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            TryFailure::Client => return close_response(StatusCode::BAD_REQUEST),
+            TryFailure::Upstream { err, sent } => {
+                attempt.failed = true;
+                let peer = up.peer(pick);
+                tracing::warn!(
+                    upstream = %up.conf.name,
+                    server = %peer.conf.addr,
+                    reason = err.reason(),
+                    "upstream attempt failed"
+                );
+                drop(attempt);
+                if !can_retry(listed(err), sent, body.is_some()) {
+                    return error_response(err.status());
+                }
+            }
+        }
+    }
+}
+
+/// One try on the picked peer. A pooled connection that turns out closed before the
+/// request left is replaced by a fresh one without counting a try.
+async fn send_once(
+    up: &Upstream,
+    attempt: &mut Attempt,
+    fwd: &mut Forward<'_>,
+    body: &mut Option<UpBody>,
+) -> Result<Response<Incoming>, TryFailure> {
+    let read_timeout = up.conf.read_timeout;
+    for _ in 0..3 {
+        let (mut sender, reused) = obtain(up, attempt)
+            .await
+            .map_err(|err| TryFailure::Upstream { err, sent: false })?;
+        let Some(b) = body.take() else {
+            return Err(TryFailure::Upstream {
+                err: AttemptError::Reset,
+                sent: true,
+            });
+        };
+        let bodyless = matches!(b, UpBody::Empty);
+        let mut req = Request::new(b);
+        *req.method_mut() = fwd.method.clone();
+        *req.uri_mut() = fwd.target.clone();
+        *req.headers_mut() = fwd.headers.clone();
+        let res = tokio::time::timeout(read_timeout, sender.try_send_request(req)).await;
+        match res {
+            Err(_) => {
+                return Err(TryFailure::Upstream {
+                    err: AttemptError::Timeout,
+                    sent: true,
+                })
+            }
+            Ok(Ok(resp)) => {
+                attempt.sender = Some(sender);
+                if bodyless {
+                    *body = Some(UpBody::Empty);
+                }
+                return Ok(resp);
+            }
+            Ok(Err(mut e)) => {
+                let unsent = e.take_message();
+                let not_sent = unsent.is_some();
+                if let Some(r) = unsent {
+                    *body = Some(r.into_body());
+                } else if bodyless {
+                    *body = Some(UpBody::Empty);
+                }
+                let stale = reused && (not_sent || (bodyless && e.error().is_incomplete_message()));
+                if stale {
+                    // The server closed an idle keep-alive connection as we used it.
+                    continue;
+                }
+                let mut f = classify_send_error(e.error());
+                if let TryFailure::Upstream { sent, .. } = &mut f {
+                    *sent = !not_sent;
+                }
+                return Err(f);
+            }
+        }
+    }
+    Err(TryFailure::Upstream {
+        err: AttemptError::Reset,
+        sent: true,
+    })
+}
+
+fn respond(
+    up: &Arc<Upstream>,
+    attempt: Attempt,
+    mut resp: Response<Incoming>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_side)) = (switching, on_upgrade) {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        forward::clean_response_headers(&mut parts.headers, true);
+        tokio::spawn(super::upgrade::tunnel(client_side, upstream_side, attempt));
+        return Response::from_parts(parts, ProxyBody::empty());
+    }
+    let (mut parts, incoming) = resp.into_parts();
+    forward::clean_response_headers(&mut parts.headers, false);
+    let body = if incoming.is_end_stream() {
+        let mut a = attempt;
+        a.reusable = true;
+        drop(a);
+        ProxyBody::empty()
+    } else {
+        ProxyBody::Upstream(Box::new(UpstreamBody::new(
+            incoming,
+            up.conf.read_timeout,
+            attempt,
+        )))
+    };
+    Response::from_parts(parts, body)
+}

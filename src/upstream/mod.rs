@@ -1,0 +1,322 @@
+//! Upstream pools at run time: the immutable per-snapshot view ([`Upstream`],
+//! [`Tier`], [`Peer`]) over live per-server state ([`PeerState`]) that outlives
+//! snapshots, so a reload keeps failure counts, in-flight counts and pooled
+//! connections for servers that stay.
+
+mod registry;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+pub use registry::Registry;
+
+use crate::balance::{round_robin::RoundRobin, Balancer, PickState};
+use crate::config::{self, ServerConf};
+use crate::proxy::client::IdlePool;
+
+/// Whole seconds since the process started: nginx's `ngx_time()` granularity, which
+/// `fail_timeout` accounting relies on.
+pub fn now_secs() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs()
+}
+
+/// Live state of one server, shared by every snapshot that contains it.
+#[derive(Debug, Default)]
+pub struct PeerState {
+    /// Attempts in flight (nginx `conns`).
+    pub conns: AtomicU32,
+    /// Failures counted since the last reset (nginx `fails`).
+    pub fails: AtomicU32,
+    /// Time of the last failure (nginx `accessed`).
+    pub accessed: AtomicU64,
+    /// Start of the current failure window / last probe (nginx `checked`).
+    pub checked: AtomicU64,
+    /// False while active health checks say the server is down.
+    pub unhealthy: AtomicBool,
+    /// Set by the operator: no new requests.
+    pub draining: AtomicBool,
+    /// Attempts started.
+    pub requests: AtomicU64,
+    /// Attempts that failed.
+    pub failures: AtomicU64,
+    /// Idle keep-alive connections to this server.
+    pub idle: IdlePool,
+}
+
+/// One server of a tier in a snapshot: its configuration and its live state.
+pub struct Peer {
+    /// Configuration.
+    pub conf: ServerConf,
+    /// `fail_timeout` in whole seconds.
+    pub fail_timeout: u64,
+    /// Live state.
+    pub state: Arc<PeerState>,
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Peer({})", self.conf.addr)
+    }
+}
+
+impl Peer {
+    /// Out by passive accounting: `max_fails` reached within `fail_timeout`.
+    #[inline]
+    pub fn failed_out(&self, now: u64) -> bool {
+        let s = &self.state;
+        self.conf.max_fails != 0
+            && s.fails.load(Ordering::Relaxed) >= self.conf.max_fails
+            && now.saturating_sub(s.checked.load(Ordering::Relaxed)) <= self.fail_timeout
+    }
+
+    /// At its `max_conns` cap.
+    #[inline]
+    pub fn at_max_conns(&self) -> bool {
+        self.conf.max_conns != 0 && self.state.conns.load(Ordering::Relaxed) >= self.conf.max_conns
+    }
+
+    /// Not down, drained or unhealthy (the states that do not depend on time).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        !self.conf.down
+            && !self.state.draining.load(Ordering::Relaxed)
+            && !self.state.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request may be sent here now (ignoring what this request tried).
+    #[inline]
+    pub fn available(&self, now: u64) -> bool {
+        self.enabled() && !self.failed_out(now) && !self.at_max_conns()
+    }
+
+    /// The `state` of `/status`.
+    pub fn state_name(&self, now: u64) -> &'static str {
+        if self.conf.down {
+            "down"
+        } else if self.state.draining.load(Ordering::Relaxed) {
+            "draining"
+        } else if self.state.unhealthy.load(Ordering::Relaxed) {
+            "unhealthy"
+        } else if self.failed_out(now) {
+            "failed"
+        } else {
+            "up"
+        }
+    }
+}
+
+/// The primary or the backup list of a pool, with its balancer.
+#[derive(Debug)]
+pub struct Tier {
+    /// Peers in config order.
+    pub peers: Vec<Peer>,
+    /// Σ weight, down peers included (nginx).
+    pub total_weight: u64,
+    /// One primary peer and no backups: nginx never disables nor retries it.
+    pub single: bool,
+    balancer: OnceLock<Box<dyn Balancer>>,
+}
+
+impl Tier {
+    fn new(peers: Vec<Peer>, single: bool, balance: config::Balance) -> Tier {
+        let total_weight = peers.iter().map(|p| u64::from(p.conf.weight)).sum();
+        let tier = Tier {
+            peers,
+            total_weight,
+            single,
+            balancer: OnceLock::new(),
+        };
+        let b: Box<dyn Balancer> = match balance {
+            config::Balance::RoundRobin => Box::new(RoundRobin::new(&tier)),
+            // Validation rejects the others until their algorithms land.
+            _ => Box::new(RoundRobin::new(&tier)),
+        };
+        let _ = tier.balancer.set(b);
+        tier
+    }
+
+    /// This tier's balancer.
+    pub fn balancer(&self) -> &dyn Balancer {
+        match self.balancer.get() {
+            Some(b) => b.as_ref(),
+            None => unreachable!("Tier::new always sets the balancer"),
+        }
+    }
+}
+
+/// Which tier a pick came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierId {
+    /// Primary servers.
+    Primary,
+    /// Backup servers.
+    Backup,
+}
+
+/// A pool in a snapshot.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Its configuration.
+    pub conf: config::Upstream,
+    /// Primary servers.
+    pub primary: Tier,
+    /// Backup servers, if any.
+    pub backup: Option<Tier>,
+    /// nginx's try budget: non-down primaries + non-down backups, capped by
+    /// `next_upstream_tries`.
+    pub tries: u32,
+}
+
+/// Per-request selection state of one pool.
+#[derive(Debug, Default)]
+pub struct Selection {
+    tried: crate::balance::Tried,
+    on_backup: bool,
+    scratch: crate::balance::Scratch,
+}
+
+/// A chosen peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// The tier.
+    pub tier: TierId,
+    /// Index within the tier.
+    pub idx: usize,
+}
+
+impl Upstream {
+    /// Builds the runtime pool, taking live state for each server from `registry`.
+    pub fn new(conf: config::Upstream, registry: &Registry) -> Upstream {
+        let mk = |backup: bool| -> Vec<Peer> {
+            conf.servers
+                .iter()
+                .filter(|s| s.backup == backup)
+                .map(|s| Peer {
+                    conf: s.clone(),
+                    fail_timeout: s.fail_timeout.as_secs(),
+                    state: registry.get(&conf.name, s.addr),
+                })
+                .collect()
+        };
+        let primary = mk(false);
+        let backup = mk(true);
+        let single = primary.len() == 1 && backup.is_empty();
+        let mut tries = conf.servers.iter().filter(|s| !s.down).count() as u32;
+        if conf.next_upstream_tries > 0 {
+            tries = tries.min(conf.next_upstream_tries);
+        }
+        let primary = Tier::new(primary, single, conf.balance);
+        let backup = (!backup.is_empty()).then(|| Tier::new(backup, false, conf.balance));
+        Upstream {
+            conf,
+            primary,
+            backup,
+            tries,
+        }
+    }
+
+    /// The tier a pick refers to.
+    pub fn tier(&self, id: TierId) -> &Tier {
+        match (id, &self.backup) {
+            (TierId::Backup, Some(b)) => b,
+            _ => &self.primary,
+        }
+    }
+
+    /// The peer a pick refers to.
+    pub fn peer(&self, pick: Pick) -> &Peer {
+        &self.tier(pick.tier).peers[pick.idx]
+    }
+
+    /// Chooses the next peer for a request (nginx `get_round_robin_peer` and the
+    /// backup fallback), and counts the attempt as started. `None`: no live upstream.
+    pub fn select(
+        &self,
+        sel: &mut Selection,
+        key: Option<&[u8]>,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Option<Pick> {
+        let now = now_secs();
+        if self.primary.single {
+            let p = &self.primary.peers[0];
+            if sel.tried.contains(0) || !p.enabled() || p.at_max_conns() {
+                return None;
+            }
+            sel.tried.insert(0);
+            p.state.conns.fetch_add(1, Ordering::Relaxed);
+            p.state.requests.fetch_add(1, Ordering::Relaxed);
+            return Some(Pick {
+                tier: TierId::Primary,
+                idx: 0,
+            });
+        }
+        loop {
+            let id = if sel.on_backup {
+                TierId::Backup
+            } else {
+                TierId::Primary
+            };
+            let tier = self.tier(id);
+            let mut req = PickState {
+                tried: &mut sel.tried,
+                now,
+                key,
+                client_ip,
+                scratch: sel.scratch,
+            };
+            let picked = tier.balancer().pick(tier, &mut req);
+            sel.scratch = req.scratch;
+            if let Some(idx) = picked {
+                let p = &tier.peers[idx];
+                sel.tried.insert(idx);
+                let s = &p.state;
+                s.conns.fetch_add(1, Ordering::Relaxed);
+                s.requests.fetch_add(1, Ordering::Relaxed);
+                if now.saturating_sub(s.checked.load(Ordering::Relaxed)) > p.fail_timeout {
+                    s.checked.store(now, Ordering::Relaxed);
+                }
+                return Some(Pick { tier: id, idx });
+            }
+            if sel.on_backup || self.backup.is_none() {
+                return None;
+            }
+            // Every primary is out: the request moves to the backups for good.
+            sel.on_backup = true;
+            sel.tried.clear();
+            sel.scratch = Default::default();
+        }
+    }
+
+    /// Ends an attempt (nginx `free_round_robin_peer`): failure accounting, then
+    /// the in-flight count.
+    pub fn finish(&self, pick: Pick, failed: bool) {
+        let tier = self.tier(pick.tier);
+        let p = &tier.peers[pick.idx];
+        let s = &p.state;
+        if !tier.single {
+            let now = now_secs();
+            if failed {
+                s.fails.fetch_add(1, Ordering::Relaxed);
+                s.failures.fetch_add(1, Ordering::Relaxed);
+                s.accessed.store(now, Ordering::Relaxed);
+                s.checked.store(now, Ordering::Relaxed);
+                tier.balancer().on_failure(tier, pick.idx);
+                if p.conf.max_fails != 0 && s.fails.load(Ordering::Relaxed) == p.conf.max_fails {
+                    tracing::warn!(
+                        upstream = %self.conf.name,
+                        server = %p.conf.addr,
+                        "upstream server temporarily disabled"
+                    );
+                }
+            } else if s.accessed.load(Ordering::Relaxed) < s.checked.load(Ordering::Relaxed) {
+                s.fails.store(0, Ordering::Relaxed);
+            }
+        } else if failed {
+            s.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        s.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}

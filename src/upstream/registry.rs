@@ -1,0 +1,28 @@
+//! Live server state keyed by (pool, address), so it survives config reloads.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use super::PeerState;
+
+/// Hands out the live state of each server; the same key always gets the same state
+/// while it is in use.
+#[derive(Debug, Default)]
+pub struct Registry {
+    map: Mutex<HashMap<(String, SocketAddr), Arc<PeerState>>>,
+}
+
+impl Registry {
+    /// The state of server `addr` in pool `upstream`, created on first use.
+    pub fn get(&self, upstream: &str, addr: SocketAddr) -> Arc<PeerState> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((upstream.to_string(), addr)).or_default().clone()
+    }
+
+    /// Forgets states no snapshot holds any more (called after a reload).
+    pub fn prune(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| Arc::strong_count(s) > 1);
+    }
+}
