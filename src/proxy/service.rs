@@ -93,8 +93,8 @@ async fn route(
     }
     let host = match normalize_host(raw_host.unwrap_or("")) {
         Ok(h) => h,
-        Err(()) if raw_host.is_none() => "".into(),
-        Err(()) => return close_response(StatusCode::BAD_REQUEST),
+        Err(_) if raw_host.is_none() => "".into(),
+        Err(_) => return close_response(StatusCode::BAD_REQUEST),
     };
     let Some(routes) = snap.listeners.get(&meta.listen_key) else {
         // The listener was removed by a reload while this connection stayed open.
