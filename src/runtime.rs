@@ -35,6 +35,30 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The config file.
     pub config_path: PathBuf,
+    /// Reload outcomes, read by the metrics endpoint.
+    pub reloads: ReloadStats,
+}
+
+/// Counts of config reloads (`fulcrum_config_reloads_total`, SPEC §5).
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Successful reloads.
+    pub success: std::sync::atomic::AtomicU64,
+    /// Rejected reloads (the old config kept serving).
+    pub failure: std::sync::atomic::AtomicU64,
+    /// Unix time of the last successful load (start counts), in seconds.
+    pub last_success_unix: std::sync::atomic::AtomicU64,
+}
+
+impl ReloadStats {
+    /// Records a successful load now.
+    pub fn succeeded(&self) {
+        self.success.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_success_unix.store(now, Ordering::Relaxed);
+    }
 }
 
 /// Failures that stop fulcrum from starting.
@@ -108,7 +132,14 @@ impl Instance {
                 .unwrap_or_else(|| "localhost".into()),
             ready: AtomicBool::new(false),
             config_path: path,
+            reloads: ReloadStats::default(),
         });
+        shared.reloads.last_success_unix.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            Ordering::Relaxed,
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let limit = (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns)));
         let mut bound = Vec::new();
@@ -168,6 +199,14 @@ impl Instance {
     /// Re-reads the config file and swaps the routing snapshot. Listener changes are
     /// refused for now: they need a restart.
     pub fn reload(&self) -> Result<(), String> {
+        let r = self.try_reload();
+        if r.is_err() {
+            self.shared.reloads.failure.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn try_reload(&self) -> Result<(), String> {
         let cfg = config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
         let snap = Snapshot::build(cfg, &self.shared.registry)?;
         let old = self.shared.snapshot.load();
@@ -180,6 +219,7 @@ impl Instance {
         }
         self.shared.snapshot.store(Arc::new(snap));
         self.shared.registry.prune();
+        self.shared.reloads.succeeded();
         Ok(())
     }
 }
