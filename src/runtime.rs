@@ -265,12 +265,15 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let meta = Arc::new(ConnMeta {
             remote,
             local: stream.local_addr().unwrap_or(key),
             listen_key: key,
             scheme: "http",
+            framing_conflict: flag.clone(),
         });
+        let stream = crate::proxy::framing::Guarded::new(stream, flag);
         let shared = shared.clone();
         let svc = service_fn(move |req| handle(shared.clone(), meta.clone(), req));
         let conn = builder

@@ -4,5 +4,6 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod service;
 pub mod upgrade;

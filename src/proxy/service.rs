@@ -35,6 +35,9 @@ pub struct ConnMeta {
     pub listen_key: SocketAddr,
     /// "http" or "https".
     pub scheme: &'static str,
+    /// Set by [`super::framing::Guarded`] when a head carried both
+    /// `Content-Length` and `Transfer-Encoding`.
+    pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -76,7 +79,9 @@ async fn route(
     // Request smuggling guard: both framings present is never forwarded.
     if h1
         && parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(header::CONTENT_LENGTH)
+        && meta
+            .framing_conflict
+            .load(std::sync::atomic::Ordering::Relaxed)
     {
         return close_response(StatusCode::BAD_REQUEST);
     }

@@ -1,0 +1,354 @@
+//! Request-smuggling guard for HTTP/1 downstream connections.
+//!
+//! hyper follows RFC 9112 §6.1 for a request carrying both `Content-Length` and
+//! `Transfer-Encoding`: it drops the length, reads the body as chunked and closes
+//! the connection afterwards — and hides that the length was there. nginx, Envoy
+//! and SPEC §6 answer 400 and forward nothing, so the stream is watched on its way
+//! into hyper: a small parser follows message boundaries (heads, then bodies by
+//! their framing) and flags a head that carries both headers. The request
+//! handler checks the flag. Parsing stops (flag untouched) on anything it does not
+//! understand; hyper rejects such input itself.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Longest head tracked; longer ones are refused by hyper (431) anyway.
+const MAX_HEAD: usize = 64 * 1024 + 1024;
+
+#[derive(Debug)]
+enum State {
+    /// Reading a head: bytes of the current line, flags seen so far.
+    Head {
+        line: Vec<u8>,
+        total: usize,
+        cl: Option<u64>,
+        te: bool,
+    },
+    /// Skipping a fixed-length body.
+    Body(u64),
+    /// Chunked body: reading a size line.
+    ChunkSize { size: u64, ext: bool, cr: bool },
+    /// Chunked body: skipping chunk data, then its CRLF.
+    ChunkData(u64),
+    /// Chunked body: the CRLF after data.
+    ChunkEnd(u8),
+    /// Trailers after the last chunk: a line of `len` bytes so far.
+    Trailer { len: usize },
+    /// Not tracking any more.
+    Off,
+}
+
+/// Follows HTTP/1 message boundaries on the bytes read from a client.
+#[derive(Debug)]
+pub struct Framing {
+    state: State,
+    first: bool,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing {
+            state: State::Head {
+                line: Vec::new(),
+                total: 0,
+                cl: None,
+                te: false,
+            },
+            first: true,
+        }
+    }
+}
+
+fn head_line(line: &[u8], cl: &mut Option<u64>, te: &mut bool) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return true;
+    };
+    let name = &line[..colon];
+    let value = line[colon + 1..].trim_ascii();
+    if name.eq_ignore_ascii_case(b"content-length") {
+        match std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(n) => *cl = Some(n),
+            None => return false,
+        }
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        *te = true;
+    }
+    true
+}
+
+impl Framing {
+    /// Feeds bytes read from the client; returns true when a head with both
+    /// `Content-Length` and `Transfer-Encoding` went by.
+    pub fn feed(&mut self, mut data: &[u8]) -> bool {
+        let mut conflict = false;
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Off => return conflict,
+                State::Head {
+                    line,
+                    total,
+                    cl,
+                    te,
+                } => {
+                    let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+                        line.extend_from_slice(data);
+                        *total += data.len();
+                        if *total > MAX_HEAD {
+                            self.state = State::Off;
+                        }
+                        return conflict;
+                    };
+                    line.extend_from_slice(&data[..nl]);
+                    *total += nl + 1;
+                    data = &data[nl + 1..];
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if self.first {
+                        self.first = false;
+                        if line.starts_with(b"PRI * HTTP/2.0") {
+                            self.state = State::Off;
+                            continue;
+                        }
+                        line.clear();
+                        continue;
+                    }
+                    if line.is_empty() {
+                        // End of head.
+                        let (cl, te) = (*cl, *te);
+                        if cl.is_some() && te {
+                            conflict = true;
+                            self.state = State::Off;
+                            continue;
+                        }
+                        self.first = true;
+                        self.state = if te {
+                            State::ChunkSize {
+                                size: 0,
+                                ext: false,
+                                cr: false,
+                            }
+                        } else {
+                            match cl {
+                                Some(n) if n > 0 => State::Body(n),
+                                _ => State::Head {
+                                    line: Vec::new(),
+                                    total: 0,
+                                    cl: None,
+                                    te: false,
+                                },
+                            }
+                        };
+                        continue;
+                    }
+                    if !head_line(line, cl, te) {
+                        self.state = State::Off;
+                        continue;
+                    }
+                    line.clear();
+                    if *total > MAX_HEAD {
+                        self.state = State::Off;
+                    }
+                }
+                State::Body(left) => {
+                    let n = (*left).min(data.len() as u64);
+                    *left -= n;
+                    data = &data[n as usize..];
+                    if *left == 0 {
+                        self.state = State::Head {
+                            line: Vec::new(),
+                            total: 0,
+                            cl: None,
+                            te: false,
+                        };
+                    }
+                }
+                State::ChunkSize { size, ext, cr } => {
+                    let b = data[0];
+                    data = &data[1..];
+                    match b {
+                        b'\n' => {
+                            let s = *size;
+                            self.state = if s == 0 {
+                                State::Trailer { len: 0 }
+                            } else {
+                                State::ChunkData(s)
+                            };
+                        }
+                        _ if *cr => self.state = State::Off,
+                        b'\r' => *cr = true,
+                        _ if *ext => {}
+                        b';' | b' ' | b'\t' => *ext = true,
+                        _ => match (b as char).to_digit(16) {
+                            Some(d) if *size < (1 << 56) => *size = *size * 16 + u64::from(d),
+                            _ => self.state = State::Off,
+                        },
+                    }
+                }
+                State::ChunkData(left) => {
+                    let n = (*left).min(data.len() as u64);
+                    *left -= n;
+                    data = &data[n as usize..];
+                    if *left == 0 {
+                        self.state = State::ChunkEnd(0);
+                    }
+                }
+                State::ChunkEnd(seen) => {
+                    let b = data[0];
+                    data = &data[1..];
+                    match (*seen, b) {
+                        (0, b'\r') => *seen = 1,
+                        (_, b'\n') => {
+                            self.state = State::ChunkSize {
+                                size: 0,
+                                ext: false,
+                                cr: false,
+                            }
+                        }
+                        _ => self.state = State::Off,
+                    }
+                }
+                State::Trailer { len } => {
+                    let b = data[0];
+                    data = &data[1..];
+                    match b {
+                        b'\n' if *len == 0 => {
+                            self.state = State::Head {
+                                line: Vec::new(),
+                                total: 0,
+                                cl: None,
+                                te: false,
+                            };
+                        }
+                        b'\n' => *len = 0,
+                        b'\r' => {}
+                        _ => *len += 1,
+                    }
+                }
+            }
+        }
+        conflict
+    }
+}
+
+/// A client stream whose incoming bytes go through [`Framing`]; a conflict sets
+/// the shared flag the request handler reads.
+pub struct Guarded<S> {
+    inner: S,
+    framing: Framing,
+    flag: Arc<AtomicBool>,
+}
+
+impl<S> Guarded<S> {
+    /// Wraps `inner`, reporting conflicts through `flag`.
+    pub fn new(inner: S, flag: Arc<AtomicBool>) -> Self {
+        Guarded {
+            inner,
+            framing: Framing::default(),
+            flag,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            if this.framing.feed(&buf.filled()[before..]) {
+                this.flag.store(true, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> bool {
+        let mut f = Framing::default();
+        chunks.iter().any(|c| f.feed(c))
+    }
+
+    #[test]
+    fn plain_requests_pass() {
+        assert!(!run(&[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+        ]));
+        assert!(!run(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET / HTTP/1.1\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn conflict_in_first_and_later_requests() {
+        assert!(run(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+        // After a chunked body whose data mentions both headers, the next head is the one checked.
+        let body = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+            22\r\nContent-Length: 1\r\nTransfer-Enc: x\r\n\r\n0\r\n\r\n";
+        assert!(!run(&[body]));
+        assert!(run(&[
+            body,
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn split_reads() {
+        let req = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let chunks: Vec<&[u8]> = req.chunks(7).collect();
+        assert!(run(&chunks));
+        let ok = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let chunks: Vec<&[u8]> = ok.chunks(5).collect();
+        assert!(!run(&chunks));
+    }
+
+    #[test]
+    fn h2_preface_stops_tracking() {
+        assert!(!run(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+    }
+}

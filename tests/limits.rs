@@ -1,0 +1,157 @@
+//! Bad input and slow peers: SPEC §6 answers, never forwarding what is refused.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+
+fn simple(backend: std::net::SocketAddr, extra_upstream: &str, extra_server: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[upstream.b]
+server = ["{backend}"]
+{extra_upstream}
+[[server]]
+listen = ["127.0.0.1:0"]
+{extra_server}
+[[server.location]]
+path = "/"
+proxy_pass = "http://b"
+"#
+    )
+}
+
+#[test]
+fn conflicting_framing_is_400_and_never_forwarded() {
+    let b = Backend::named("b");
+    let f = Fulcrum::start(&simple(b.addr, "", ""));
+    let r = raw(
+        f.addr(),
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("connection"), Some("close"));
+    // Garbage in a Content-Length and a malformed request line are refused by the parser.
+    assert_eq!(
+        raw(
+            f.addr(),
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n"
+        )
+        .unwrap()
+        .status,
+        400
+    );
+    assert_eq!(
+        raw(
+            f.addr(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n"
+        )
+        .unwrap()
+        .status,
+        400
+    );
+    assert_eq!(b.hits(), 0, "a refused request reached the backend");
+}
+
+#[test]
+fn body_over_client_max_body_size_is_413() {
+    let b = Backend::named("b");
+    let f = Fulcrum::start(&simple(b.addr, "", "client_max_body_size = \"1k\""));
+    let body = vec![b'x'; 2048];
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    assert_eq!(raw(f.addr(), &req).unwrap().status, 413);
+    assert_eq!(b.hits(), 0);
+    // A chunked body is cut off once it passes the limit.
+    let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        req.extend_from_slice(b"200\r\n");
+        req.extend_from_slice(&[b'y'; 512]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(raw(f.addr(), &req).unwrap().status, 413);
+    // Under the limit passes.
+    let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".to_vec();
+    req.extend_from_slice(&[b'z'; 100]);
+    assert_eq!(raw(f.addr(), &req).unwrap().status, 200);
+}
+
+#[test]
+fn header_block_over_64k_is_431() {
+    let b = Backend::named("b");
+    let f = Fulcrum::start(&simple(b.addr, "", ""));
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..80 {
+        req.extend_from_slice(format!("X-Big-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    let r = raw(f.addr(), &req).unwrap();
+    assert_eq!(r.status, 431);
+    assert_eq!(b.hits(), 0);
+    // 40 KiB of headers is fine.
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+    for i in 0..40 {
+        req.extend_from_slice(format!("X-Big-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    assert_eq!(raw(f.addr(), &req).unwrap().status, 200);
+}
+
+#[test]
+fn slow_headers_are_cut_off() {
+    let b = Backend::named("b");
+    let f = Fulcrum::start(&simple(b.addr, "", "client_header_timeout = \"1s\""));
+    let mut s = TcpStream::connect(f.addr()).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    // The server closes the connection (possibly after a 408): EOF or reset, never a 200.
+    let n = s.read(&mut buf).unwrap_or(0);
+    let got = String::from_utf8_lossy(&buf[..n]);
+    assert!(!got.contains("200"), "{got}");
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_eq!(b.hits(), 0);
+}
+
+#[test]
+fn slow_upstream_past_read_timeout_is_504() {
+    let slow = Backend::with(Arc::new(|_, _| {
+        std::thread::sleep(Duration::from_secs(3));
+        Response::new(Full::new(Bytes::from("late")))
+    }));
+    let f = Fulcrum::start(&simple(slow.addr, "read_timeout = \"500ms\"", ""));
+    let r = get(f.addr(), "/");
+    assert_eq!(r.status, 504);
+}
+
+#[test]
+fn invalid_upstream_response_is_502() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 abc garbage\r\n\x01\x02\r\n\r\n");
+        }
+    });
+    let f = Fulcrum::start(&simple(addr, "", ""));
+    assert_eq!(get(f.addr(), "/").status, 502);
+}
