@@ -94,13 +94,19 @@ impl<'a> Reporter<'a> {
     /// Records a problem at a byte offset.
     pub fn error_at(&mut self, offset: usize, message: impl Into<String>) {
         let (line, col) = self.position(offset);
+        // One diagnostic per line, whatever the underlying error printed.
+        let message: String = message
+            .into()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         self.diags.push((
             offset,
             Diagnostic {
                 path: self.path.to_path_buf(),
                 line,
                 col,
-                message: message.into(),
+                message,
             },
         ));
     }

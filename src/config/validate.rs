@@ -371,22 +371,25 @@ impl Validator<'_> {
         self.not_yet(&s.tls, "tls");
         self.not_yet(&s.keepalive_timeout, "keepalive_timeout");
         let mut locations = Vec::new();
+        let mut sections = Vec::new();
         for loc in &s.location {
             if let Some(l) = self.location(loc, upstreams, by_name) {
                 locations.push(l);
+                sections.push(loc);
             }
         }
         // Duplicate literal locations are an error in nginx.
-        for (i, a) in s.location.iter().enumerate() {
-            if s.location[..i]
+        let table = crate::route::LocationTable::new(
+            locations
                 .iter()
-                .any(|b| normalize_loc(b.path.get_ref()) == normalize_loc(a.path.get_ref()))
-            {
-                self.r.error(
-                    span_of(&a.path),
-                    format!("duplicate location \"{}\"", a.path.get_ref()),
-                );
-            }
+                .map(|l: &Location| (l.pattern.clone(), false))
+                .collect(),
+        );
+        for (_, later) in table.duplicates() {
+            self.r.error(
+                span_of(&sections[later].path),
+                format!("duplicate location \"{}\"", locations[later].path),
+            );
         }
         VirtualServer {
             listen,
@@ -610,13 +613,6 @@ impl Validator<'_> {
             }
         }
     }
-}
-
-fn normalize_loc(p: &str) -> String {
-    p.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replacen("^~ ", "", 1)
 }
 
 fn implicit_upstream(authority: &str, addrs: &[SocketAddr]) -> Upstream {
