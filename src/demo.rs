@@ -49,3 +49,32 @@ pub async fn start(addrs: &[SocketAddr]) -> std::io::Result<Vec<SocketAddr>> {
     }
     Ok(out)
 }
+
+/// Sends `n` requests through fulcrum's own listener at `addr` and logs which demo
+/// backend answered each: the shipped config shows its balancing at start.
+pub async fn show(addr: SocketAddr, n: u32) {
+    for i in 1..=n {
+        match one_request(addr).await {
+            Ok(who) => tracing::info!("demo request {i}/{n}: GET / answered by {who}"),
+            Err(e) => tracing::warn!("demo request {i}/{n} failed: {e}"),
+        }
+    }
+}
+
+async fn one_request(addr: SocketAddr) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header(http::header::HOST, "localhost")
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status();
+    let who = resp
+        .headers()
+        .get("x-demo-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_string();
+    Ok(format!("{who} ({status})"))
+}

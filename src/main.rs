@@ -87,6 +87,7 @@ fn run(cfg: config::Config) -> anyhow::Result<()> {
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let grace = cfg.global.shutdown_timeout;
     let admin = cfg.admin.clone();
+    let demo_requests = cfg.demo_requests;
     if !cfg.demo.is_empty() {
         let addrs = fulcrum::demo::start(&cfg.demo).await?;
         tracing::info!(?addrs, "demo backends started");
@@ -103,6 +104,11 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!("fulcrum ready");
+    if demo_requests > 0 {
+        if let Some((addr, _)) = instance.local_addrs().first().copied() {
+            tokio::spawn(fulcrum::demo::show(addr, demo_requests));
+        }
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -108,6 +108,7 @@ pub struct Instance {
     /// Shared state.
     pub shared: Arc<Shared>,
     stop_tx: watch::Sender<bool>,
+    bound: Vec<(SocketAddr, SocketAddr)>,
     listeners: Vec<(
         SocketAddr,
         Arc<GracefulShutdown>,
@@ -152,8 +153,10 @@ impl Instance {
             bound.push((addr, l));
         }
         let mut listeners = Vec::new();
+        let mut bound_addrs = Vec::new();
         for (key, l) in bound {
             let local = l.local_addr().unwrap_or(key);
+            bound_addrs.push((local, key));
             tracing::info!(listen = %key, addr = %local, "listening");
             let graceful = Arc::new(GracefulShutdown::new());
             let task = tokio::spawn(accept_loop(
@@ -171,7 +174,13 @@ impl Instance {
             shared,
             stop_tx,
             listeners,
+            bound: bound_addrs,
         })
+    }
+
+    /// Bound addresses of the listeners (actual, configured), sorted by configured address.
+    pub fn local_addrs(&self) -> &[(SocketAddr, SocketAddr)] {
+        &self.bound
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.

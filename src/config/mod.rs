@@ -52,6 +52,8 @@ pub struct Config {
     pub servers: Vec<VirtualServer>,
     /// Demo backends to start.
     pub demo: Vec<SocketAddr>,
+    /// Demo requests to send through the first listener once ready.
+    pub demo_requests: u32,
 }
 
 /// `[global]`.

@@ -63,6 +63,10 @@ pub struct AdminSection {
 pub struct DemoSection {
     /// Addresses of the demo backends to start.
     pub backends: Vec<Spanned<String>>,
+    /// Requests fulcrum sends through its own first listener once ready, logging
+    /// which backend answered each (shows the balancing at start).
+    #[serde(default)]
+    pub requests: u32,
 }
 
 /// `[upstream.NAME]`.

@@ -134,6 +134,7 @@ impl Validator<'_> {
             upstreams,
             servers,
             demo,
+            demo_requests: file.demo.as_ref().map_or(0, |d| d.get_ref().requests),
         }
     }
 

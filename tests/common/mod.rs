@@ -351,10 +351,7 @@ pub fn read_response(s: &mut TcpStream) -> std::io::Result<Resp> {
         }
     } else if status >= 200 && status != 204 && status != 304 {
         loop {
-            let n = match s.read(&mut tmp) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = s.read(&mut tmp).unwrap_or_default();
             if n == 0 {
                 break;
             }
