@@ -251,6 +251,8 @@ pub struct ProxyPass {
     pub upstream: usize,
     /// `$proxy_host`: the pool name, or `host[:port]` of a literal address.
     pub proxy_host: String,
+    /// `proxy_host` as the default `Host` header value, built once.
+    pub proxy_host_header: http::HeaderValue,
     /// The URI part, when proxy_pass has one.
     pub uri_part: Option<String>,
     /// `proxy_set_header` in file order; an empty template removes the header.

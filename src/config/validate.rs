@@ -520,6 +520,7 @@ impl Validator<'_> {
         if let Some(&i) = by_name.get(&authority.to_ascii_lowercase()) {
             return Some(ProxyPass {
                 upstream: i,
+                proxy_host_header: host_header(&upstreams[i].name),
                 proxy_host: upstreams[i].name.clone(),
                 uri_part,
                 set_headers: Vec::new(),
@@ -567,6 +568,7 @@ impl Validator<'_> {
         };
         Some(ProxyPass {
             upstream: idx,
+            proxy_host_header: host_header(&proxy_host),
             proxy_host,
             uri_part,
             set_headers: Vec::new(),
@@ -614,6 +616,11 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+fn host_header(name: &str) -> http::HeaderValue {
+    // Upstream names and addresses are plain ASCII; anything else falls back safely.
+    http::HeaderValue::from_str(name).unwrap_or(http::HeaderValue::from_static("localhost"))
 }
 
 fn implicit_upstream(authority: &str, addrs: &[SocketAddr]) -> Upstream {

@@ -22,9 +22,8 @@ const MAX_HEAD: usize = 64 * 1024 + 1024;
 
 #[derive(Debug)]
 enum State {
-    /// Reading a head: bytes of the current line, flags seen so far.
+    /// Reading a head: bytes so far, framing headers seen so far.
     Head {
-        line: Vec<u8>,
         total: usize,
         cl: Option<u64>,
         te: bool,
@@ -33,7 +32,7 @@ enum State {
     Body(u64),
     /// Chunked body: reading a size line.
     ChunkSize { size: u64, ext: bool, cr: bool },
-    /// Chunked body: skipping chunk data, then its CRLF.
+    /// Chunked body: skipping chunk data.
     ChunkData(u64),
     /// Chunked body: the CRLF after data.
     ChunkEnd(u8),
@@ -43,23 +42,28 @@ enum State {
     Off,
 }
 
+const NEW_HEAD: State = State::Head {
+    total: 0,
+    cl: None,
+    te: false,
+};
+
 /// Follows HTTP/1 message boundaries on the bytes read from a client.
 #[derive(Debug)]
 pub struct Framing {
     state: State,
+    /// The next head line is a request line.
     first: bool,
+    /// A head line split across reads (complete lines are inspected in place).
+    partial: Vec<u8>,
 }
 
 impl Default for Framing {
     fn default() -> Self {
         Framing {
-            state: State::Head {
-                line: Vec::new(),
-                total: 0,
-                cl: None,
-                te: false,
-            },
+            state: NEW_HEAD,
             first: true,
+            partial: Vec::new(),
         }
     }
 }
@@ -92,70 +96,58 @@ impl Framing {
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return conflict,
-                State::Head {
-                    line,
-                    total,
-                    cl,
-                    te,
-                } => {
+                State::Head { total, cl, te } => {
                     let Some(nl) = data.iter().position(|&b| b == b'\n') else {
-                        line.extend_from_slice(data);
+                        self.partial.extend_from_slice(data);
                         *total += data.len();
                         if *total > MAX_HEAD {
                             self.state = State::Off;
                         }
                         return conflict;
                     };
-                    line.extend_from_slice(&data[..nl]);
                     *total += nl + 1;
+                    let mut line: &[u8] = if self.partial.is_empty() {
+                        &data[..nl]
+                    } else {
+                        self.partial.extend_from_slice(&data[..nl]);
+                        &self.partial
+                    };
                     data = &data[nl + 1..];
                     if line.last() == Some(&b'\r') {
-                        line.pop();
+                        line = &line[..line.len() - 1];
                     }
+                    let mut next = None;
                     if self.first {
                         self.first = false;
                         if line.starts_with(b"PRI * HTTP/2.0") {
-                            self.state = State::Off;
-                            continue;
+                            next = Some(State::Off);
                         }
-                        line.clear();
-                        continue;
-                    }
-                    if line.is_empty() {
+                    } else if line.is_empty() {
                         // End of head.
-                        let (cl, te) = (*cl, *te);
-                        if cl.is_some() && te {
+                        if cl.is_some() && *te {
                             conflict = true;
-                            self.state = State::Off;
-                            continue;
-                        }
-                        self.first = true;
-                        self.state = if te {
-                            State::ChunkSize {
-                                size: 0,
-                                ext: false,
-                                cr: false,
-                            }
+                            next = Some(State::Off);
                         } else {
-                            match cl {
-                                Some(n) if n > 0 => State::Body(n),
-                                _ => State::Head {
-                                    line: Vec::new(),
-                                    total: 0,
-                                    cl: None,
-                                    te: false,
-                                },
-                            }
-                        };
-                        continue;
+                            self.first = true;
+                            next = Some(if *te {
+                                State::ChunkSize {
+                                    size: 0,
+                                    ext: false,
+                                    cr: false,
+                                }
+                            } else {
+                                match *cl {
+                                    Some(n) if n > 0 => State::Body(n),
+                                    _ => NEW_HEAD,
+                                }
+                            });
+                        }
+                    } else if !head_line(line, cl, te) || *total > MAX_HEAD {
+                        next = Some(State::Off);
                     }
-                    if !head_line(line, cl, te) {
-                        self.state = State::Off;
-                        continue;
-                    }
-                    line.clear();
-                    if *total > MAX_HEAD {
-                        self.state = State::Off;
+                    self.partial.clear();
+                    if let Some(n) = next {
+                        self.state = n;
                     }
                 }
                 State::Body(left) => {
@@ -163,12 +155,7 @@ impl Framing {
                     *left -= n;
                     data = &data[n as usize..];
                     if *left == 0 {
-                        self.state = State::Head {
-                            line: Vec::new(),
-                            total: 0,
-                            cl: None,
-                            te: false,
-                        };
+                        self.state = NEW_HEAD;
                     }
                 }
                 State::ChunkSize { size, ext, cr } => {
@@ -220,14 +207,7 @@ impl Framing {
                     let b = data[0];
                     data = &data[1..];
                     match b {
-                        b'\n' if *len == 0 => {
-                            self.state = State::Head {
-                                line: Vec::new(),
-                                total: 0,
-                                cl: None,
-                                te: false,
-                            };
-                        }
+                        b'\n' if *len == 0 => self.state = NEW_HEAD,
                         b'\n' => *len = 0,
                         b'\r' => {}
                         _ => *len += 1,

@@ -106,11 +106,13 @@ async fn route(
         return close_response(StatusCode::MISDIRECTED_REQUEST);
     };
     let vs = &snap.servers[routes.servers[routes.names.find(&host)]];
-    let raw_target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    // Taken before the URI is borrowed below; only upgrade requests carry it.
+    let on_upgrade = if h1 && forward::is_upgrade(&parts.headers) {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = parts.uri.path();
     let Ok(norm) = normalize_path(path) else {
         return close_response(StatusCode::BAD_REQUEST);
@@ -128,7 +130,7 @@ async fn route(
         Action::Return(ret) => {
             let vars = RequestVars {
                 method: &parts.method,
-                raw_target: &raw_target,
+                raw_target,
                 uri: &norm,
                 headers: &parts.headers,
                 host: &host,
@@ -144,7 +146,7 @@ async fn route(
         Action::Proxy(pp) => {
             let vars = RequestVars {
                 method: &parts.method,
-                raw_target: &raw_target,
+                raw_target,
                 uri: &norm,
                 headers: &parts.headers,
                 host: &host,
@@ -155,45 +157,39 @@ async fn route(
                 proxy_host: &pp.proxy_host,
                 request_id: &request_id,
             };
-            let target = proxy_pass_target(
-                pp.uri_part.as_deref(),
-                loc.pattern.prefix().unwrap_or(""),
-                &raw_target,
-                &norm,
-            );
-            let Ok(target) = http::Uri::try_from(target.as_ref()) else {
-                return close_response(StatusCode::BAD_REQUEST);
+            let target = match (&pp.uri_part, parts.uri.scheme()) {
+                // The common case: the client's origin-form target passes unchanged.
+                (None, None) => parts.uri.clone(),
+                _ => {
+                    let t = proxy_pass_target(
+                        pp.uri_part.as_deref(),
+                        loc.pattern.prefix().unwrap_or(""),
+                        raw_target,
+                        &norm,
+                    );
+                    match http::Uri::try_from(t.as_ref()) {
+                        Ok(u) => u,
+                        Err(_) => return close_response(StatusCode::BAD_REQUEST),
+                    }
+                }
             };
             let (set, suppressed) = render_set_headers(pp, &vars);
-            let upgrade = h1 && forward::is_upgrade(&parts.headers);
-            let on_upgrade = if upgrade {
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-            } else {
-                None
-            };
-            let up_headers = forward::upstream_headers(
-                &parts.headers,
-                &set,
-                &suppressed,
-                &proxy_host_value(pp),
-                upgrade,
-            );
-            let up = snap.upstreams[pp.upstream].clone();
+            let up = &snap.upstreams[pp.upstream];
             let fwd = Forward {
                 vs,
-                method: parts.method,
+                method: &parts.method,
                 target,
-                headers: up_headers,
+                client_headers: &parts.headers,
+                set,
+                suppressed,
+                proxy_host: &pp.proxy_host_header,
+                upgrade: on_upgrade.is_some(),
                 client_ip: meta.remote.ip(),
                 on_upgrade,
             };
-            forward_request(&up, fwd, body).await
+            forward_request(up, fwd, body).await
         }
     }
-}
-
-fn proxy_host_value(pp: &ProxyPass) -> HeaderValue {
-    HeaderValue::from_str(&pp.proxy_host).unwrap_or(HeaderValue::from_static("localhost"))
 }
 
 /// Renders `proxy_set_header`: values to set, and names whose value came out empty
@@ -270,11 +266,28 @@ fn redirect_slash(
 /// Everything about the request that each try re-sends.
 struct Forward<'a> {
     vs: &'a VServer,
-    method: Method,
+    method: &'a Method,
     target: http::Uri,
-    headers: http::HeaderMap,
+    client_headers: &'a http::HeaderMap,
+    set: Vec<(HeaderName, HeaderValue)>,
+    suppressed: Vec<HeaderName>,
+    proxy_host: &'a HeaderValue,
+    upgrade: bool,
     client_ip: std::net::IpAddr,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Forward<'_> {
+    /// The upstream request head, built afresh for each try (no copy is kept).
+    fn headers(&self) -> http::HeaderMap {
+        forward::upstream_headers(
+            self.client_headers,
+            &self.set,
+            &self.suppressed,
+            self.proxy_host,
+            self.upgrade,
+        )
+    }
 }
 
 /// How one try ended without a usable response.
@@ -349,7 +362,7 @@ async fn forward_request(
     let max = fwd.vs.conf.client_max_body_size;
     if max > 0 {
         let declared = fwd
-            .headers
+            .client_headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
@@ -459,7 +472,7 @@ async fn send_once(
         let mut req = Request::new(b);
         *req.method_mut() = fwd.method.clone();
         *req.uri_mut() = fwd.target.clone();
-        *req.headers_mut() = fwd.headers.clone();
+        *req.headers_mut() = fwd.headers();
         let res = tokio::time::timeout(read_timeout, sender.try_send_request(req)).await;
         match res {
             Err(_) => {
