@@ -102,11 +102,12 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Result<Summary, R
             Ok(summary)
         }
         Err(e) => {
-            shared.reloads.failure.fetch_add(1, Ordering::Relaxed);
+            let failures = shared.reloads.failure.fetch_add(1, Ordering::Relaxed) + 1;
             // States created for servers of the rejected config.
             shared.registry.prune();
             tracing::error!(
                 trigger = trigger.as_str(),
+                failures,
                 "reload failed; keeping the running configuration:\n{e}"
             );
             Err(e)
@@ -123,11 +124,20 @@ async fn apply(
     // workers serving traffic.
     let sh = shared.clone();
     let (snap, paths, mut summary) = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
         let cfg = config::load(&sh.config_path)?;
+        let loaded = t.elapsed();
         let paths = watch_paths(&cfg);
         let snap = Snapshot::build(cfg, &sh.registry).map_err(ReloadError::Snapshot)?;
+        let built = t.elapsed();
         let old = sh.snapshot.load();
         let summary = diff::summarize(&old, &snap);
+        tracing::debug!(
+            load_ms = elapsed_ms(loaded),
+            build_ms = elapsed_ms(built - loaded),
+            diff_ms = elapsed_ms(t.elapsed() - built),
+            "reload phases"
+        );
         Ok::<_, ReloadError>((snap, paths, summary))
     })
     .await??;
