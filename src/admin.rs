@@ -29,7 +29,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
             let shared = shared.clone();
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&shared, req)) }
+                async move { Ok::<_, Infallible>(answer(&shared, req).await) }
             });
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -52,7 +52,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -62,6 +62,7 @@ fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
+        (&Method::POST, "/reload") => crate::reload::admin_answer(shared).await,
         _ => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
     }
 }

@@ -13,6 +13,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod state;

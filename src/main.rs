@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
 use fulcrum::config;
+use fulcrum::reload;
 use fulcrum::runtime::Instance;
 
 #[derive(Parser)]
@@ -85,7 +86,6 @@ fn run(cfg: config::Config) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
-    let grace = cfg.global.shutdown_timeout;
     let admin = cfg.admin.clone();
     let demo_requests = cfg.demo_requests;
     if !cfg.demo.is_empty() {
@@ -103,6 +103,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .shared
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Without a watcher, SIGHUP and POST /reload still reload.
+    if let Err(e) = reload::watch::spawn(instance.shared.clone()) {
+        tracing::warn!(error = %e, "config file changes will not be picked up");
+    }
     tracing::info!("fulcrum ready");
     if demo_requests > 0 {
         if let Some((addr, _)) = instance.local_addrs().first().copied() {
@@ -113,13 +117,13 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match instance.reload() {
-                Ok(()) => tracing::info!("configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
-            },
+            // Logged and counted inside; the running config stays on failure.
+            _ = hup.recv() => { let _ = reload::reload(&instance.shared, reload::Trigger::Signal).await; }
         }
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    // The grace period of the config running now, which may have been reloaded.
+    let grace = instance.shared.snapshot.load().global.shutdown_timeout;
     instance.shutdown(grace).await;
     tracing::info!("bye");
     Ok(())

@@ -1,4 +1,6 @@
-//! Process life cycle: bind listeners, serve, reload, shut down gracefully.
+//! Process life cycle: bind listeners, serve, shut down gracefully. Listeners are
+//! kept in a [`Listeners`] set keyed by their configured address so a reload
+//! (see [`crate::reload`]) can add and remove them one by one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,10 +15,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::proxy::service::{handle, ConnMeta};
+use crate::reload::Control;
 use crate::state::Snapshot;
 use crate::upstream::Registry;
 
@@ -37,6 +41,8 @@ pub struct Shared {
     pub config_path: PathBuf,
     /// Reload outcomes, read by the metrics endpoint.
     pub reloads: ReloadStats,
+    /// The running listeners and the watched files; reloads lock it, one at a time.
+    pub control: Control,
 }
 
 /// Counts of config reloads (`fulcrum_config_reloads_total`, SPEC §5).
@@ -54,11 +60,14 @@ impl ReloadStats {
     /// Records a successful load now.
     pub fn succeeded(&self) {
         self.success.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.last_success_unix.store(now, Ordering::Relaxed);
+        self.last_success_unix.store(unix_now(), Ordering::Relaxed);
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Failures that stop fulcrum from starting.
@@ -80,50 +89,169 @@ pub enum StartError {
 
 /// Settings of one listener, taken from its default (first) server as nginx does
 /// before the Host is known.
-#[derive(Clone, Copy)]
-struct ListenOpts {
-    http2: bool,
-    header_timeout: Duration,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenOpts {
+    /// Serve h2c (prior knowledge) besides HTTP/1.
+    pub http2: bool,
+    /// Time to receive a request head.
+    pub header_timeout: Duration,
 }
 
-fn listen_opts(snap: &Snapshot) -> HashMap<SocketAddr, ListenOpts> {
+/// The options of every listen address of a snapshot.
+pub fn listen_opts(snap: &Snapshot) -> HashMap<SocketAddr, ListenOpts> {
     snap.listeners
         .iter()
         .map(|(addr, r)| {
-            let first = &snap.servers[r.servers[0]].conf;
+            let header_timeout = r.servers.first().map_or(Duration::from_secs(60), |&i| {
+                snap.servers[i].conf.client_header_timeout
+            });
             let http2 = r.servers.iter().any(|&i| snap.servers[i].conf.http2);
             (
                 *addr,
                 ListenOpts {
                     http2,
-                    header_timeout: first.client_header_timeout,
+                    header_timeout,
                 },
             )
         })
         .collect()
 }
 
+/// Binds `addrs` (sorted), all or nothing: on the first failure the ones already
+/// bound are closed again.
+pub async fn bind_all(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+) -> Result<Vec<(SocketAddr, TcpListener)>, StartError> {
+    let mut addrs: Vec<_> = addrs.into_iter().collect();
+    addrs.sort();
+    let mut bound = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        bound.push((addr, l));
+    }
+    Ok(bound)
+}
+
+/// One accepting listener.
+struct Running {
+    opts: watch::Sender<ListenOpts>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<GracefulShutdown>,
+}
+
+/// The accepting listeners, by configured address (the routing key: "127.0.0.1:0"
+/// stays the same key across reloads, so it keeps its socket).
+#[derive(Default)]
+pub struct Listeners {
+    running: HashMap<SocketAddr, Running>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+impl Listeners {
+    /// Configured addresses currently accepting.
+    pub fn keys(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.running.keys()
+    }
+
+    /// Whether `key` is accepting.
+    pub fn contains(&self, key: &SocketAddr) -> bool {
+        self.running.contains_key(key)
+    }
+
+    /// Starts accepting on a bound socket.
+    pub fn spawn(
+        &mut self,
+        shared: &Arc<Shared>,
+        key: SocketAddr,
+        listener: TcpListener,
+        opts: ListenOpts,
+    ) {
+        let local = listener.local_addr().unwrap_or(key);
+        tracing::info!(listen = %key, addr = %local, "listening");
+        let (opts_tx, opts_rx) = watch::channel(opts);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(
+            listener,
+            key,
+            opts_rx,
+            shared.clone(),
+            stop_rx,
+            self.limit.clone(),
+        ));
+        self.running.insert(
+            key,
+            Running {
+                opts: opts_tx,
+                stop: stop_tx,
+                task,
+            },
+        );
+    }
+
+    /// Applies new options to a running listener (next connections use them);
+    /// true if they changed.
+    pub fn update(&self, key: &SocketAddr, opts: ListenOpts) -> bool {
+        match self.running.get(key) {
+            Some(r) => r.opts.send_if_modified(|o| {
+                let changed = *o != opts;
+                *o = opts;
+                changed
+            }),
+            None => false,
+        }
+    }
+
+    /// Stops accepting on `key` (its socket closes) and returns the drain handle of
+    /// its open connections.
+    pub async fn stop(&mut self, key: &SocketAddr) -> Option<GracefulShutdown> {
+        let r = self.running.remove(key)?;
+        let _ = r.stop.send(());
+        match r.task.await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::error!(listen = %key, error = %e, "accept task failed");
+                None
+            }
+        }
+    }
+}
+
+/// Waits for the connections of a stopped listener to finish, up to `grace`.
+pub async fn drain(key: SocketAddr, graceful: GracefulShutdown, grace: Duration) {
+    let open = graceful.count();
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listen = %key, ?grace, "drain timed out; closing remaining connections");
+    } else {
+        tracing::info!(listen = %key, connections = open, "listener drained");
+    }
+}
+
 /// A running instance.
 pub struct Instance {
     /// Shared state.
     pub shared: Arc<Shared>,
-    stop_tx: watch::Sender<bool>,
     bound: Vec<(SocketAddr, SocketAddr)>,
-    listeners: Vec<(
-        SocketAddr,
-        Arc<GracefulShutdown>,
-        tokio::task::JoinHandle<()>,
-    )>,
 }
 
 impl Instance {
     /// Binds every listener of `config` and starts serving.
     pub async fn start(config: Config) -> Result<Instance, StartError> {
         let path = config.path.clone();
+        let watch = crate::reload::watch_paths(&config);
         let registry = Registry::default();
         let max_conns = config.global.max_connections;
         let snap = Snapshot::build(config, &registry).map_err(StartError::Snapshot)?;
         let opts = listen_opts(&snap);
+        let bound = bind_all(opts.keys().copied()).await?;
+        let listeners = Listeners {
+            running: HashMap::new(),
+            limit: (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns))),
+        };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
             registry,
@@ -134,46 +262,25 @@ impl Instance {
             ready: AtomicBool::new(false),
             config_path: path,
             reloads: ReloadStats::default(),
+            control: Control::new(listeners, watch),
         });
-        shared.reloads.last_success_unix.store(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            Ordering::Relaxed,
-        );
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let limit = (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns)));
-        let mut bound = Vec::new();
-        let mut addrs: Vec<_> = opts.keys().copied().collect();
-        addrs.sort();
-        for addr in addrs {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?;
-            bound.push((addr, l));
-        }
-        let mut listeners = Vec::new();
-        let mut bound_addrs = Vec::new();
-        for (key, l) in bound {
-            let local = l.local_addr().unwrap_or(key);
-            bound_addrs.push((local, key));
-            tracing::info!(listen = %key, addr = %local, "listening");
-            let graceful = Arc::new(GracefulShutdown::new());
-            let task = tokio::spawn(accept_loop(
-                l,
-                key,
-                opts[&key],
-                shared.clone(),
-                graceful.clone(),
-                stop_rx.clone(),
-                limit.clone(),
-            ));
-            listeners.push((key, graceful, task));
+        shared
+            .reloads
+            .last_success_unix
+            .store(unix_now(), Ordering::Relaxed);
+        let mut bound_addrs: Vec<(SocketAddr, SocketAddr)> = bound
+            .iter()
+            .map(|(key, l)| (l.local_addr().unwrap_or(*key), *key))
+            .collect();
+        bound_addrs.sort_by_key(|(_, key)| *key);
+        {
+            let mut set = shared.control.listeners.lock().await;
+            for (key, l) in bound {
+                set.spawn(&shared, key, l, opts[&key]);
+            }
         }
         Ok(Instance {
             shared,
-            stop_tx,
-            listeners,
             bound: bound_addrs,
         })
     }
@@ -186,14 +293,12 @@ impl Instance {
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
     pub async fn shutdown(self, grace: Duration) {
         self.shared.ready.store(false, Ordering::SeqCst);
-        let _ = self.stop_tx.send(true);
+        let mut set = self.shared.control.listeners.lock().await;
+        let keys: Vec<SocketAddr> = set.keys().copied().collect();
         let mut drains = Vec::new();
-        for (addr, graceful, task) in self.listeners {
-            let _ = task.await;
-            // The accept task held the only other reference.
-            match Arc::try_unwrap(graceful) {
-                Ok(g) => drains.push(g.shutdown()),
-                Err(_) => tracing::warn!(listen = %addr, "listener still referenced at shutdown"),
+        for key in keys {
+            if let Some(g) = set.stop(&key).await {
+                drains.push(g.shutdown());
             }
         }
         let all = futures_util::future::join_all(drains);
@@ -204,44 +309,9 @@ impl Instance {
             );
         }
     }
-
-    /// Re-reads the config file and swaps the routing snapshot. Listener changes are
-    /// refused for now: they need a restart.
-    pub fn reload(&self) -> Result<(), String> {
-        let r = self.try_reload();
-        if r.is_err() {
-            self.shared.reloads.failure.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn try_reload(&self) -> Result<(), String> {
-        let cfg = config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
-        let snap = Snapshot::build(cfg, &self.shared.registry)?;
-        let old = self.shared.snapshot.load();
-        let mut a: Vec<_> = old.listen_addrs();
-        let mut b: Vec<_> = snap.listen_addrs();
-        a.sort();
-        b.sort();
-        if a != b {
-            return Err("listen addresses changed: restart fulcrum to apply".into());
-        }
-        self.shared.snapshot.store(Arc::new(snap));
-        self.shared.registry.prune();
-        self.shared.reloads.succeeded();
-        Ok(())
-    }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    key: SocketAddr,
-    opts: ListenOpts,
-    shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-    limit: Option<Arc<Semaphore>>,
-) {
+fn conn_builder(opts: ListenOpts) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if !opts.http2 {
         builder = builder.http1_only();
@@ -253,11 +323,28 @@ async fn accept_loop(
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Accepts until `stop` fires, then hands back the drain handle of its connections.
+async fn accept_loop(
+    listener: TcpListener,
+    key: SocketAddr,
+    mut opts: watch::Receiver<ListenOpts>,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+    limit: Option<Arc<Semaphore>>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut builder = conn_builder(*opts.borrow_and_update());
     loop {
         let permit = match &limit {
-            Some(s) => match s.clone().acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => return,
+            Some(s) => tokio::select! {
+                p = s.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return graceful,
+                },
+                _ = &mut stop => return graceful,
             },
             None => None,
         };
@@ -271,8 +358,12 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = &mut stop => return graceful,
         };
+        // A reload changed this listener's options: new connections use them.
+        if opts.has_changed().unwrap_or(false) {
+            builder = conn_builder(*opts.borrow_and_update());
+        }
         let _ = stream.set_nodelay(true);
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let meta = Arc::new(ConnMeta {
