@@ -96,8 +96,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let instance = Instance::start(cfg).await?;
     if let Some(a) = admin {
-        fulcrum::admin::start(a.listen, instance.shared.clone()).await?;
+        fulcrum::admin::start(a.listen, a.token.clone(), instance.shared.clone()).await?;
     }
+    let health = fulcrum::health::spawn(instance.shared.clone());
     instance
         .shared
         .ready
@@ -108,7 +109,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => match instance.reload() {
-                Ok(()) => tracing::info!("configuration reloaded"),
+                Ok(()) => {
+                    health.notify();
+                    tracing::info!("configuration reloaded");
+                }
                 Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
             },
         }
