@@ -73,11 +73,19 @@ async fn probe_inner(check: &HealthCheck, server: SocketAddr) -> Result<(), Prob
         .await
         .map_err(ProbeError::Http)?;
     // Drive the connection here rather than in a spawned task: one task per check.
-    tokio::pin!(conn);
+    let send = tx.send_request(req);
+    tokio::pin!(conn, send);
     let resp = tokio::select! {
-        r = tx.send_request(req) => r.map_err(ProbeError::Http)?,
-        r = &mut conn => return Err(r.err().map_or(ProbeError::Closed, ProbeError::Http)),
-    };
+        biased;
+        r = &mut send => r,
+        // With `Connection: close` the connection may end right after delivering
+        // the response: the answer is then waiting in `send`.
+        r = &mut conn => match r {
+            Ok(()) => send.await,
+            Err(e) => return Err(ProbeError::Http(e)),
+        },
+    }
+    .map_err(|e| if e.is_canceled() { ProbeError::Closed } else { ProbeError::Http(e) })?;
     let status = resp.status().as_u16();
     // The body is not read: the connection closes when `conn` drops.
     if check.expects(status) {
