@@ -140,7 +140,10 @@ next_upstream = ["error", "timeout", "http_503"]
         if state(&f, "backend", a.addr()) == "unhealthy" {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "a never turned unhealthy");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a never turned unhealthy"
+        );
     }
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(1), "unhealthy after {took:?}");
@@ -149,9 +152,17 @@ next_upstream = ["error", "timeout", "http_503"]
         assert_eq!(conn.get("/").text(), "b");
     }
     assert_eq!(a.traffic(), before, "an unhealthy server got traffic");
-    let line = f.wait_log("server state changed", 5).expect("state change log");
-    assert!(line.contains("old=\"up\"") || line.contains("old=up"), "{line}");
-    assert!(line.contains("unhealthy") && line.contains("status 503"), "{line}");
+    let line = f
+        .wait_log("server state changed", 5)
+        .expect("state change log");
+    assert!(
+        line.contains("old=\"up\"") || line.contains("old=up"),
+        "{line}"
+    );
+    assert!(
+        line.contains("unhealthy") && line.contains("status 503"),
+        "{line}"
+    );
     assert!(line.contains("upstream=\"backend\""), "{line}");
     assert!(line.contains(&a.addr().to_string()), "{line}");
 
@@ -182,7 +193,12 @@ mandatory = true"#,
     )));
     // Before any check ran, no mandatory server may serve: 502 or b, never a.
     let r = get(f.addr(), "/");
-    assert!(r.status == 502 || r.text() == "b", "{} {}", r.status, r.text());
+    assert!(
+        r.status == 502 || r.text() == "b",
+        "{} {}",
+        r.status,
+        r.text()
+    );
     assert_eq!(state(&f, "backend", a.addr()), "unhealthy");
     assert!(eventually(5, || state(&f, "backend", b.addr()) == "up"));
     for _ in 0..20 {
@@ -198,10 +214,9 @@ mandatory = true"#,
     a.set_health(200);
     assert!(eventually(5, || get(f.addr(), "/").text() == "a"));
     let a_addr = a.addr().to_string();
-    assert!(eventually(5, || f
-        .log_text()
-        .lines()
-        .any(|l| l.contains("first health check passed") && l.contains(&a_addr))));
+    assert!(eventually(5, || f.log_text().lines().any(|l| l
+        .contains("first health check passed")
+        && l.contains(&a_addr))));
 }
 
 #[test]
@@ -350,7 +365,11 @@ rise = 1"#,
 
 #[test]
 fn reload_keeps_health_state_and_checks_follow_the_new_pool() {
-    let (a, b, c) = (Flip::new("a", 503), Flip::new("b", 200), Flip::new("c", 503));
+    let (a, b, c) = (
+        Flip::new("a", 503),
+        Flip::new("b", 200),
+        Flip::new("c", 503),
+    );
     let hc = "[upstream.backend.health_check]\npath = \"/health\"\ninterval = \"100ms\"\nfall = 1\nrise = 3";
     let f = Fulcrum::start(&config(&format!(
         "[upstream.backend]\nserver = [\"{}\", \"{}\"]\n{hc}",
@@ -409,8 +428,8 @@ proxy_pass = "http://backend"
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr).to_string()
-        + &String::from_utf8_lossy(&out.stdout);
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     let p = path.display().to_string();
     for (line, what) in [
         (4, "invalid health_check type"),
@@ -421,7 +440,8 @@ proxy_pass = "http://backend"
     ] {
         let prefix = format!("{p}:{line}:");
         assert!(
-            err.lines().any(|l| l.starts_with(&prefix) && l.contains(what)),
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
             "no {what:?} at line {line}:\n{err}"
         );
     }

@@ -85,7 +85,13 @@ async fn probe_inner(check: &HealthCheck, server: SocketAddr) -> Result<(), Prob
             Err(e) => return Err(ProbeError::Http(e)),
         },
     }
-    .map_err(|e| if e.is_canceled() { ProbeError::Closed } else { ProbeError::Http(e) })?;
+    .map_err(|e| {
+        if e.is_canceled() {
+            ProbeError::Closed
+        } else {
+            ProbeError::Http(e)
+        }
+    })?;
     let status = resp.status().as_u16();
     // The body is not read: the connection closes when `conn` drops.
     if check.expects(status) {
