@@ -14,10 +14,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::health::admin as health;
 use crate::runtime::Shared;
 
 /// Binds the admin listener; serving runs in a spawned task.
-pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+/// `token`: when set, mutating endpoints need `Authorization: Bearer TOKEN`.
+pub async fn start(
+    addr: SocketAddr,
+    token: Option<String>,
+    shared: Arc<Shared>,
+) -> std::io::Result<SocketAddr> {
+    let token: Option<Arc<str>> = token.map(Arc::from);
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "admin listening");
@@ -26,10 +33,10 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let shared = shared.clone();
+            let (shared, token) = (shared.clone(), token.clone());
             let svc = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&shared, req).await) }
+                let (shared, token) = (shared.clone(), token.clone());
+                async move { Ok::<_, Infallible>(answer(&shared, token.as_deref(), req).await) }
             });
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -52,8 +59,20 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-async fn answer(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    shared: &Arc<Shared>,
+    token: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/status") => health::status_json(shared),
+        (&Method::POST, p) if p.starts_with("/upstream/") => {
+            if !health::authorized(token, req.headers()) {
+                return health::unauthorized();
+            }
+            health::server_control(shared, p)
+                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "404 Not Found\n"))
+        }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
             if shared.ready.load(Ordering::SeqCst) {
@@ -62,7 +81,12 @@ async fn answer(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
-        (&Method::POST, "/reload") => crate::reload::admin_answer(shared).await,
+        (&Method::POST, "/reload") => {
+            if !health::authorized(token, req.headers()) {
+                return health::unauthorized();
+            }
+            crate::reload::admin_answer(shared).await
+        }
         _ => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
     }
 }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod proxy;
 pub mod reload;
 pub mod route;

@@ -97,8 +97,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let instance = Instance::start(cfg).await?;
     if let Some(a) = admin {
-        fulcrum::admin::start(a.listen, instance.shared.clone()).await?;
+        fulcrum::admin::start(a.listen, a.token.clone(), instance.shared.clone()).await?;
     }
+    let health = fulcrum::health::spawn(instance.shared.clone());
     instance
         .shared
         .ready
@@ -118,7 +119,11 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             // Logged and counted inside; the running config stays on failure.
-            _ = hup.recv() => { let _ = reload::reload(&instance.shared, reload::Trigger::Signal).await; }
+            _ = hup.recv() => {
+                if reload::reload(&instance.shared, reload::Trigger::Signal).await.is_ok() {
+                    health.notify();
+                }
+            }
         }
     }
     tracing::info!("shutting down: finishing in-flight requests");

@@ -189,6 +189,51 @@ pub struct Upstream {
     pub next_upstream_tries: u32,
     /// Time cap for retries; zero = unlimited.
     pub next_upstream_timeout: Duration,
+    /// Active health checks, when configured.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `GET path`, pass on an expected status.
+    Http,
+    /// TCP connect only.
+    Tcp,
+}
+
+/// `[upstream.NAME.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// HTTP or TCP.
+    pub kind: CheckKind,
+    /// Request path (HTTP).
+    pub path: String,
+    /// Time between two checks of one server.
+    pub interval: Duration,
+    /// Time one check may take before it counts as a failure.
+    pub timeout: Duration,
+    /// Consecutive passes to turn healthy (≥ 1).
+    pub rise: u32,
+    /// Consecutive failures to turn unhealthy (≥ 1).
+    pub fall: u32,
+    /// Inclusive status ranges that pass (HTTP).
+    pub expect_status: Vec<(u16, u16)>,
+    /// Host header (HTTP); `None`: the server's address.
+    pub host: Option<String>,
+    /// Port to check instead of the server's.
+    pub port: Option<u16>,
+    /// Servers start unhealthy until they pass once.
+    pub mandatory: bool,
+}
+
+impl HealthCheck {
+    /// Whether `status` is an expected one.
+    pub fn expects(&self, status: u16) -> bool {
+        self.expect_status
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
 }
 
 /// `[[server]]`.

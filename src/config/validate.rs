@@ -254,7 +254,6 @@ impl Validator<'_> {
         self.not_yet(&u.tls, "tls");
         self.not_yet(&u.resolve, "resolve");
         self.not_yet(&u.resolve_interval, "resolve_interval");
-        self.not_yet(&u.health_check, "health_check");
         if let Some(p) = &u.protocol {
             match p.get_ref().as_str() {
                 "http1" => {}
@@ -349,7 +348,135 @@ impl Validator<'_> {
             next_upstream_tries: self.count(&u.next_upstream_tries, 0, "next_upstream_tries")
                 as u32,
             next_upstream_timeout: self.duration(&u.next_upstream_timeout, Duration::ZERO),
+            health_check: u
+                .health_check
+                .as_ref()
+                .map(|h| self.health_check(h.get_ref())),
         })
+    }
+
+    fn health_check(&mut self, h: &schema::HealthCheckSection) -> HealthCheck {
+        let kind = match h.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            None | Some((_, "http")) => CheckKind::Http,
+            Some((_, "tcp")) => CheckKind::Tcp,
+            Some((k, other)) => {
+                self.r.error(
+                    span_of(k),
+                    format!("invalid health_check type \"{other}\" (expected \"http\" or \"tcp\")"),
+                );
+                CheckKind::Http
+            }
+        };
+        let path = match &h.path {
+            None => "/".to_string(),
+            Some(p) => {
+                let ok = p.get_ref().starts_with('/')
+                    && http::uri::PathAndQuery::try_from(p.get_ref().as_str()).is_ok();
+                if !ok {
+                    self.r.error(
+                        span_of(p),
+                        format!(
+                            "invalid health_check path \"{}\" (expected \"/...\")",
+                            p.get_ref()
+                        ),
+                    );
+                }
+                p.get_ref().clone()
+            }
+        };
+        let interval = self.duration(&h.interval, Duration::from_secs(5));
+        if let Some(i) = &h.interval {
+            if interval.is_zero() {
+                self.r
+                    .error(span_of(i), "health_check interval must be above zero");
+            }
+        }
+        let timeout = self.duration(&h.timeout, Duration::from_secs(2));
+        if let Some(t) = &h.timeout {
+            if timeout.is_zero() {
+                self.r
+                    .error(span_of(t), "health_check timeout must be above zero");
+            }
+        }
+        let mut streak = |v: &Option<Spanned<i64>>, default: u32, what: &str| match v {
+            None => default,
+            Some(n) if (1..=i64::from(u32::MAX)).contains(n.get_ref()) => *n.get_ref() as u32,
+            Some(n) => {
+                self.r
+                    .error(span_of(n), format!("{what} must be at least 1"));
+                default
+            }
+        };
+        let rise = streak(&h.rise, 2, "rise");
+        let fall = streak(&h.fall, 3, "fall");
+        let expect_status = match &h.expect_status {
+            None => vec![(200, 399)],
+            Some(v) => self.expect_status(v),
+        };
+        let host = h.host.as_ref().map(|x| {
+            if http::HeaderValue::from_str(x.get_ref()).is_err() || x.get_ref().is_empty() {
+                self.r.error(
+                    span_of(x),
+                    format!("invalid health_check host \"{}\"", x.get_ref()),
+                );
+            }
+            x.get_ref().clone()
+        });
+        let port = h
+            .port
+            .as_ref()
+            .and_then(|p| match u16::try_from(*p.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    self.r.error(
+                        span_of(p),
+                        format!("invalid port {} (expected 1-65535)", p.get_ref()),
+                    );
+                    None
+                }
+            });
+        HealthCheck {
+            kind,
+            path,
+            interval,
+            timeout,
+            rise,
+            fall,
+            expect_status,
+            host,
+            port,
+            mandatory: h.mandatory.as_ref().is_some_and(|m| *m.get_ref()),
+        }
+    }
+
+    /// `expect_status`: "200-399", 200, or a list of codes and ranges.
+    fn expect_status(&mut self, v: &schema::SpannedValue) -> Vec<(u16, u16)> {
+        let items: Vec<&toml::Value> = match v.get_ref() {
+            toml::Value::Array(a) => a.iter().collect(),
+            one => vec![one],
+        };
+        let mut out = Vec::new();
+        for it in &items {
+            let parsed = match it {
+                toml::Value::Integer(n) => status_range(&n.to_string()),
+                toml::Value::String(s) => status_range(s),
+                other => Err(format!(
+                    "invalid expect_status item {other} (expected a code or \"lo-hi\")"
+                )),
+            };
+            // Items inside an array carry no span of their own: point at the key's value.
+            match parsed {
+                Ok(r) => out.push(r),
+                Err(e) => self.r.error(span_of(v), e),
+            }
+        }
+        if items.is_empty() {
+            self.r.error(span_of(v), "expect_status must not be empty");
+        }
+        if out.is_empty() {
+            out.push((200, 399));
+        }
+        out
     }
 
     fn server(
@@ -654,5 +781,26 @@ fn implicit_upstream(authority: &str, addrs: &[SocketAddr]) -> Upstream {
         },
         next_upstream_tries: 0,
         next_upstream_timeout: Duration::ZERO,
+        health_check: None,
+    }
+}
+
+/// One `expect_status` item: "200" or "200-399", codes 100-599.
+fn status_range(s: &str) -> Result<(u16, u16), String> {
+    let code = |c: &str| match c.trim().parse::<u16>() {
+        Ok(n) if (100..=599).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid status \"{c}\" in expect_status (expected 100-599)"
+        )),
+    };
+    match s.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (code(lo)?, code(hi)?);
+            if lo > hi {
+                return Err(format!("empty status range \"{s}\" in expect_status"));
+            }
+            Ok((lo, hi))
+        }
+        None => code(s).map(|c| (c, c)),
     }
 }

@@ -34,7 +34,7 @@ pub struct PeerState {
     pub accessed: AtomicU64,
     /// Start of the current failure window / last probe (nginx `checked`).
     pub checked: AtomicU64,
-    /// False while active health checks say the server is down.
+    /// Set while active health checks say the server is down.
     pub unhealthy: AtomicBool,
     /// Set by the operator: no new requests.
     pub draining: AtomicBool,
@@ -190,6 +190,8 @@ pub struct Pick {
 impl Upstream {
     /// Builds the runtime pool, taking live state for each server from `registry`.
     pub fn new(conf: config::Upstream, registry: &Registry) -> Upstream {
+        // Mandatory checks: a new server gets no traffic before its first pass.
+        let mandatory = conf.health_check.as_ref().is_some_and(|h| h.mandatory);
         let mk = |backup: bool| -> Vec<Peer> {
             conf.servers
                 .iter()
@@ -197,7 +199,9 @@ impl Upstream {
                 .map(|s| Peer {
                     conf: s.clone(),
                     fail_timeout: s.fail_timeout.as_secs(),
-                    state: registry.get(&conf.name, s.addr),
+                    state: registry.get_or_init(&conf.name, s.addr, |st| {
+                        st.unhealthy.store(mandatory, Ordering::Relaxed);
+                    }),
                 })
                 .collect()
         };

@@ -16,8 +16,25 @@ pub struct Registry {
 impl Registry {
     /// The state of server `addr` in pool `upstream`, created on first use.
     pub fn get(&self, upstream: &str, addr: SocketAddr) -> Arc<PeerState> {
+        self.get_or_init(upstream, addr, |_| {})
+    }
+
+    /// Like [`Registry::get`], running `init` on a state created now (not on one
+    /// kept from an earlier snapshot): e.g. mandatory health checks start unhealthy.
+    pub fn get_or_init(
+        &self,
+        upstream: &str,
+        addr: SocketAddr,
+        init: impl FnOnce(&PeerState),
+    ) -> Arc<PeerState> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((upstream.to_string(), addr)).or_default().clone()
+        map.entry((upstream.to_string(), addr))
+            .or_insert_with(|| {
+                let s = PeerState::default();
+                init(&s);
+                Arc::new(s)
+            })
+            .clone()
     }
 
     /// Forgets states no snapshot holds any more (called after a reload).

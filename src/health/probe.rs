@@ -1,0 +1,102 @@
+//! One active check of one server: a TCP connect, or an HTTP/1.1 `GET` on a fresh
+//! connection whose status must be an expected one. The whole check, connect
+//! included, runs under the check's `timeout`.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::{CheckKind, HealthCheck};
+
+/// Why a check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer within `timeout`.
+    #[error("timed out")]
+    Timeout,
+    /// Connect refused, reset, unreachable.
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The request could not be built (path or host invalid at run time).
+    #[error("invalid check request: {0}")]
+    Request(#[source] http::Error),
+    /// The HTTP exchange failed.
+    #[error("http error: {0}")]
+    Http(#[source] hyper::Error),
+    /// The connection closed before a response head.
+    #[error("connection closed before the response")]
+    Closed,
+    /// An unexpected status.
+    #[error("status {0}")]
+    Status(u16),
+}
+
+/// The address a check of `server` connects to (`port` overrides its port).
+pub fn target(check: &HealthCheck, server: SocketAddr) -> SocketAddr {
+    match check.port {
+        Some(p) => SocketAddr::new(server.ip(), p),
+        None => server,
+    }
+}
+
+/// Checks `server` once.
+pub async fn probe(check: &HealthCheck, server: SocketAddr) -> Result<(), ProbeError> {
+    match tokio::time::timeout(check.timeout, probe_inner(check, server)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout),
+    }
+}
+
+async fn probe_inner(check: &HealthCheck, server: SocketAddr) -> Result<(), ProbeError> {
+    let stream = TcpStream::connect(target(check, server))
+        .await
+        .map_err(ProbeError::Connect)?;
+    if check.kind == CheckKind::Tcp {
+        return Ok(());
+    }
+    let _ = stream.set_nodelay(true);
+    let host = match &check.host {
+        Some(h) => h.clone(),
+        None => server.to_string(),
+    };
+    let req = Request::get(check.path.as_str())
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "fulcrum-health-check")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(ProbeError::Request)?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ProbeError::Http)?;
+    // Drive the connection here rather than in a spawned task: one task per check.
+    let send = tx.send_request(req);
+    tokio::pin!(conn, send);
+    let resp = tokio::select! {
+        biased;
+        r = &mut send => r,
+        // With `Connection: close` the connection may end right after delivering
+        // the response: the answer is then waiting in `send`.
+        r = &mut conn => match r {
+            Ok(()) => send.await,
+            Err(e) => return Err(ProbeError::Http(e)),
+        },
+    }
+    .map_err(|e| {
+        if e.is_canceled() {
+            ProbeError::Closed
+        } else {
+            ProbeError::Http(e)
+        }
+    })?;
+    let status = resp.status().as_u16();
+    // The body is not read: the connection closes when `conn` drops.
+    if check.expects(status) {
+        Ok(())
+    } else {
+        Err(ProbeError::Status(status))
+    }
+}
