@@ -59,6 +59,27 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
+/// `GET /metrics`: the Prometheus text exposition.
+fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
+    match crate::metrics::render(shared) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode metrics");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "500 Internal Server Error\n",
+            )
+        }
+    }
+}
+
 async fn answer(
     shared: &Arc<Shared>,
     token: Option<&str>,
@@ -73,6 +94,7 @@ async fn answer(
             health::server_control(shared, p)
                 .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "404 Not Found\n"))
         }
+        (&Method::GET, "/metrics") => metrics(shared),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
             if shared.ready.load(Ordering::SeqCst) {

@@ -8,11 +8,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod route;

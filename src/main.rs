@@ -129,7 +129,16 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing in-flight requests");
     // The grace period of the config running now, which may have been reloaded.
     let grace = instance.shared.snapshot.load().global.shutdown_timeout;
+    let shared = instance.shared.clone();
     instance.shutdown(grace).await;
+    // Lines of requests that just finished are still queued: write them out.
+    let snap = shared.snapshot.load_full();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(log) = &snap.access_log {
+            log.flush(std::time::Duration::from_secs(5));
+        }
+    })
+    .await;
     tracing::info!("bye");
     Ok(())
 }

@@ -208,6 +208,7 @@ impl Listeners {
     pub async fn stop(&mut self, key: &SocketAddr) -> Option<GracefulShutdown> {
         let r = self.running.remove(key)?;
         let _ = r.stop.send(());
+        crate::metrics::ListenerMetrics::forget(*key);
         match r.task.await {
             Ok(g) => Some(g),
             Err(e) => {
@@ -336,6 +337,7 @@ async fn accept_loop(
     limit: Option<Arc<Semaphore>>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
+    let metrics = crate::metrics::ListenerMetrics::new(key);
     let mut builder = conn_builder(*opts.borrow_and_update());
     loop {
         let permit = match &limit {
@@ -380,10 +382,14 @@ async fn accept_loop(
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
+        metrics.total.inc();
+        metrics.active.inc();
+        let active = metrics.active.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with error");
             }
+            active.dec();
             drop(permit);
         });
     }

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::access_log::AccessLog;
 use crate::config::{Action, Config, Global, VirtualServer};
+use crate::metrics::RequestMetrics;
 use crate::route::location::{LocationPattern, LocationTable};
 use crate::route::server_name::ServerNameTable;
 use crate::upstream::{Registry, Upstream};
@@ -18,6 +20,23 @@ pub struct VServer {
     pub locations: LocationTable,
     /// Metrics/log label.
     pub label: String,
+    /// Request metric handles per location (index as in `conf.locations`).
+    pub location_metrics: Vec<RequestMetrics>,
+    /// Request metric handles for answers given before a location is chosen
+    /// (404, bad requests, slash redirects): `upstream=""`.
+    pub own_metrics: RequestMetrics,
+}
+
+/// How far routing got before a request was answered (which metrics count it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Site {
+    /// No virtual server chosen yet.
+    #[default]
+    Listener,
+    /// A virtual server (index into [`Snapshot::servers`]) but no location.
+    Server(usize),
+    /// A location of a virtual server.
+    Location(usize, usize),
 }
 
 /// The virtual servers reachable on one listen address.
@@ -38,6 +57,12 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Routes per listen address.
     pub listeners: HashMap<SocketAddr, ListenerRoutes>,
+    /// Request metric handles for a request with no virtual server (its listener
+    /// was removed by a reload): `server="", upstream=""`.
+    pub unrouted_metrics: RequestMetrics,
+    /// The access log, `None` when off. Each snapshot opens its own, so a reload
+    /// applies new settings and reopens the file (log rotation).
+    pub access_log: Option<AccessLog>,
 }
 
 impl Snapshot {
@@ -60,8 +85,21 @@ impl Snapshot {
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             let label = vs.label();
+            let location_metrics = vs
+                .locations
+                .iter()
+                .map(|l| match &l.action {
+                    Action::Proxy(pp) => {
+                        let name = upstreams.get(pp.upstream).map_or("", |u| &u.conf.name);
+                        RequestMetrics::new(&label, name)
+                    }
+                    Action::Return(_) => RequestMetrics::new(&label, ""),
+                })
+                .collect();
             servers.push(VServer {
                 locations: LocationTable::new(locs),
+                location_metrics,
+                own_metrics: RequestMetrics::new(&label, ""),
                 label,
                 conf: vs,
             });
@@ -90,12 +128,33 @@ impl Snapshot {
                 },
             );
         }
+        let access_log =
+            AccessLog::open(&config.global.access_log, config.global.access_log_format)
+                .map_err(|e| e.to_string())?;
         Ok(Snapshot {
             global: config.global,
             servers,
             upstreams,
             listeners,
+            unrouted_metrics: RequestMetrics::new("", ""),
+            access_log,
         })
+    }
+
+    /// The request metric handles for an answer given at `site`.
+    pub fn request_metrics(&self, site: Site, listen_key: SocketAddr) -> &RequestMetrics {
+        match site {
+            Site::Location(vs, loc) => &self.servers[vs].location_metrics[loc],
+            Site::Server(vs) => &self.servers[vs].own_metrics,
+            // Before the Host is known: the listener's default server, as nginx logs it.
+            Site::Listener => match self.listeners.get(&listen_key) {
+                Some(r) => r
+                    .servers
+                    .first()
+                    .map_or(&self.unrouted_metrics, |&i| &self.servers[i].own_metrics),
+                None => &self.unrouted_metrics,
+            },
+        }
     }
 
     /// Listen addresses with whether any server on them wants h2c, sorted.

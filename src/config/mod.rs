@@ -67,6 +67,34 @@ pub struct Global {
     pub log_level: Option<String>,
     /// Downstream connection cap; 0 = unlimited.
     pub max_connections: usize,
+    /// Where access log lines go.
+    pub access_log: AccessLogTarget,
+    /// How access log lines look.
+    pub access_log_format: AccessLogFormat,
+}
+
+/// `access_log`: where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLogTarget {
+    /// No access log (the default; costs nothing per request).
+    #[default]
+    Off,
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A file, opened for appending (created if missing).
+    Path(PathBuf),
+}
+
+/// `access_log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// nginx's `combined` plus upstream address, status and times.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[admin]`.

@@ -139,25 +139,34 @@ impl Validator<'_> {
     }
 
     fn global(&mut self, g: &schema::GlobalSection) -> Global {
-        if let Some(a) = &g.access_log {
-            if a.get_ref() != "off" {
-                self.r.error(
-                    span_of(a),
-                    format!("\"access_log\" other than \"off\" {NOT_YET}"),
-                );
+        let access_log = match g.access_log.as_ref().map(|a| a.get_ref().as_str()) {
+            None | Some("off") => AccessLogTarget::Off,
+            Some("stdout") => AccessLogTarget::Stdout,
+            Some("stderr") => AccessLogTarget::Stderr,
+            Some("") => {
+                if let Some(a) = &g.access_log {
+                    self.r.error(span_of(a), "access_log must not be empty");
+                }
+                AccessLogTarget::Off
             }
-        }
-        if let Some(f) = &g.access_log_format {
-            if !matches!(f.get_ref().as_str(), "combined" | "json") {
-                self.r.error(
-                    span_of(f),
-                    format!(
-                        "invalid access_log_format \"{}\" (expected \"combined\" or \"json\")",
-                        f.get_ref()
-                    ),
-                );
-            }
-        }
+            Some(path) => AccessLogTarget::Path(path.into()),
+        };
+        let access_log_format = match g.access_log_format.as_ref() {
+            None => AccessLogFormat::Combined,
+            Some(f) => match f.get_ref().as_str() {
+                "combined" => AccessLogFormat::Combined,
+                "json" => AccessLogFormat::Json,
+                other => {
+                    self.r.error(
+                        span_of(f),
+                        format!(
+                            "invalid access_log_format \"{other}\" (expected \"combined\" or \"json\")"
+                        ),
+                    );
+                    AccessLogFormat::Combined
+                }
+            },
+        };
         if let Some(l) = &g.log_level {
             if tracing_subscriber::EnvFilter::try_new(l.get_ref()).is_err() {
                 self.r
@@ -169,6 +178,8 @@ impl Validator<'_> {
             shutdown_timeout: self.duration(&g.shutdown_timeout, Duration::from_secs(30)),
             log_level: g.log_level.as_ref().map(|l| l.get_ref().clone()),
             max_connections: self.count(&g.max_connections, 0, "max_connections") as usize,
+            access_log,
+            access_log_format,
         }
     }
 

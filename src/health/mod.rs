@@ -211,6 +211,7 @@ async fn run_checks(
         Some(s) => Counter::new(!s.unhealthy.load(Ordering::Relaxed), check.rise, check.fall),
         None => return,
     };
+    let metrics = crate::metrics::HealthMetrics::new(&upstream, addr);
     let offset = rand::thread_rng().gen_range(Duration::ZERO..check.interval);
     let mut tick = tokio::time::interval_at(Instant::now() + offset, check.interval);
     // A slow check pushes the next one back rather than firing a burst after it.
@@ -219,6 +220,7 @@ async fn run_checks(
         tick.tick().await;
         let result = probe::probe(&check, addr).await;
         let Some(st) = state.upgrade() else { return };
+        metrics.record(result.is_ok());
         if let Err(e) = &result {
             tracing::debug!(upstream, server = %addr, error = %e, "health check failed");
         }

@@ -96,6 +96,10 @@ pub struct Attempt {
     pub reusable: bool,
     /// Whether this attempt counts as a failure.
     pub failed: bool,
+    /// When the try started.
+    pub started: std::time::Instant,
+    /// The upstream's response status; 0 until a response head arrived.
+    pub status: u16,
 }
 
 impl Drop for Attempt {
@@ -108,6 +112,10 @@ impl Drop for Attempt {
                     .idle
                     .put(s, self.upstream.conf.keepalive);
             }
+        }
+        let peer = self.upstream.peer(self.pick);
+        if self.status != 0 {
+            peer.metrics.response(self.status, self.started.elapsed());
         }
         self.upstream.finish(self.pick, self.failed);
     }

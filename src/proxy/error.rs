@@ -2,6 +2,8 @@
 
 use http::StatusCode;
 
+use crate::metrics::Reason;
+
 /// A failure of one upstream attempt, classified as nginx's `proxy_next_upstream` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptError {
@@ -25,11 +27,11 @@ impl AttemptError {
     }
 
     /// The `reason` label of `fulcrum_upstream_failures_total`.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            AttemptError::Connect => "connect",
-            AttemptError::Reset | AttemptError::InvalidHeader => "reset",
-            AttemptError::Timeout => "timeout",
+            AttemptError::Connect => Reason::Connect,
+            AttemptError::Reset | AttemptError::InvalidHeader => Reason::Reset,
+            AttemptError::Timeout => Reason::Timeout,
         }
     }
 }

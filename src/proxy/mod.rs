@@ -3,6 +3,7 @@
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod exchange;
 pub mod forward;
 pub mod framing;
 pub mod service;

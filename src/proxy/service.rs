@@ -14,14 +14,16 @@ use tokio::time::Instant;
 use super::body::{Attempt, BodyTooLarge, ClientBodyError, ProxyBody, UpBody, UpstreamBody};
 use super::client::{self, Sender};
 use super::error::{body_for, AttemptError};
+use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
 use crate::config::{Action, ProxyPass, Return};
+use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
 use crate::route::template::{RequestId, RequestVars};
 use crate::route::uri::{normalize_path, proxy_pass_target};
 use crate::runtime::Shared;
-use crate::state::{Snapshot, VServer};
+use crate::state::{Site, Snapshot, VServer};
 use crate::upstream::{Selection, Upstream};
 
 /// What the proxy knows about the downstream connection.
@@ -45,9 +47,11 @@ pub async fn handle(
     shared: Arc<Shared>,
     meta: Arc<ConnMeta>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let snap = shared.snapshot.load_full();
-    Ok(route(&shared, &snap, &meta, req).await)
+) -> Result<Response<Tracked>, Infallible> {
+    let mut ex = Exchange::start(shared.snapshot.load_full(), &meta, &req);
+    let (snap, info) = ex.parts();
+    let resp = route(&shared, snap, &meta, req, info).await;
+    Ok(ex.respond(resp))
 }
 
 /// A short plain-text error response.
@@ -73,6 +77,7 @@ async fn route(
     snap: &Snapshot,
     meta: &ConnMeta,
     req: Request<Incoming>,
+    info: &mut ReqInfo,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     let h1 = parts.version <= Version::HTTP_11;
@@ -105,7 +110,9 @@ async fn route(
         // The listener was removed by a reload while this connection stayed open.
         return close_response(StatusCode::MISDIRECTED_REQUEST);
     };
-    let vs = &snap.servers[routes.servers[routes.names.find(&host)]];
+    let vs_idx = routes.servers[routes.names.find(&host)];
+    let vs = &snap.servers[vs_idx];
+    info.site = Site::Server(vs_idx);
     // Taken before the URI is borrowed below; only upgrade requests carry it.
     let on_upgrade = if h1 && forward::is_upgrade(&parts.headers) {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -125,6 +132,7 @@ async fn route(
         LocationMatch::NotFound => return error_response(StatusCode::NOT_FOUND),
     };
     let loc = &vs.conf.locations[loc_idx];
+    info.site = Site::Location(vs_idx, loc_idx);
     let request_id = RequestId::new();
     match &loc.action {
         Action::Return(ret) => {
@@ -187,7 +195,7 @@ async fn route(
                 client_ip: meta.remote.ip(),
                 on_upgrade,
             };
-            forward_request(up, fwd, body).await
+            forward_request(up, fwd, body, info).await
         }
     }
 }
@@ -358,6 +366,7 @@ async fn forward_request(
     up: &Arc<Upstream>,
     mut fwd: Forward<'_>,
     body: Incoming,
+    info: &mut ReqInfo,
 ) -> Response<ProxyBody> {
     let max = fwd.vs.conf.client_max_body_size;
     if max > 0 {
@@ -383,13 +392,17 @@ async fn forward_request(
     let method_retryable =
         next.non_idempotent || !matches!(fwd.method.as_str(), "POST" | "LOCK" | "PATCH");
     let started = Instant::now();
-    let mut tries_left = up.tries.max(1);
+    let budget = up.tries.max(1);
+    let mut tries_left = budget;
     let mut sel = Selection::default();
     loop {
         let Some(pick) = up.select(&mut sel, None, Some(fwd.client_ip)) else {
             tracing::error!(upstream = %up.conf.name, "no live upstreams while connecting to upstream");
             return error_response(StatusCode::BAD_GATEWAY);
         };
+        if tries_left < budget {
+            up.metrics.retries.inc();
+        }
         tries_left -= 1;
         let mut attempt = Attempt {
             upstream: up.clone(),
@@ -397,7 +410,11 @@ async fn forward_request(
             sender: None,
             reusable: false,
             failed: false,
+            started: std::time::Instant::now(),
+            status: 0,
         };
+        let peer = up.peer(pick);
+        info.try_start(peer.conf.addr, attempt.started);
         let can_retry = |err_listed: bool, sent: bool, body_left: bool| {
             tries_left > 0
                 && err_listed
@@ -415,29 +432,38 @@ async fn forward_request(
         let failure = match result {
             Ok(resp) => {
                 let code = resp.status().as_u16();
+                attempt.status = code;
                 if next.statuses.contains(code) && can_retry(true, true, body.is_some()) {
                     // Counted as a failure only because a retry follows (nginx).
                     attempt.failed = true;
+                    peer.metrics.failure(Reason::Status);
+                    info.try_end(code);
                     drop(resp);
                     drop(attempt);
                     continue;
                 }
+                info.try_answered(code);
                 return respond(up, attempt, resp, fwd.on_upgrade.take());
             }
             Err(f) => f,
         };
         match failure {
             TryFailure::TooLarge => {
+                info.try_end(StatusCode::PAYLOAD_TOO_LARGE.as_u16());
                 return close_response(StatusCode::PAYLOAD_TOO_LARGE);
             }
-            TryFailure::Client => return close_response(StatusCode::BAD_REQUEST),
+            TryFailure::Client => {
+                info.try_end(StatusCode::BAD_REQUEST.as_u16());
+                return close_response(StatusCode::BAD_REQUEST);
+            }
             TryFailure::Upstream { err, sent } => {
                 attempt.failed = true;
-                let peer = up.peer(pick);
+                peer.metrics.failure(err.reason());
+                info.try_end(err.status().as_u16());
                 tracing::warn!(
                     upstream = %up.conf.name,
                     server = %peer.conf.addr,
-                    reason = err.reason(),
+                    reason = err.reason().as_str(),
                     "upstream attempt failed"
                 );
                 drop(attempt);

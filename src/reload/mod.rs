@@ -174,6 +174,7 @@ async fn apply(
         }
     }
     shared.registry.prune();
+    crate::metrics::retain(&shared.snapshot.load());
     shared.control.paths.send_if_modified(|p| {
         let changed = *p != paths;
         *p = paths;

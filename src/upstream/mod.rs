@@ -54,6 +54,8 @@ pub struct Peer {
     pub fail_timeout: u64,
     /// Live state.
     pub state: Arc<PeerState>,
+    /// Metric handles, resolved with the snapshot.
+    pub metrics: crate::metrics::PeerMetrics,
 }
 
 impl fmt::Debug for Peer {
@@ -168,6 +170,8 @@ pub struct Upstream {
     /// nginx's try budget: non-down primaries + non-down backups, capped by
     /// `next_upstream_tries`.
     pub tries: u32,
+    /// Metric handles, resolved with the snapshot.
+    pub metrics: crate::metrics::UpstreamMetrics,
 }
 
 /// Per-request selection state of one pool.
@@ -202,6 +206,7 @@ impl Upstream {
                     state: registry.get_or_init(&conf.name, s.addr, |st| {
                         st.unhealthy.store(mandatory, Ordering::Relaxed);
                     }),
+                    metrics: crate::metrics::PeerMetrics::new(&conf.name, s.addr),
                 })
                 .collect()
         };
@@ -215,6 +220,7 @@ impl Upstream {
         let primary = Tier::new(primary, single, conf.balance);
         let backup = (!backup.is_empty()).then(|| Tier::new(backup, false, conf.balance));
         Upstream {
+            metrics: crate::metrics::UpstreamMetrics::new(&conf.name),
             conf,
             primary,
             backup,

@@ -1,0 +1,457 @@
+//! The access log: one line per request, written off the request path.
+//!
+//! A request that ends hands a small [`Entry`] (the fields it already owns, no
+//! formatting) to a bounded queue with `try_send`; a dedicated thread formats the
+//! lines into a 64 KiB buffer and writes it out whenever the queue runs empty (or the
+//! buffer fills). A slow disk therefore only fills the queue: when it is full the
+//! line is dropped and counted in `fulcrum_access_log_dropped_total`, and the request
+//! never waits. With `access_log = "off"` no log exists and requests build no entry.
+//!
+//! Formats (see docs/logging.md): `combined` is nginx's `combined` plus
+//! `"$upstream_addr" "$upstream_status" $request_time "$upstream_response_time"`;
+//! `json` is one object per line with the same fields.
+
+use std::borrow::Cow;
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, Method, Uri, Version};
+use serde::Serialize;
+
+use crate::config::{AccessLogFormat, AccessLogTarget};
+
+/// Entries the queue holds before new lines are dropped.
+pub const QUEUE: usize = 16 * 1024;
+const BUFFER: usize = 64 * 1024;
+
+/// One try on an upstream server, as `$upstream_addr`, `$upstream_status` and
+/// `$upstream_response_time` list them.
+#[derive(Debug, Clone, Copy)]
+pub struct Try {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Its status, or the one fulcrum answered for a failed try (502/504); 0: none.
+    pub status: u16,
+    /// How long the try took (to the end of the response body for the last one).
+    pub time: Duration,
+}
+
+/// What one log line says, collected by the request and formatted by the writer.
+/// Header values are cheap clones of the request's own buffers.
+#[derive(Debug)]
+pub struct Entry {
+    /// When the response ended.
+    pub time: SystemTime,
+    /// Client address.
+    pub remote: SocketAddr,
+    /// The Basic-auth user name, if the client sent one.
+    pub remote_user: Option<String>,
+    /// Request method.
+    pub method: Method,
+    /// Request target as received.
+    pub uri: Uri,
+    /// Protocol version.
+    pub version: Version,
+    /// `Host`.
+    pub host: Option<HeaderValue>,
+    /// `Referer`.
+    pub referer: Option<HeaderValue>,
+    /// `User-Agent`.
+    pub user_agent: Option<HeaderValue>,
+    /// Status sent (499: the client went away before the response head).
+    pub status: u16,
+    /// Response body bytes sent.
+    pub body_bytes_sent: u64,
+    /// From reading the request head to the end of the response.
+    pub request_time: Duration,
+    /// Upstream tries, in order.
+    pub tries: Vec<Try>,
+}
+
+enum Msg {
+    Line(Box<Entry>),
+    Flush(SyncSender<()>),
+}
+
+/// A running access log: a queue to its writer thread. Dropping it lets the thread
+/// write what is queued, flush and exit.
+#[derive(Debug)]
+pub struct AccessLog {
+    tx: SyncSender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+/// The access log could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open access_log \"{path}\": {source}")]
+pub struct OpenError {
+    /// The path.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+impl AccessLog {
+    /// Opens `target` (`None` for "off") and starts its writer thread.
+    pub fn open(
+        target: &AccessLogTarget,
+        format: AccessLogFormat,
+    ) -> Result<Option<AccessLog>, OpenError> {
+        let out: Box<dyn Write + Send> = match target {
+            AccessLogTarget::Off => return Ok(None),
+            AccessLogTarget::Stdout => Box::new(io::stdout()),
+            AccessLogTarget::Stderr => Box::new(io::stderr()),
+            AccessLogTarget::Path(p) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|source| OpenError {
+                        path: p.display().to_string(),
+                        source,
+                    })?,
+            ),
+        };
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, BufWriter::with_capacity(BUFFER, out), format))
+            .map_err(|source| OpenError {
+                path: "(writer thread)".into(),
+                source,
+            })?;
+        Ok(Some(AccessLog { tx }))
+    }
+
+    /// Queues a line; never blocks. A full queue drops the line and counts it.
+    #[inline]
+    pub fn log(&self, entry: Box<Entry>) {
+        match self.tx.try_send(Msg::Line(entry)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                crate::metrics::global().access_log_dropped.inc();
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) until every line queued so far is written out. Blocks:
+    /// for shutdown and tests, not for the request path.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + timeout;
+        let mut msg = Msg::Flush(ack_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        ack_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+fn write_loop(
+    rx: Receiver<Msg>,
+    mut out: BufWriter<Box<dyn Write + Send>>,
+    format: AccessLogFormat,
+) {
+    let mut line = Vec::with_capacity(512);
+    let mut errors = ErrorReport::default();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Write everything queued, then flush once: one write(2) per burst.
+        while let Some(msg) = next {
+            match msg {
+                Msg::Line(e) => {
+                    line.clear();
+                    match format {
+                        AccessLogFormat::Combined => combined(&e, &mut line),
+                        AccessLogFormat::Json => json(&e, &mut line),
+                    }
+                    if let Err(err) = out.write_all(&line) {
+                        errors.report(&err);
+                    }
+                }
+                Msg::Flush(ack) => {
+                    if let Err(err) = out.flush() {
+                        errors.report(&err);
+                    }
+                    let _ = ack.try_send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(err) = out.flush() {
+            errors.report(&err);
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Logs write errors at most once a minute, with how many there were.
+#[derive(Default)]
+struct ErrorReport {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl ErrorReport {
+    fn report(&mut self, e: &io::Error) {
+        self.count += 1;
+        if self
+            .last
+            .map_or(true, |t| t.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(error = %e, errors = self.count, "access log write failed");
+            self.last = Some(Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
+/// nginx's default log escaping: `"`, `\` and bytes outside printable ASCII as `\xHH`.
+fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
+    for &c in b {
+        if c == b'"' || c == b'\\' || !(0x20..0x7f).contains(&c) {
+            let _ = write!(out, "\\x{c:02X}");
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+fn dash_or_escaped(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(b) if !b.is_empty() => escape_into(out, b),
+        _ => out.push(b'-'),
+    }
+}
+
+/// `$request`: the request line. HTTP/2 has no request line; nginx shows the path.
+fn request_target(e: &Entry) -> Cow<'_, str> {
+    if e.version >= Version::HTTP_2 {
+        Cow::Borrowed(e.uri.path_and_query().map_or("/", |p| p.as_str()))
+    } else {
+        Cow::Owned(e.uri.to_string())
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+/// nginx's `, `-separated lists of the tries; "-" when there was none.
+fn tries_field(tries: &[Try], f: impl Fn(&Try) -> String) -> String {
+    if tries.is_empty() {
+        return "-".into();
+    }
+    let v: Vec<String> = tries.iter().map(f).collect();
+    v.join(", ")
+}
+
+fn try_status(t: &Try) -> String {
+    if t.status == 0 {
+        "-".into()
+    } else {
+        t.status.to_string()
+    }
+}
+
+fn local_time(t: SystemTime) -> chrono::DateTime<chrono::Local> {
+    chrono::DateTime::<chrono::Local>::from(t)
+}
+
+/// Formats a `combined` line (with its newline) into `out`.
+pub fn combined(e: &Entry, out: &mut Vec<u8>) {
+    let _ = write!(out, "{} - ", e.remote.ip(),);
+    dash_or_escaped(out, e.remote_user.as_deref().map(str::as_bytes));
+    let _ = write!(
+        out,
+        " [{}] \"{} ",
+        local_time(e.time).format("%d/%b/%Y:%H:%M:%S %z"),
+        e.method
+    );
+    escape_into(out, request_target(e).as_bytes());
+    let _ = write!(
+        out,
+        " {:?}\" {} {} \"",
+        e.version, e.status, e.body_bytes_sent
+    );
+    dash_or_escaped(out, e.referer.as_ref().map(HeaderValue::as_bytes));
+    out.extend_from_slice(b"\" \"");
+    dash_or_escaped(out, e.user_agent.as_ref().map(HeaderValue::as_bytes));
+    let _ = writeln!(
+        out,
+        "\" \"{}\" \"{}\" {} \"{}\"",
+        tries_field(&e.tries, |t| t.addr.to_string()),
+        tries_field(&e.tries, try_status),
+        secs(e.request_time),
+        tries_field(&e.tries, |t| secs(t.time)),
+    );
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    remote_addr: String,
+    remote_user: Option<&'a str>,
+    request: String,
+    method: &'a str,
+    uri: Cow<'a, str>,
+    protocol: String,
+    host: Option<Cow<'a, str>>,
+    status: u16,
+    body_bytes_sent: u64,
+    http_referer: Option<Cow<'a, str>>,
+    http_user_agent: Option<Cow<'a, str>>,
+    request_time: f64,
+    upstream_addr: Option<String>,
+    upstream_status: Option<String>,
+    upstream_response_time: Option<String>,
+}
+
+fn lossy(v: &Option<HeaderValue>) -> Option<Cow<'_, str>> {
+    v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
+}
+
+/// Formats a `json` line (with its newline) into `out`.
+pub fn json(e: &Entry, out: &mut Vec<u8>) {
+    let uri = request_target(e);
+    let protocol = format!("{:?}", e.version);
+    let upstream =
+        |f: &dyn Fn(&Try) -> String| (!e.tries.is_empty()).then(|| tries_field(&e.tries, f));
+    let line = JsonLine {
+        time: local_time(e.time).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        remote_addr: e.remote.ip().to_string(),
+        remote_user: e.remote_user.as_deref(),
+        request: format!("{} {} {}", e.method, uri, protocol),
+        method: e.method.as_str(),
+        uri,
+        protocol,
+        host: lossy(&e.host),
+        status: e.status,
+        body_bytes_sent: e.body_bytes_sent,
+        http_referer: lossy(&e.referer),
+        http_user_agent: lossy(&e.user_agent),
+        request_time: e.request_time.as_millis() as f64 / 1000.0,
+        upstream_addr: upstream(&|t| t.addr.to_string()),
+        upstream_status: upstream(&try_status),
+        upstream_response_time: upstream(&|t| secs(t.time)),
+    };
+    if serde_json::to_writer(&mut *out, &line).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// `$remote_user`: the user name of a Basic `Authorization` header.
+pub fn basic_user(v: &HeaderValue) -> Option<String> {
+    use base64::Engine as _;
+    let s = v.as_bytes();
+    if !s.get(..6)?.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(s[6..].trim_ascii())
+        .ok()?;
+    let user = decoded.split(|&b| b == b':').next()?;
+    Some(String::from_utf8_lossy(user).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            remote: "10.1.2.3:5555".parse().unwrap(),
+            remote_user: None,
+            method: Method::GET,
+            uri: "/a?b=1".parse().unwrap(),
+            version: Version::HTTP_11,
+            host: Some(HeaderValue::from_static("example.com")),
+            referer: None,
+            user_agent: Some(HeaderValue::from_static("curl/8 \"x\"")),
+            status: 200,
+            body_bytes_sent: 12,
+            request_time: Duration::from_millis(1234),
+            tries: vec![
+                Try {
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    status: 502,
+                    time: Duration::from_millis(1),
+                },
+                Try {
+                    addr: "127.0.0.1:2".parse().unwrap(),
+                    status: 200,
+                    time: Duration::from_millis(20),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn combined_line_has_nginx_fields_and_upstream_lists() {
+        let mut out = Vec::new();
+        combined(&entry(), &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with('\n'));
+        let (head, rest) = line.split_once(" [").unwrap();
+        assert_eq!(head, "10.1.2.3 - -");
+        let (_time, rest) = rest.split_once("] ").unwrap();
+        assert_eq!(
+            rest,
+            "\"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8 \\x22x\\x22\" \
+             \"127.0.0.1:1, 127.0.0.1:2\" \"502, 200\" 1.234 \"0.001, 0.020\"\n"
+        );
+    }
+
+    #[test]
+    fn combined_without_upstream_uses_dashes() {
+        let mut e = entry();
+        e.tries.clear();
+        let mut out = Vec::new();
+        combined(&e, &mut out);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("\"-\" \"-\" 1.234 \"-\"\n"));
+    }
+
+    #[test]
+    fn json_line_parses_with_typed_fields() {
+        let mut out = Vec::new();
+        json(&entry(), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["request"], "GET /a?b=1 HTTP/1.1");
+        assert_eq!(v["http_user_agent"], "curl/8 \"x\"");
+        assert_eq!(v["http_referer"], serde_json::Value::Null);
+        assert_eq!(v["request_time"], 1.234);
+        assert_eq!(v["upstream_addr"], "127.0.0.1:1, 127.0.0.1:2");
+        assert_eq!(v["upstream_status"], "502, 200");
+        assert_eq!(v["upstream_response_time"], "0.001, 0.020");
+    }
+
+    #[test]
+    fn basic_auth_user() {
+        // "alice:secret"
+        let v = HeaderValue::from_static("Basic YWxpY2U6c2VjcmV0");
+        assert_eq!(basic_user(&v).as_deref(), Some("alice"));
+        assert_eq!(basic_user(&HeaderValue::from_static("Bearer x")), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! One request from head to last byte, for the metrics and the access log.
+//!
+//! [`Exchange`] starts when the request head is read and rides inside the response
+//! body ([`Tracked`]); it ends when that body is done or dropped (the client went
+//! away), which is when nginx logs. Ending counts `fulcrum_http_requests_total` and
+//! `fulcrum_http_request_duration_seconds` through handles the snapshot resolved, and
+//! hands an access log entry to the writer. With the access log off nothing is
+//! allocated: the entry and the try list only exist when a log does.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+
+use super::body::{BoxError, ProxyBody};
+use super::service::ConnMeta;
+use crate::access_log::{basic_user, Entry, Try};
+use crate::state::{Site, Snapshot};
+
+/// Status logged when the client goes away before a response exists (nginx's 499).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// What routing and forwarding learn about a request along the way.
+#[derive(Debug, Default)]
+pub struct ReqInfo {
+    /// How far routing got (selects the metric handles).
+    pub site: Site,
+    log: Option<Box<Entry>>,
+    /// Start of the last try while its time still runs (its response streams).
+    open_try: Option<Instant>,
+}
+
+impl ReqInfo {
+    /// A try on `addr` started at `at`.
+    #[inline]
+    pub fn try_start(&mut self, addr: SocketAddr, at: Instant) {
+        if let Some(e) = &mut self.log {
+            e.tries.push(Try {
+                addr,
+                status: 0,
+                time: Default::default(),
+            });
+            self.open_try = Some(at);
+        }
+    }
+
+    /// The last try ended without its response reaching the client: `status` is the
+    /// upstream's (retried) status or the one a failure maps to.
+    #[inline]
+    pub fn try_end(&mut self, status: u16) {
+        if let (Some(e), Some(at)) = (&mut self.log, self.open_try.take()) {
+            if let Some(t) = e.tries.last_mut() {
+                t.status = status;
+                t.time = at.elapsed();
+            }
+        }
+    }
+
+    /// The last try's response goes to the client; its time runs until the body ends.
+    #[inline]
+    pub fn try_answered(&mut self, status: u16) {
+        if let Some(t) = self.log.as_mut().and_then(|e| e.tries.last_mut()) {
+            t.status = status;
+        }
+    }
+}
+
+/// A request in progress. Dropping it ends the request (status 499 if it never got
+/// a response).
+pub struct Exchange {
+    snap: Arc<Snapshot>,
+    started: Instant,
+    listen_key: SocketAddr,
+    info: ReqInfo,
+    status: u16,
+    bytes: u64,
+}
+
+impl Exchange {
+    /// Starts the bookkeeping of `req`, read on `meta`'s connection, under `snap`.
+    pub fn start<B>(snap: Arc<Snapshot>, meta: &ConnMeta, req: &Request<B>) -> Exchange {
+        let log = snap.access_log.as_ref().map(|_| {
+            let h = req.headers();
+            Box::new(Entry {
+                time: SystemTime::UNIX_EPOCH,
+                remote: meta.remote,
+                remote_user: h.get(header::AUTHORIZATION).and_then(basic_user),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                host: h.get(header::HOST).cloned(),
+                referer: h.get(header::REFERER).cloned(),
+                user_agent: h.get(header::USER_AGENT).cloned(),
+                status: 0,
+                body_bytes_sent: 0,
+                request_time: Default::default(),
+                tries: Vec::new(),
+            })
+        });
+        Exchange {
+            snap,
+            started: Instant::now(),
+            listen_key: meta.listen_key,
+            info: ReqInfo {
+                log,
+                ..ReqInfo::default()
+            },
+            status: CLIENT_CLOSED,
+            bytes: 0,
+        }
+    }
+
+    /// The snapshot to route with and the info to fill in, borrowed apart.
+    pub fn parts(&mut self) -> (&Snapshot, &mut ReqInfo) {
+        (&self.snap, &mut self.info)
+    }
+
+    /// The response goes out; the exchange ends with its body.
+    pub fn respond(mut self, resp: Response<ProxyBody>) -> Response<Tracked> {
+        self.status = resp.status().as_u16();
+        resp.map(|body| Tracked { body, ex: self })
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        self.snap
+            .request_metrics(self.info.site, self.listen_key)
+            .record(self.status, elapsed);
+        if let (Some(log), Some(mut e)) = (&self.snap.access_log, self.info.log.take()) {
+            if let (Some(at), Some(t)) = (self.info.open_try, e.tries.last_mut()) {
+                t.time = at.elapsed();
+            }
+            e.time = SystemTime::now();
+            e.status = self.status;
+            e.body_bytes_sent = self.bytes;
+            e.request_time = elapsed;
+            log.log(e);
+        }
+    }
+}
+
+/// The response body with its exchange: counts the bytes sent and ends the exchange
+/// when dropped (hyper drops it once the body is written, or the client is gone).
+pub struct Tracked {
+    body: ProxyBody,
+    ex: Exchange,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.ex.bytes += d.len() as u64;
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
