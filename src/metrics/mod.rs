@@ -382,8 +382,9 @@ fn peers(up: &Upstream) -> impl Iterator<Item = &crate::upstream::Peer> {
         .chain(up.backup.iter().flat_map(|b| &b.peers))
 }
 
-/// Removes every series of `vec` whose labels `keep` rejects. `keep` gets the label
-/// values in the vec's label order (`names`).
+/// Removes every series of `vec` whose labels `keep` rejects. `names` are all of the
+/// vec's label names in its order (removal needs every value); `keep` gets the values
+/// in that order.
 fn prune<T: MetricVecBuilder>(vec: &MetricVec<T>, names: &[&str], keep: impl Fn(&[&str]) -> bool) {
     let mut doomed: Vec<Vec<String>> = Vec::new();
     for fam in vec.collect() {
@@ -431,15 +432,27 @@ pub fn retain(snap: &Snapshot) {
         }
     }
     let has_server = |v: &[&str]| servers.contains(&(v[0], v[1].to_string()));
-    prune(&m.http_requests, &["server", "upstream"], |v| {
+    prune(&m.http_requests, &["server", "upstream", "code"], |v| {
         pairs.contains(&(v[0], v[1]))
     });
     prune(&m.http_duration, &["upstream"], |v| pools.contains(v[0]));
     prune(&m.upstream_retries, &["upstream"], |v| pools.contains(v[0]));
-    prune(&m.upstream_requests, &["upstream", "server"], has_server);
+    prune(
+        &m.upstream_requests,
+        &["upstream", "server", "code"],
+        has_server,
+    );
     prune(&m.upstream_duration, &["upstream", "server"], has_server);
-    prune(&m.upstream_failures, &["upstream", "server"], has_server);
-    prune(&m.health_checks, &["upstream", "server"], has_server);
+    prune(
+        &m.upstream_failures,
+        &["upstream", "server", "reason"],
+        has_server,
+    );
+    prune(
+        &m.health_checks,
+        &["upstream", "server", "result"],
+        has_server,
+    );
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec> {
@@ -550,28 +563,32 @@ mod tests {
     #[test]
     fn prune_removes_only_rejected_label_sets() {
         let m = global();
-        let a = m.upstream_retries.with_label_values(&["prune-test-a"]);
-        let b = m.upstream_retries.with_label_values(&["prune-test-b"]);
+        let names = ["upstream", "server", "reason"];
+        let a = m
+            .upstream_failures
+            .with_label_values(&["prune-a", "1.2.3.4:1", "connect"]);
+        let b = m
+            .upstream_failures
+            .with_label_values(&["prune-b", "1.2.3.4:1", "connect"]);
         a.inc();
         b.inc_by(2);
-        prune(&m.upstream_retries, &["upstream"], |v| {
-            v[0] != "prune-test-a"
-        });
-        let names: Vec<String> = m
-            .upstream_retries
+        prune(&m.upstream_failures, &names, |v| v[0] != "prune-a");
+        let pools: Vec<String> = m
+            .upstream_failures
             .collect()
             .iter()
             .flat_map(|f| f.get_metric().iter())
-            .flat_map(|x| x.get_label().iter().map(|l| l.get_value().to_string()))
+            .flat_map(|x| x.get_label().iter())
+            .filter(|l| l.get_name() == "upstream")
+            .map(|l| l.get_value().to_string())
             .collect();
-        assert!(!names.contains(&"prune-test-a".to_string()));
-        assert!(names.contains(&"prune-test-b".to_string()));
-        // A fresh handle for the removed set starts from zero.
-        assert_eq!(
-            m.upstream_retries
-                .with_label_values(&["prune-test-a"])
-                .get(),
-            0
-        );
+        assert!(!pools.contains(&"prune-a".to_string()));
+        assert!(pools.contains(&"prune-b".to_string()));
+        // A fresh handle for the removed set starts from zero; the kept one is intact.
+        let fresh = m
+            .upstream_failures
+            .with_label_values(&["prune-a", "1.2.3.4:1", "connect"]);
+        assert_eq!(fresh.get(), 0);
+        assert_eq!(b.get(), 2);
     }
 }
