@@ -84,12 +84,7 @@ proxy_pass = "http://app"
     let text = get(f.admin.unwrap(), "/metrics").text();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            l.split(|c| c == '{' || c == ' ')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
         .collect()
 }
 
