@@ -39,6 +39,32 @@ pub struct Try {
     pub time: Duration,
 }
 
+/// `$request`, kept in parts.
+#[derive(Debug, Clone)]
+pub struct RequestLine {
+    /// Method.
+    pub method: Method,
+    /// Target as received.
+    pub uri: Uri,
+    /// Protocol version.
+    pub version: Version,
+}
+
+impl RequestLine {
+    /// The target as nginx logs it. HTTP/2 has no request line; nginx shows the path.
+    fn target(&self) -> Cow<'_, str> {
+        if self.version >= Version::HTTP_2 {
+            Cow::Borrowed(self.uri.path_and_query().map_or("/", |p| p.as_str()))
+        } else {
+            Cow::Owned(self.uri.to_string())
+        }
+    }
+
+    fn protocol(&self) -> String {
+        format!("{:?}", self.version)
+    }
+}
+
 /// What one log line says, collected by the request and formatted by the writer.
 /// Header values are cheap clones of the request's own buffers.
 #[derive(Debug)]
@@ -49,12 +75,8 @@ pub struct Entry {
     pub remote: SocketAddr,
     /// The Basic-auth user name, if the client sent one.
     pub remote_user: Option<String>,
-    /// Request method.
-    pub method: Method,
-    /// Request target as received.
-    pub uri: Uri,
-    /// Protocol version.
-    pub version: Version,
+    /// The request line; `None` when the head could not be parsed (logged as "-").
+    pub request: Option<RequestLine>,
     /// `Host`.
     pub host: Option<HeaderValue>,
     /// `Referer`.
@@ -242,15 +264,6 @@ fn dash_or_escaped(out: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
-/// `$request`: the request line. HTTP/2 has no request line; nginx shows the path.
-fn request_target(e: &Entry) -> Cow<'_, str> {
-    if e.version >= Version::HTTP_2 {
-        Cow::Borrowed(e.uri.path_and_query().map_or("/", |p| p.as_str()))
-    } else {
-        Cow::Owned(e.uri.to_string())
-    }
-}
-
 fn secs(d: Duration) -> String {
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
@@ -278,20 +291,22 @@ fn local_time(t: SystemTime) -> chrono::DateTime<chrono::Local> {
 
 /// Formats a `combined` line (with its newline) into `out`.
 pub fn combined(e: &Entry, out: &mut Vec<u8>) {
-    let _ = write!(out, "{} - ", e.remote.ip(),);
+    let _ = write!(out, "{} - ", e.remote.ip());
     dash_or_escaped(out, e.remote_user.as_deref().map(str::as_bytes));
     let _ = write!(
         out,
-        " [{}] \"{} ",
-        local_time(e.time).format("%d/%b/%Y:%H:%M:%S %z"),
-        e.method
+        " [{}] \"",
+        local_time(e.time).format("%d/%b/%Y:%H:%M:%S %z")
     );
-    escape_into(out, request_target(e).as_bytes());
-    let _ = write!(
-        out,
-        " {:?}\" {} {} \"",
-        e.version, e.status, e.body_bytes_sent
-    );
+    match &e.request {
+        Some(r) => {
+            let _ = write!(out, "{} ", r.method);
+            escape_into(out, r.target().as_bytes());
+            let _ = write!(out, " {:?}", r.version);
+        }
+        None => out.push(b'-'),
+    }
+    let _ = write!(out, "\" {} {} \"", e.status, e.body_bytes_sent);
     dash_or_escaped(out, e.referer.as_ref().map(HeaderValue::as_bytes));
     out.extend_from_slice(b"\" \"");
     dash_or_escaped(out, e.user_agent.as_ref().map(HeaderValue::as_bytes));
@@ -310,10 +325,10 @@ struct JsonLine<'a> {
     time: String,
     remote_addr: String,
     remote_user: Option<&'a str>,
-    request: String,
-    method: &'a str,
-    uri: Cow<'a, str>,
-    protocol: String,
+    request: Option<String>,
+    method: Option<&'a str>,
+    uri: Option<Cow<'a, str>>,
+    protocol: Option<String>,
     host: Option<Cow<'a, str>>,
     status: u16,
     body_bytes_sent: u64,
@@ -331,16 +346,24 @@ fn lossy(v: &Option<HeaderValue>) -> Option<Cow<'_, str>> {
 
 /// Formats a `json` line (with its newline) into `out`.
 pub fn json(e: &Entry, out: &mut Vec<u8>) {
-    let uri = request_target(e);
-    let protocol = format!("{:?}", e.version);
+    let r = e.request.as_ref();
+    let uri = r.map(RequestLine::target);
+    let protocol = r.map(RequestLine::protocol);
     let upstream =
         |f: &dyn Fn(&Try) -> String| (!e.tries.is_empty()).then(|| tries_field(&e.tries, f));
     let line = JsonLine {
         time: local_time(e.time).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         remote_addr: e.remote.ip().to_string(),
         remote_user: e.remote_user.as_deref(),
-        request: format!("{} {} {}", e.method, uri, protocol),
-        method: e.method.as_str(),
+        request: r.and_then(|r| {
+            Some(format!(
+                "{} {} {}",
+                r.method,
+                uri.as_ref()?,
+                protocol.as_ref()?
+            ))
+        }),
+        method: r.map(|r| r.method.as_str()),
         uri,
         protocol,
         host: lossy(&e.host),
@@ -381,9 +404,11 @@ mod tests {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             remote: "10.1.2.3:5555".parse().unwrap(),
             remote_user: None,
-            method: Method::GET,
-            uri: "/a?b=1".parse().unwrap(),
-            version: Version::HTTP_11,
+            request: Some(RequestLine {
+                method: Method::GET,
+                uri: "/a?b=1".parse().unwrap(),
+                version: Version::HTTP_11,
+            }),
             host: Some(HeaderValue::from_static("example.com")),
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8 \"x\"")),
@@ -430,6 +455,21 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("\"-\" \"-\" 1.234 \"-\"\n"));
+    }
+
+    #[test]
+    fn unparsed_request_is_a_dash() {
+        let mut e = entry();
+        e.request = None;
+        e.tries.clear();
+        let mut out = Vec::new();
+        combined(&e, &mut out);
+        assert!(String::from_utf8(out).unwrap().contains("] \"-\" 200 12 "));
+        let mut out = Vec::new();
+        json(&e, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["request"], serde_json::Value::Null);
+        assert_eq!(v["method"], serde_json::Value::Null);
     }
 
     #[test]

@@ -376,8 +376,8 @@ async fn accept_loop(
             framing_conflict: flag.clone(),
         });
         let stream = crate::proxy::framing::Guarded::new(stream, flag);
-        let shared = shared.clone();
-        let svc = service_fn(move |req| handle(shared.clone(), meta.clone(), req));
+        let conn_shared = shared.clone();
+        let svc = service_fn(move |req| handle(conn_shared.clone(), meta.clone(), req));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
@@ -385,9 +385,12 @@ async fn accept_loop(
         metrics.total.inc();
         metrics.active.inc();
         let active = metrics.active.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with error");
+                let snap = shared.snapshot.load();
+                crate::proxy::exchange::parser_rejected(&snap, key, remote, &*e);
             }
             active.dec();
             drop(permit);

@@ -260,3 +260,38 @@ fn unwritable_log_path_fails_the_start_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open access_log"), "{err}");
 }
+
+#[test]
+fn heads_rejected_by_the_parser_are_logged_and_counted() {
+    let ok = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let f = Fulcrum::start(&config(&log, "combined", ok.addr, dead_addr()));
+    let r = raw(f.addr(), b"NOT A REQUEST\r\n\r\n").unwrap();
+    assert_eq!(r.status, 400);
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let r = raw(f.addr(), huge.as_bytes()).unwrap();
+    assert_eq!(r.status, 431);
+    let got = lines(&log, 2);
+    let mut statuses: Vec<&str> = got
+        .iter()
+        .map(|l| {
+            let (_, rest) = l.split_once("] ").unwrap();
+            assert!(rest.starts_with("\"-\" "), "{l}");
+            rest.split(' ').nth(1).unwrap()
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["400", "431"]);
+    // Counted for the listener's default server (labelled by its listen address).
+    let m = get(f.admin.unwrap(), "/metrics").text();
+    assert!(
+        m.contains(
+            "fulcrum_http_requests_total{code=\"4xx\",server=\"127.0.0.1:0\",upstream=\"\"} 2\n"
+        ),
+        "{m}"
+    );
+}

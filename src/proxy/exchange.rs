@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::body::{BoxError, ProxyBody};
 use super::service::ConnMeta;
-use crate::access_log::{basic_user, Entry, Try};
+use crate::access_log::{basic_user, Entry, RequestLine, Try};
 use crate::state::{Site, Snapshot};
 
 /// Status logged when the client goes away before a response exists (nginx's 499).
@@ -90,9 +90,11 @@ impl Exchange {
                 time: SystemTime::UNIX_EPOCH,
                 remote: meta.remote,
                 remote_user: h.get(header::AUTHORIZATION).and_then(basic_user),
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                version: req.version(),
+                request: Some(RequestLine {
+                    method: req.method().clone(),
+                    uri: req.uri().clone(),
+                    version: req.version(),
+                }),
                 host: h.get(header::HOST).cloned(),
                 referer: h.get(header::REFERER).cloned(),
                 user_agent: h.get(header::USER_AGENT).cloned(),
@@ -178,5 +180,52 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Counts and logs a request that hyper answered itself before the service saw it:
+/// 400 for a head it could not parse, 431 for one over the size limit. It counts for
+/// the listener's default server with `upstream=""`; its log line has `"-"` for the
+/// request, as nginx logs a request it could not read. Other connection errors (the
+/// client left, header timeout) sent no response and count nowhere.
+pub fn parser_rejected(
+    snap: &Snapshot,
+    listen_key: SocketAddr,
+    remote: SocketAddr,
+    err: &(dyn std::error::Error + 'static),
+) {
+    let mut src = Some(err);
+    let hyper_err = loop {
+        match src {
+            Some(e) => match e.downcast_ref::<hyper::Error>() {
+                Some(h) => break h,
+                None => src = e.source(),
+            },
+            None => return,
+        }
+    };
+    let status = if hyper_err.is_parse_too_large() {
+        431
+    } else if hyper_err.is_parse() {
+        400
+    } else {
+        return;
+    };
+    snap.request_metrics(Site::Listener, listen_key)
+        .record(status, std::time::Duration::ZERO);
+    if let Some(log) = &snap.access_log {
+        log.log(Box::new(Entry {
+            time: SystemTime::now(),
+            remote,
+            remote_user: None,
+            request: None,
+            host: None,
+            referer: None,
+            user_agent: None,
+            status,
+            body_bytes_sent: 0,
+            request_time: Default::default(),
+            tries: Vec::new(),
+        }));
     }
 }
