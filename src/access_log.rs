@@ -19,7 +19,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri, Version};
-use serde::Serialize;
 
 use crate::config::{AccessLogFormat, AccessLogTarget};
 
@@ -58,10 +57,6 @@ impl RequestLine {
         } else {
             Cow::Owned(self.uri.to_string())
         }
-    }
-
-    fn protocol(&self) -> String {
-        format!("{:?}", self.version)
     }
 }
 
@@ -193,6 +188,7 @@ fn write_loop(
     format: AccessLogFormat,
 ) {
     let mut line = Vec::with_capacity(512);
+    let mut fmt = Formatter::new(format);
     let mut errors = ErrorReport::default();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -201,10 +197,7 @@ fn write_loop(
             match msg {
                 Msg::Line(e) => {
                     line.clear();
-                    match format {
-                        AccessLogFormat::Combined => combined(&e, &mut line),
-                        AccessLogFormat::Json => json(&e, &mut line),
-                    }
+                    fmt.line(&e, &mut line);
                     if let Err(err) = out.write_all(&line) {
                         errors.report(&err);
                     }
@@ -246,10 +239,20 @@ impl ErrorReport {
     }
 }
 
+/// Printable ASCII other than `"` and `\`: written as is in both formats.
+#[inline]
+fn plain(c: u8) -> bool {
+    (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\'
+}
+
 /// nginx's default log escaping: `"`, `\` and bytes outside printable ASCII as `\xHH`.
 fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
+    if b.iter().all(|&c| plain(c)) {
+        out.extend_from_slice(b);
+        return;
+    }
     for &c in b {
-        if c == b'"' || c == b'\\' || !(0x20..0x7f).contains(&c) {
+        if !plain(c) {
             let _ = write!(out, "\\x{c:02X}");
         } else {
             out.push(c);
@@ -264,40 +267,95 @@ fn dash_or_escaped(out: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
-fn secs(d: Duration) -> String {
-    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+/// `$request_time` style: seconds with millisecond resolution.
+fn write_secs(out: &mut Vec<u8>, d: Duration) {
+    let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
 }
 
-/// nginx's `, `-separated lists of the tries; "-" when there was none.
-fn tries_field(tries: &[Try], f: impl Fn(&Try) -> String) -> String {
-    if tries.is_empty() {
-        return "-".into();
+/// Which list of the tries to write.
+#[derive(Clone, Copy)]
+enum TryField {
+    Addr,
+    Status,
+    Time,
+}
+
+/// nginx's `, `-separated list of the tries (none: nothing is written).
+fn write_tries(out: &mut Vec<u8>, tries: &[Try], field: TryField) {
+    for (i, t) in tries.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        match field {
+            TryField::Addr => {
+                let _ = write!(out, "{}", t.addr);
+            }
+            TryField::Status if t.status == 0 => out.push(b'-'),
+            TryField::Status => {
+                let _ = write!(out, "{}", t.status);
+            }
+            TryField::Time => write_secs(out, t.time),
+        }
     }
-    let v: Vec<String> = tries.iter().map(f).collect();
-    v.join(", ")
 }
 
-fn try_status(t: &Try) -> String {
-    if t.status == 0 {
-        "-".into()
-    } else {
-        t.status.to_string()
+/// Formats access log lines. The time text is cached per second, as nginx caches
+/// its time strings: formatting a local time is most of a line's cost otherwise.
+#[derive(Debug)]
+pub struct Formatter {
+    format: AccessLogFormat,
+    sec: Option<u64>,
+    time: String,
+}
+
+impl Formatter {
+    /// A formatter for `format`.
+    pub fn new(format: AccessLogFormat) -> Formatter {
+        Formatter {
+            format,
+            sec: None,
+            time: String::new(),
+        }
+    }
+
+    /// Appends the line for `e`, with its newline, to `out`.
+    pub fn line(&mut self, e: &Entry, out: &mut Vec<u8>) {
+        self.update_time(e.time);
+        match self.format {
+            AccessLogFormat::Combined => combined(e, &self.time, out),
+            AccessLogFormat::Json => json(e, &self.time, out),
+        }
+    }
+
+    fn update_time(&mut self, t: SystemTime) {
+        let sec = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.sec == Some(sec) {
+            return;
+        }
+        let local = chrono::DateTime::<chrono::Local>::from(t);
+        self.time.clear();
+        let _ = match self.format {
+            // nginx $time_local
+            AccessLogFormat::Combined => std::fmt::Write::write_fmt(
+                &mut self.time,
+                format_args!("{}", local.format("%d/%b/%Y:%H:%M:%S %z")),
+            ),
+            // nginx $time_iso8601
+            AccessLogFormat::Json => std::fmt::Write::write_str(
+                &mut self.time,
+                &local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            ),
+        };
+        self.sec = Some(sec);
     }
 }
 
-fn local_time(t: SystemTime) -> chrono::DateTime<chrono::Local> {
-    chrono::DateTime::<chrono::Local>::from(t)
-}
-
-/// Formats a `combined` line (with its newline) into `out`.
-pub fn combined(e: &Entry, out: &mut Vec<u8>) {
+fn combined(e: &Entry, time: &str, out: &mut Vec<u8>) {
     let _ = write!(out, "{} - ", e.remote.ip());
     dash_or_escaped(out, e.remote_user.as_deref().map(str::as_bytes));
-    let _ = write!(
-        out,
-        " [{}] \"",
-        local_time(e.time).format("%d/%b/%Y:%H:%M:%S %z")
-    );
+    let _ = write!(out, " [{time}] \"");
     match &e.request {
         Some(r) => {
             let _ = write!(out, "{} ", r.method);
@@ -310,75 +368,97 @@ pub fn combined(e: &Entry, out: &mut Vec<u8>) {
     dash_or_escaped(out, e.referer.as_ref().map(HeaderValue::as_bytes));
     out.extend_from_slice(b"\" \"");
     dash_or_escaped(out, e.user_agent.as_ref().map(HeaderValue::as_bytes));
-    let _ = writeln!(
-        out,
-        "\" \"{}\" \"{}\" {} \"{}\"",
-        tries_field(&e.tries, |t| t.addr.to_string()),
-        tries_field(&e.tries, try_status),
-        secs(e.request_time),
-        tries_field(&e.tries, |t| secs(t.time)),
-    );
-}
-
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    time: String,
-    remote_addr: String,
-    remote_user: Option<&'a str>,
-    request: Option<String>,
-    method: Option<&'a str>,
-    uri: Option<Cow<'a, str>>,
-    protocol: Option<String>,
-    host: Option<Cow<'a, str>>,
-    status: u16,
-    body_bytes_sent: u64,
-    http_referer: Option<Cow<'a, str>>,
-    http_user_agent: Option<Cow<'a, str>>,
-    request_time: f64,
-    upstream_addr: Option<String>,
-    upstream_status: Option<String>,
-    upstream_response_time: Option<String>,
-}
-
-fn lossy(v: &Option<HeaderValue>) -> Option<Cow<'_, str>> {
-    v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
-}
-
-/// Formats a `json` line (with its newline) into `out`.
-pub fn json(e: &Entry, out: &mut Vec<u8>) {
-    let r = e.request.as_ref();
-    let uri = r.map(RequestLine::target);
-    let protocol = r.map(RequestLine::protocol);
-    let upstream =
-        |f: &dyn Fn(&Try) -> String| (!e.tries.is_empty()).then(|| tries_field(&e.tries, f));
-    let line = JsonLine {
-        time: local_time(e.time).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        remote_addr: e.remote.ip().to_string(),
-        remote_user: e.remote_user.as_deref(),
-        request: r.and_then(|r| {
-            Some(format!(
-                "{} {} {}",
-                r.method,
-                uri.as_ref()?,
-                protocol.as_ref()?
-            ))
-        }),
-        method: r.map(|r| r.method.as_str()),
-        uri,
-        protocol,
-        host: lossy(&e.host),
-        status: e.status,
-        body_bytes_sent: e.body_bytes_sent,
-        http_referer: lossy(&e.referer),
-        http_user_agent: lossy(&e.user_agent),
-        request_time: e.request_time.as_millis() as f64 / 1000.0,
-        upstream_addr: upstream(&|t| t.addr.to_string()),
-        upstream_status: upstream(&try_status),
-        upstream_response_time: upstream(&|t| secs(t.time)),
-    };
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
-        out.push(b'\n');
+    for (i, field) in [TryField::Addr, TryField::Status, TryField::Time]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 2 {
+            out.extend_from_slice(b"\" ");
+            write_secs(out, e.request_time);
+            out.extend_from_slice(b" \"");
+        } else {
+            out.extend_from_slice(b"\" \"");
+        }
+        if e.tries.is_empty() {
+            out.push(b'-');
+        } else {
+            write_tries(out, &e.tries, field);
+        }
     }
+    out.extend_from_slice(b"\"\n");
+}
+
+/// Writes `"key":` then a JSON string of `v` (lossy UTF-8), or `null`.
+fn json_field(out: &mut Vec<u8>, key: &str, v: Option<&[u8]>) {
+    let _ = write!(out, ",\"{key}\":");
+    match v {
+        Some(b) if b.iter().all(|&c| plain(c)) => {
+            out.push(b'"');
+            out.extend_from_slice(b);
+            out.push(b'"');
+        }
+        Some(b) => {
+            let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(b));
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json(e: &Entry, time: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"time\":");
+    let _ = serde_json::to_writer(&mut *out, time);
+    let _ = write!(out, ",\"remote_addr\":\"{}\"", e.remote.ip());
+    json_field(
+        out,
+        "remote_user",
+        e.remote_user.as_deref().map(str::as_bytes),
+    );
+    match &e.request {
+        Some(r) => {
+            let target = r.target();
+            let line = format!("{} {} {:?}", r.method, target, r.version);
+            json_field(out, "request", Some(line.as_bytes()));
+            json_field(out, "method", Some(r.method.as_str().as_bytes()));
+            json_field(out, "uri", Some(target.as_bytes()));
+            let _ = write!(out, ",\"protocol\":\"{:?}\"", r.version);
+        }
+        None => out
+            .extend_from_slice(b",\"request\":null,\"method\":null,\"uri\":null,\"protocol\":null"),
+    }
+    json_field(out, "host", e.host.as_ref().map(HeaderValue::as_bytes));
+    let _ = write!(
+        out,
+        ",\"status\":{},\"body_bytes_sent\":{}",
+        e.status, e.body_bytes_sent
+    );
+    json_field(
+        out,
+        "http_referer",
+        e.referer.as_ref().map(HeaderValue::as_bytes),
+    );
+    json_field(
+        out,
+        "http_user_agent",
+        e.user_agent.as_ref().map(HeaderValue::as_bytes),
+    );
+    out.extend_from_slice(b",\"request_time\":");
+    write_secs(out, e.request_time);
+    for (key, field) in [
+        ("upstream_addr", TryField::Addr),
+        ("upstream_status", TryField::Status),
+        ("upstream_response_time", TryField::Time),
+    ] {
+        let _ = write!(out, ",\"{key}\":");
+        if e.tries.is_empty() {
+            out.extend_from_slice(b"null");
+        } else {
+            // Addresses, numbers and "-": nothing to escape.
+            out.push(b'"');
+            write_tries(out, &e.tries, field);
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// `$remote_user`: the user name of a Basic `Authorization` header.
@@ -433,7 +513,7 @@ mod tests {
     #[test]
     fn combined_line_has_nginx_fields_and_upstream_lists() {
         let mut out = Vec::new();
-        combined(&entry(), &mut out);
+        Formatter::new(AccessLogFormat::Combined).line(&entry(), &mut out);
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with('\n'));
         let (head, rest) = line.split_once(" [").unwrap();
@@ -451,7 +531,7 @@ mod tests {
         let mut e = entry();
         e.tries.clear();
         let mut out = Vec::new();
-        combined(&e, &mut out);
+        Formatter::new(AccessLogFormat::Combined).line(&e, &mut out);
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("\"-\" \"-\" 1.234 \"-\"\n"));
@@ -463,10 +543,10 @@ mod tests {
         e.request = None;
         e.tries.clear();
         let mut out = Vec::new();
-        combined(&e, &mut out);
+        Formatter::new(AccessLogFormat::Combined).line(&e, &mut out);
         assert!(String::from_utf8(out).unwrap().contains("] \"-\" 200 12 "));
         let mut out = Vec::new();
-        json(&e, &mut out);
+        Formatter::new(AccessLogFormat::Json).line(&e, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["request"], serde_json::Value::Null);
         assert_eq!(v["method"], serde_json::Value::Null);
@@ -475,7 +555,7 @@ mod tests {
     #[test]
     fn json_line_parses_with_typed_fields() {
         let mut out = Vec::new();
-        json(&entry(), &mut out);
+        Formatter::new(AccessLogFormat::Json).line(&entry(), &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["status"], 200);
         assert_eq!(v["request"], "GET /a?b=1 HTTP/1.1");

@@ -1,0 +1,104 @@
+//! Per-request cost of metrics and the access log: what the request path pays (metric
+//! adds through pre-resolved handles; building and queueing a log entry) and what the
+//! writer thread pays per line (formatting).
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fulcrum::access_log::{AccessLog, Entry, Formatter, RequestLine, Try};
+use fulcrum::config::{AccessLogFormat, AccessLogTarget};
+use fulcrum::metrics::{PeerMetrics, RequestMetrics};
+use http::{HeaderValue, Method, Version};
+
+fn entry() -> Entry {
+    Entry {
+        time: SystemTime::now(),
+        remote: "192.0.2.77:53122".parse().expect("addr"),
+        remote_user: None,
+        request: Some(RequestLine {
+            method: Method::GET,
+            uri: "/products/42?color=red&size=m".parse().expect("uri"),
+            version: Version::HTTP_11,
+        }),
+        host: Some(HeaderValue::from_static("shop.example.com")),
+        referer: Some(HeaderValue::from_static("https://shop.example.com/cart")),
+        user_agent: Some(HeaderValue::from_static(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        )),
+        status: 200,
+        body_bytes_sent: 1024,
+        request_time: Duration::from_micros(1830),
+        tries: vec![Try {
+            addr: "10.0.0.7:8080".parse().expect("addr"),
+            status: 200,
+            time: Duration::from_micros(1650),
+        }],
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let req = RequestMetrics::new("shop.example.com", "backend");
+    let peer = PeerMetrics::new("backend", "10.0.0.7:8080".parse().expect("addr"));
+    let d = Duration::from_micros(1830);
+    let mut g = c.benchmark_group("metrics");
+    g.bench_function("request_record", |b| {
+        b.iter(|| req.record(black_box(200), black_box(d)))
+    });
+    g.bench_function("peer_response", |b| {
+        b.iter(|| peer.response(black_box(200), black_box(d)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("access_log");
+    let e = entry();
+    let mut line = Vec::with_capacity(512);
+    let mut combined = Formatter::new(AccessLogFormat::Combined);
+    g.bench_function("format_combined", |b| {
+        b.iter(|| {
+            line.clear();
+            combined.line(black_box(&e), &mut line);
+            black_box(line.len())
+        })
+    });
+    let mut json = Formatter::new(AccessLogFormat::Json);
+    g.bench_function("format_json", |b| {
+        b.iter(|| {
+            line.clear();
+            json.line(black_box(&e), &mut line);
+            black_box(line.len())
+        })
+    });
+    // The request path's share: build the entry (header values are refcounted
+    // clones) and queue it; the writer formats to /dev/null on its own thread.
+    let log = AccessLog::open(
+        &AccessLogTarget::Path("/dev/null".into()),
+        AccessLogFormat::Combined,
+    )
+    .expect("open /dev/null")
+    .expect("a log");
+    let proto = entry();
+    g.bench_function("build_and_enqueue", |b| {
+        b.iter(|| {
+            let e = Box::new(Entry {
+                time: SystemTime::now(),
+                remote: proto.remote,
+                remote_user: None,
+                request: proto.request.clone(),
+                host: proto.host.clone(),
+                referer: proto.referer.clone(),
+                user_agent: proto.user_agent.clone(),
+                status: 200,
+                body_bytes_sent: 1024,
+                request_time: d,
+                tries: proto.tries.clone(),
+            });
+            log.log(e);
+        })
+    });
+    g.finish();
+    log.flush(Duration::from_secs(5));
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
