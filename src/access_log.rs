@@ -2,8 +2,8 @@
 //!
 //! A request that ends hands a small [`Entry`] (the fields it already owns, no
 //! formatting) to a bounded queue with `try_send`; a dedicated thread formats the
-//! lines into a 64 KiB buffer and writes it out whenever the queue runs empty (or the
-//! buffer fills). A slow disk therefore only fills the queue: when it is full the
+//! lines into a 64 KiB buffer and writes it out in batches, every [`BATCH`] under load
+//! and at once for the first line after a quiet spell. A slow disk therefore only fills the queue: when it is full the
 //! line is dropped and counted in `fulcrum_access_log_dropped_total`, and the request
 //! never waits. With `access_log = "off"` no log exists and requests build no entry.
 //!
@@ -182,6 +182,9 @@ impl AccessLog {
     }
 }
 
+/// Under load the writer wakes this often to drain the queue, rather than once per line.
+pub const BATCH: Duration = Duration::from_millis(10);
+
 fn write_loop(
     rx: Receiver<Msg>,
     mut out: BufWriter<Box<dyn Write + Send>>,
@@ -190,29 +193,39 @@ fn write_loop(
     let mut line = Vec::with_capacity(512);
     let mut fmt = Formatter::new(format);
     let mut errors = ErrorReport::default();
+    // Idle: blocked in recv(), so the first line of a burst wakes the thread and is
+    // written at once. Busy: the thread sleeps between batches, so senders find no
+    // one to wake (a wake-up per line costs more than formatting it), and each batch
+    // goes out in one write(2).
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        // Write everything queued, then flush once: one write(2) per burst.
-        while let Some(msg) = next {
-            match msg {
-                Msg::Line(e) => {
-                    line.clear();
-                    fmt.line(&e, &mut line);
-                    if let Err(err) = out.write_all(&line) {
-                        errors.report(&err);
+        loop {
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Line(e) => {
+                        line.clear();
+                        fmt.line(&e, &mut line);
+                        if let Err(err) = out.write_all(&line) {
+                            errors.report(&err);
+                        }
+                    }
+                    Msg::Flush(ack) => {
+                        if let Err(err) = out.flush() {
+                            errors.report(&err);
+                        }
+                        let _ = ack.try_send(());
                     }
                 }
-                Msg::Flush(ack) => {
-                    if let Err(err) = out.flush() {
-                        errors.report(&err);
-                    }
-                    let _ = ack.try_send(());
-                }
+                next = rx.try_recv().ok();
             }
-            next = rx.try_recv().ok();
-        }
-        if let Err(err) = out.flush() {
-            errors.report(&err);
+            if let Err(err) = out.flush() {
+                errors.report(&err);
+            }
+            std::thread::sleep(BATCH);
+            match rx.try_recv() {
+                Ok(m) => next = Some(m),
+                Err(_) => break,
+            }
         }
     }
     let _ = out.flush();
