@@ -5,5 +5,6 @@ pub mod client;
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod h1;
 pub mod service;
 pub mod upgrade;
