@@ -164,7 +164,7 @@ impl UpstreamBody {
         let Some(conn) = self.attempt.as_mut().and_then(|a| a.conn.as_mut()) else {
             return Poll::Ready(None);
         };
-        match self.decoder.poll_data(&conn.io, &mut conn.buf, cx) {
+        match self.decoder.poll_data(&mut conn.io, &mut conn.buf, cx) {
             Poll::Ready(None) => {
                 self.finish(true);
                 Poll::Ready(None)

@@ -16,14 +16,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{HeaderMap, Method, Uri};
+use http::{Method, Uri};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{BodyTooLarge, UpBody};
-use super::h1::{self, Invalid, ResponseHead};
+use super::h1::{self, HeadWriter, Invalid, ResponseHead};
 
 /// An upstream HTTP/1.1 connection between exchanges.
 #[derive(Debug)]
@@ -91,15 +91,14 @@ impl Conn {
         &mut self,
         method: &Method,
         target: &Uri,
-        headers: &HeaderMap,
+        headers: impl FnOnce(&mut HeadWriter<'_>),
         body: &mut Option<UpBody>,
         fresh: bool,
     ) -> Result<ResponseHead, ExchangeError> {
         let streamed = matches!(body, Some(UpBody::Stream { .. }));
         // The client's own Content-Length passes through; without one the body is
         // re-framed chunked.
-        let chunked = streamed && !headers.contains_key(http::header::CONTENT_LENGTH);
-        h1::encode_head(&mut self.head, method, target, headers, chunked);
+        let chunked = h1::encode_head(&mut self.head, method, target, streamed, headers);
         let send_timeout = self.send_timeout;
         let Conn { io, buf, head, .. } = self;
         let (mut rd, wr) = io.split();
@@ -121,7 +120,12 @@ impl Conn {
             tokio::pin!(upload, early);
             tokio::select! {
                 biased;
-                r = &mut early => r,
+                // Part of the body is still unsent: the connection cannot carry
+                // another request.
+                r = &mut early => r.map(|mut head| {
+                    head.keep_alive = false;
+                    head
+                }),
                 r = &mut upload => match r {
                     Ok(()) => early.await,
                     Err(e) => Err(e),
@@ -149,7 +153,6 @@ async fn read_head(
     fresh: bool,
     body_sent: bool,
 ) -> Result<ResponseHead, ExchangeError> {
-    let io: &TcpStream = rd.as_ref();
     let mut got_any = !buf.is_empty();
     loop {
         if !buf.is_empty() {
@@ -157,7 +160,7 @@ async fn read_head(
                 return Ok(h);
             }
         }
-        match poll_fn(|cx| h1::poll_fill(io, buf, cx)).await {
+        match poll_fn(|cx| h1::poll_fill(rd, buf, cx)).await {
             Ok(0) if !got_any && !fresh => return Err(ExchangeError::Closed { body_sent }),
             Ok(0) => {
                 return Err(ExchangeError::Io(io::Error::new(

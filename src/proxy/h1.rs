@@ -9,11 +9,15 @@
 //! chunked, or until close). The downstream side stays hyper's.
 
 use std::io;
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
+
+use super::forward;
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 
 /// Longest response head accepted (as the downstream limit).
@@ -52,15 +56,16 @@ impl From<Invalid> for io::Error {
     }
 }
 
-/// Writes the request head: request line, `headers` in order, then the framing
-/// header when the body is streamed chunked.
+/// Writes a request head: the request line, the headers the caller emits through
+/// [`HeadWriter::header`], and `Transfer-Encoding: chunked` when the body streams
+/// without a `Content-Length`. Returns whether the body must be chunk-encoded.
 pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &Uri,
-    headers: &HeaderMap,
-    chunked: bool,
-) {
+    streamed_body: bool,
+    headers: impl FnOnce(&mut HeadWriter<'_>),
+) -> bool {
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -73,16 +78,34 @@ pub fn encode_head(
         },
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut w = HeadWriter {
+        out,
+        has_length: false,
+    };
+    headers(&mut w);
+    let chunked = streamed_body && !w.has_length;
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    chunked
+}
+
+/// Appends header lines to a request head.
+pub struct HeadWriter<'a> {
+    out: &'a mut Vec<u8>,
+    has_length: bool,
+}
+
+impl HeadWriter<'_> {
+    /// Appends `name: value`.
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.has_length |= name == header::CONTENT_LENGTH;
+        self.out.extend_from_slice(name.as_str().as_bytes());
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A parsed response head.
@@ -160,21 +183,50 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response
             );
         }
         let head = buf.split_to(len).freeze();
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         let mut headers = HeaderMap::with_capacity(n);
+        let mut f = FramingHeaders::default();
+        let mut named = Vec::new();
         for &(ns, ne, vs, ve) in &spans[..n] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| Invalid::Head)?;
+            // httparse has already refused the bytes a header value may not hold.
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| Invalid::Head)?;
+            // Hop-by-hop headers are read here and never reach the client; a 101
+            // keeps its Upgrade and Connection for the client's handshake.
+            if name == header::CONNECTION {
+                f.connection(&value);
+                forward::connection_tokens(&value, &mut named);
+                if !switching {
+                    continue;
+                }
+            } else if name == header::TRANSFER_ENCODING {
+                f.transfer_encoding(&value);
+                continue;
+            } else if name == header::CONTENT_LENGTH {
+                f.content_length(&value)?;
+            } else if forward::is_hop_by_hop(&name) && !(switching && name == header::UPGRADE) {
+                continue;
+            }
             headers.append(name, value);
         }
-        let (framing, mut keep_alive) = framing_of(status, method, &headers)?;
-        if matches!(framing, Framing::Chunked | Framing::Close) {
+        for n in &named {
+            headers.remove(n);
+        }
+        let framing = f.framing(status, method);
+        if matches!(framing, Framing::Chunked | Framing::Close) && f.length.is_some() {
             // A length next to Transfer-Encoding is wrong by definition and must not
             // reach the client (RFC 9112 §6.3).
             headers.remove(header::CONTENT_LENGTH);
         }
-        keep_alive &= persistent(version, &headers);
+        let framing_reusable = match framing {
+            Framing::Close => false,
+            Framing::Chunked => f.length.is_none(),
+            Framing::Empty | Framing::Length(_) => true,
+        };
+        let keep_alive =
+            framing_reusable && !f.close && (version == Version::HTTP_11 || f.keep_alive);
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -185,90 +237,82 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response
     }
 }
 
-/// RFC 9112 §6.3; the second value is false when the framing itself forbids reuse.
-fn framing_of(
-    status: StatusCode,
-    method: &Method,
-    h: &HeaderMap,
-) -> Result<(Framing, bool), Invalid> {
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Empty, true));
-    }
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        // Transfer-Encoding wins over Content-Length; a message carrying both may be
-        // an attack, so the connection is not reused (RFC 9112 §6.3 item 3).
-        let both = h.contains_key(header::CONTENT_LENGTH);
-        let chunked_last = h
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(if chunked_last {
-            (Framing::Chunked, !both)
-        } else {
-            (Framing::Close, false)
-        });
-    }
-    let mut len: Option<u64> = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
-        let s = v.to_str().map_err(|_| Invalid::ContentLength)?;
-        for part in s.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Invalid::ContentLength);
-            }
-            let n: u64 = part.parse().map_err(|_| Invalid::ContentLength)?;
-            if len.is_some_and(|l| l != n) {
-                return Err(Invalid::ContentLength);
-            }
-            len = Some(n);
-        }
-    }
-    Ok(match len {
-        Some(0) => (Framing::Empty, true),
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::Close, false),
-    })
+/// What the framing headers of a response said.
+#[derive(Debug, Default)]
+struct FramingHeaders {
+    /// `Content-Length`, when present and consistent.
+    length: Option<u64>,
+    /// `Transfer-Encoding` present; whether its last coding is chunked.
+    te: Option<bool>,
+    close: bool,
+    keep_alive: bool,
 }
 
-/// HTTP/1.1 stays open unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
-fn persistent(version: Version, h: &HeaderMap) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for v in h.get_all(header::CONNECTION) {
-        if let Ok(s) = v.to_str() {
-            for t in s.split(',') {
-                let t = t.trim();
-                close |= t.eq_ignore_ascii_case("close");
-                keep |= t.eq_ignore_ascii_case("keep-alive");
-            }
+impl FramingHeaders {
+    fn connection(&mut self, v: &HeaderValue) {
+        for t in v.as_bytes().split(|&b| b == b',') {
+            let t = t.trim_ascii();
+            self.close |= t.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
         }
     }
-    !close && (version == Version::HTTP_11 || keep)
+
+    fn transfer_encoding(&mut self, v: &HeaderValue) {
+        let last = v
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .unwrap_or_default();
+        self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    }
+
+    /// Several values (or lines) must all agree (RFC 9110 §8.6).
+    fn content_length(&mut self, v: &HeaderValue) -> Result<(), Invalid> {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(Invalid::ContentLength);
+            }
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if self.length.is_some_and(|l| l != n) {
+                return Err(Invalid::ContentLength);
+            }
+            self.length = Some(n);
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3.
+    fn framing(&self, status: StatusCode, method: &Method) -> Framing {
+        if method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Empty;
+        }
+        match (self.te, self.length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) | (None, None) => Framing::Close,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    }
 }
 
-/// Reads more bytes from `io` into `buf`; `Ok(0)` is end of stream.
-pub fn poll_fill(
-    io: &TcpStream,
+/// Reads more bytes from `io` into `buf`; `Ok(0)` is end of stream. Goes through
+/// `AsyncRead` so that a short read clears the socket's readiness (as nginx does
+/// with `rev->ready`): the next read waits for epoll instead of costing a system
+/// call that answers EAGAIN.
+pub fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_CHUNK);
     }
-    loop {
-        ready!(io.poll_read_ready(cx))?;
-        match io.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return Poll::Ready(r),
-        }
-    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
 /// Where a body decoder stands.
@@ -326,7 +370,7 @@ impl BodyDecoder {
     /// without copying.
     pub fn poll_data(
         &mut self,
-        io: &TcpStream,
+        io: &mut TcpStream,
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Bytes>>> {
@@ -413,7 +457,7 @@ impl BodyDecoder {
 
     fn fill_more(
         &self,
-        io: &TcpStream,
+        io: &mut TcpStream,
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
@@ -442,16 +486,25 @@ mod tests {
 
     #[test]
     fn encodes_request_head() {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("b"));
-        h.append("x-a", HeaderValue::from_static("1"));
         let mut out = Vec::new();
         let uri: Uri = "/p?q=1".parse().unwrap();
-        encode_head(&mut out, &Method::POST, &uri, &h, true);
+        let chunked = encode_head(&mut out, &Method::POST, &uri, true, |w| {
+            w.header(&header::HOST, &HeaderValue::from_static("b"));
+            w.header(
+                &HeaderName::from_static("x-a"),
+                &HeaderValue::from_static("1"),
+            );
+        });
+        assert!(chunked);
         assert_eq!(
             out,
             b"POST /p?q=1 HTTP/1.1\r\nhost: b\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
         );
+        let chunked = encode_head(&mut out, &Method::PUT, &uri, true, |w| {
+            w.header(&header::CONTENT_LENGTH, &HeaderValue::from_static("3"));
+        });
+        assert!(!chunked);
+        assert_eq!(out, b"PUT /p?q=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
     }
 
     #[test]
@@ -487,6 +540,24 @@ mod tests {
             Invalid::ContentLength
         );
         assert_eq!(head("garbage\r\n\r\n").unwrap_err(), Invalid::Head);
+        // Hop-by-hop headers, and those Connection names, never reach the client.
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nKeep-Alive: t=5\r\n\
+             Proxy-Connection: k\r\nUpgrade: h2c\r\nTrailer: x\r\nTransfer-Encoding: chunked\r\nX-Keep: 1\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        // A 101 keeps the upgrade pair.
+        let h = head(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.headers["upgrade"], "websocket");
+        assert_eq!(h.headers["connection"], "Upgrade");
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
         assert_eq!(head(&long).unwrap_err(), Invalid::TooLarge);
         let h = parse_head(
@@ -519,11 +590,12 @@ mod tests {
             }
             s
         });
-        let io = TcpStream::connect(addr).await.unwrap();
+        let mut io = TcpStream::connect(addr).await.unwrap();
         let mut buf = BytesMut::new();
         let mut d = BodyDecoder::new(Framing::Chunked);
         let mut body = Vec::new();
-        while let Some(chunk) = std::future::poll_fn(|cx| d.poll_data(&io, &mut buf, cx)).await {
+        while let Some(chunk) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await
+        {
             body.extend_from_slice(&chunk.unwrap());
         }
         assert_eq!(body, b"hello world");

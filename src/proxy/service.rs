@@ -15,7 +15,7 @@ use super::body::{Attempt, ProxyBody, UpBody, UpstreamBody};
 use super::client::{self, Conn, ExchangeError};
 use super::error::{body_for, AttemptError};
 use super::forward;
-use super::h1::{Framing, ResponseHead};
+use super::h1::{Framing, HeadWriter, ResponseHead};
 use crate::config::{Action, ProxyPass, Return};
 use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
@@ -279,15 +279,16 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// The upstream request head, built afresh for each try (no copy is kept).
-    fn headers(&self) -> http::HeaderMap {
-        forward::upstream_headers(
+    /// Writes the upstream request headers, afresh for each try (no copy is kept).
+    fn write_headers(&self, w: &mut HeadWriter<'_>) {
+        forward::for_each_upstream_header(
             self.client_headers,
             &self.set,
             &self.suppressed,
             self.proxy_host,
             self.upgrade,
-        )
+            |n, v| w.header(n, v),
+        );
     }
 }
 
@@ -441,12 +442,17 @@ async fn send_once(
     fwd: &mut Forward<'_>,
     body: &mut Option<UpBody>,
 ) -> Result<ResponseHead, TryFailure> {
-    let headers = fwd.headers();
     loop {
         let (mut conn, fresh) = obtain(up, attempt.pick)
             .await
             .map_err(|err| TryFailure::Upstream { err, sent: false })?;
-        let exchange = conn.exchange(fwd.method, &fwd.target, &headers, body, fresh);
+        let exchange = conn.exchange(
+            fwd.method,
+            &fwd.target,
+            |w| fwd.write_headers(w),
+            body,
+            fresh,
+        );
         match tokio::time::timeout(up.conf.read_timeout, exchange).await {
             Err(_) => {
                 return Err(TryFailure::Upstream {
@@ -476,12 +482,10 @@ fn respond(
     *resp.headers_mut() = head.headers;
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if let (Some(client_side), Some(conn)) = (on_upgrade, attempt.conn.take()) {
-            forward::clean_response_headers(resp.headers_mut(), true);
             tokio::spawn(super::upgrade::tunnel(client_side, conn, attempt));
             return resp;
         }
     }
-    forward::clean_response_headers(resp.headers_mut(), false);
     if head.framing == Framing::Empty {
         attempt.reusable =
             head.keep_alive && attempt.conn.as_ref().is_some_and(|c| c.buf.is_empty());
