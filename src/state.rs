@@ -1,6 +1,8 @@
 //! The immutable routing snapshot every request reads, swapped whole on reload.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,7 +39,9 @@ pub struct Snapshot {
     /// Pools.
     pub upstreams: Vec<Arc<Upstream>>,
     /// Routes per listen address.
-    pub listeners: HashMap<SocketAddr, ListenerRoutes>,
+    /// FxHash: every request looks its listener up; SipHash's DoS resistance buys
+    /// nothing for keys taken from the config.
+    pub listeners: FxHashMap<SocketAddr, ListenerRoutes>,
 }
 
 impl Snapshot {
@@ -75,7 +79,7 @@ impl Snapshot {
                 }
             }
         }
-        let mut listeners = HashMap::new();
+        let mut listeners = FxHashMap::default();
         for (addr, idx) in by_addr {
             let names: Vec<Vec<String>> = idx
                 .iter()

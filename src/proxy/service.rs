@@ -367,7 +367,8 @@ async fn forward_request(
     let next = up.conf.next_upstream;
     let method_retryable =
         next.non_idempotent || !matches!(fwd.method.as_str(), "POST" | "LOCK" | "PATCH");
-    let started = Instant::now();
+    // Only a `next_upstream_timeout` needs the start time.
+    let started = (!up.conf.next_upstream_timeout.is_zero()).then(Instant::now);
     let mut tries_left = up.tries.max(1);
     let mut sel = Selection::default();
     loop {
@@ -389,7 +390,7 @@ async fn forward_request(
                 && (!sent || method_retryable)
                 && (body_left || !has_body)
                 && (up.conf.next_upstream_timeout.is_zero()
-                    || started.elapsed() < up.conf.next_upstream_timeout)
+                    || started.is_some_and(|t| t.elapsed() < up.conf.next_upstream_timeout))
         };
         let listed = |e: AttemptError| match e {
             AttemptError::Timeout => next.timeout,
