@@ -39,7 +39,20 @@ fn skip_client_header(name: &HeaderName, connection_named: &[HeaderName]) -> boo
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     let mut out = Vec::new();
     for v in headers.get_all(header::CONNECTION) {
-        connection_tokens(v, &mut out);
+        if let Ok(s) = v.to_str() {
+            for t in s.split(',') {
+                let t = t.trim();
+                if t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                    out.push(n);
+                }
+            }
+        }
     }
     out
 }
@@ -89,26 +102,6 @@ pub fn for_each_upstream_header(
 /// Whether a response header is hop-by-hop (RFC 9110 §7.6.1): never passed on.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
-}
-
-/// Names listed in a `Connection` value other than the standard tokens: hop-by-hop
-/// too. Usually none: no allocation.
-pub fn connection_tokens(value: &HeaderValue, out: &mut Vec<HeaderName>) {
-    if let Ok(s) = value.to_str() {
-        for t in s.split(',') {
-            let t = t.trim();
-            if t.is_empty()
-                || t.eq_ignore_ascii_case("close")
-                || t.eq_ignore_ascii_case("keep-alive")
-                || t.eq_ignore_ascii_case("upgrade")
-            {
-                continue;
-            }
-            if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
-                out.push(n);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -196,8 +196,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response
             // Hop-by-hop headers are read here and never reach the client; a 101
             // keeps its Upgrade and Connection for the client's handshake.
             if name == header::CONNECTION {
-                f.connection(&value);
-                forward::connection_tokens(&value, &mut named);
+                f.connection(&value, &mut named);
                 if !switching {
                     continue;
                 }
@@ -249,11 +248,19 @@ struct FramingHeaders {
 }
 
 impl FramingHeaders {
-    fn connection(&mut self, v: &HeaderValue) {
+    /// Reads `Connection` tokens; other names it lists are hop-by-hop too.
+    fn connection(&mut self, v: &HeaderValue, named: &mut Vec<HeaderName>) {
         for t in v.as_bytes().split(|&b| b == b',') {
             let t = t.trim_ascii();
-            self.close |= t.eq_ignore_ascii_case(b"close");
-            self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                if let Ok(n) = HeaderName::from_bytes(t) {
+                    named.push(n);
+                }
+            }
         }
     }
 
