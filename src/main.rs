@@ -33,6 +33,11 @@ fn config_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("config/fulcrum.toml"))
 }
 
+/// mimalloc: the proxy allocates small short-lived buffers per request, where glibc's
+/// malloc showed up at ~6% of CPU in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = config_path(&cli);

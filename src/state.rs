@@ -1,6 +1,8 @@
 //! The immutable routing snapshot every request reads, swapped whole on reload.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -56,7 +58,9 @@ pub struct Snapshot {
     /// Pools.
     pub upstreams: Vec<Arc<Upstream>>,
     /// Routes per listen address.
-    pub listeners: HashMap<SocketAddr, ListenerRoutes>,
+    /// FxHash: every request looks its listener up; SipHash's DoS resistance buys
+    /// nothing for keys taken from the config.
+    pub listeners: FxHashMap<SocketAddr, ListenerRoutes>,
     /// Request metric handles for a request with no virtual server (its listener
     /// was removed by a reload): `server="", upstream=""`.
     pub unrouted_metrics: RequestMetrics,
@@ -113,7 +117,7 @@ impl Snapshot {
                 }
             }
         }
-        let mut listeners = HashMap::new();
+        let mut listeners = FxHashMap::default();
         for (addr, idx) in by_addr {
             let names: Vec<Vec<String>> = idx
                 .iter()

@@ -11,7 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::client::Sender;
+use super::client::Conn;
+use super::h1::{BodyDecoder, Framing};
 use crate::upstream::{Pick, Upstream};
 
 /// Boxed error type of bodies.
@@ -91,7 +92,7 @@ pub struct Attempt {
     /// The peer.
     pub pick: Pick,
     /// The connection, returned to the pool if the exchange completed.
-    pub sender: Option<Sender>,
+    pub conn: Option<Conn>,
     /// Whether the response completed cleanly (the connection may be reused).
     pub reusable: bool,
     /// Whether this attempt counts as a failure.
@@ -104,18 +105,14 @@ pub struct Attempt {
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        if self.reusable {
-            if let Some(s) = self.sender.take() {
-                self.upstream
-                    .peer(self.pick)
-                    .state
-                    .idle
-                    .put(s, self.upstream.conf.keepalive);
-            }
-        }
         let peer = self.upstream.peer(self.pick);
         if self.status != 0 {
             peer.metrics.response(self.status, self.started.elapsed());
+        }
+        if self.reusable {
+            if let Some(c) = self.conn.take() {
+                peer.state.idle.put(c, self.upstream.conf.keepalive);
+            }
         }
         self.upstream.finish(self.pick, self.failed);
     }
@@ -129,28 +126,77 @@ pub enum ProxyBody {
     Upstream(Box<UpstreamBody>),
 }
 
-/// An upstream response body and what must happen when it ends.
+/// An upstream response body, decoded from the attempt's connection as the client
+/// reads it, and what must happen when it ends.
 pub struct UpstreamBody {
-    inner: Incoming,
+    /// Holds the connection; `None` once the body ended.
+    attempt: Option<Attempt>,
+    decoder: BodyDecoder,
+    keep_alive: bool,
     read_timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
-    attempt: Option<Attempt>,
 }
 
 impl UpstreamBody {
-    /// Streams `inner`, ending `attempt` when the body ends or is dropped.
-    pub fn new(inner: Incoming, read_timeout: Duration, attempt: Attempt) -> Self {
+    /// Streams the body framed by `framing` from the attempt's connection, ending
+    /// the attempt when the body ends or is dropped. `keep_alive`: the connection
+    /// may be pooled once the body is complete.
+    pub fn new(
+        attempt: Attempt,
+        framing: Framing,
+        keep_alive: bool,
+        read_timeout: Duration,
+    ) -> Self {
         UpstreamBody {
-            inner,
+            attempt: Some(attempt),
+            decoder: BodyDecoder::new(framing),
+            keep_alive,
             read_timeout,
             sleep: None,
-            attempt: Some(attempt),
         }
     }
 
-    fn done(&mut self) {
+    /// Ends the attempt; the connection is pooled only after a clean, complete body.
+    fn finish(&mut self, clean: bool) {
         if let Some(mut a) = self.attempt.take() {
-            a.reusable = true;
+            a.reusable =
+                clean && self.keep_alive && a.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        }
+    }
+
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(conn) = self.attempt.as_mut().and_then(|a| a.conn.as_mut()) else {
+            return Poll::Ready(None);
+        };
+        match self.decoder.poll_data(&mut conn.io, &mut conn.buf, cx) {
+            Poll::Ready(None) => {
+                self.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(data))) => {
+                self.sleep = None;
+                if self.decoder.is_done() {
+                    self.finish(true);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // Mid-body failure: the client's response is cut short and the
+                // peer freed as a success, as nginx does.
+                self.finish(false);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Pending => {
+                let t = self.read_timeout;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    self.finish(false);
+                    return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
+                }
+                Poll::Pending
+            }
         }
     }
 }
@@ -182,50 +228,14 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream(u) => {
-                let u = u.as_mut();
-                match Pin::new(&mut u.inner).poll_frame(cx) {
-                    Poll::Ready(None) => {
-                        u.done();
-                        Poll::Ready(None)
-                    }
-                    Poll::Ready(Some(Ok(f))) => {
-                        u.sleep = None;
-                        if u.inner.is_end_stream() {
-                            u.done();
-                        }
-                        Poll::Ready(Some(Ok(f)))
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        // Mid-body failure: the client's response is cut short and the
-                        // peer freed as a success, as nginx does.
-                        if let Some(mut a) = u.attempt.take() {
-                            a.reusable = false;
-                        }
-                        Poll::Ready(Some(Err(Box::new(e))))
-                    }
-                    Poll::Pending => {
-                        let t = u.read_timeout;
-                        let sleep = u
-                            .sleep
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
-                        if sleep.as_mut().poll(cx).is_ready() {
-                            if let Some(mut a) = u.attempt.take() {
-                                a.reusable = false;
-                            }
-                            return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
-                        }
-                        Poll::Pending
-                    }
-                }
-            }
+            ProxyBody::Upstream(u) => u.poll_body(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+            ProxyBody::Upstream(u) => u.attempt.is_none() || u.decoder.is_done(),
         }
     }
 
@@ -233,7 +243,10 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Upstream(u) => u.inner.size_hint(),
+            ProxyBody::Upstream(u) => match u.decoder.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
         }
     }
 }

@@ -1,12 +1,13 @@
-//! Upstream HTTP/1.1 connections: connect with a timeout, hand-shake with hyper,
-//! and keep idle connections per server for reuse.
+//! Upstream HTTP/1.1 connections: connect with a timeout, run one exchange at a
+//! time on the request's own task (see [`super::h1`]), and keep idle connections per
+//! server for reuse.
 //!
 //! hyper-util's legacy client pools per authority behind one lock for the whole
 //! client and hides whether a failure happened before the request left; the proxy
 //! needs both the per-server pool (its state outlives config snapshots) and that
 //! distinction (a request whose body was never sent can go to the next server).
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,16 +15,27 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use http::{Method, Uri};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::body::UpBody;
+use super::body::{BodyTooLarge, UpBody};
+use super::h1::{self, HeadWriter, Invalid, ResponseHead};
 
-/// A ready-to-use upstream HTTP/1.1 connection.
-pub type Sender = http1::SendRequest<UpBody>;
+/// An upstream HTTP/1.1 connection between exchanges.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub io: TcpStream,
+    /// Bytes read and not yet consumed (the head, then body data).
+    pub buf: BytesMut,
+    /// The request head being written (kept to reuse its allocation).
+    head: Vec<u8>,
+    send_timeout: Duration,
+}
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +46,183 @@ pub enum ConnectError {
     /// Refused, unreachable, reset.
     #[error("connect() failed: {0}")]
     Io(#[from] io::Error),
-    /// The HTTP handshake failed.
-    #[error("handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The connection was found closed before any of the answer arrived; on a
+    /// reused connection that is the keep-alive race, not a server failure.
+    #[error("upstream closed the connection before answering")]
+    Closed {
+        /// Whether the request body was (partly) consumed.
+        body_sent: bool,
+    },
+    /// Reading or writing failed.
+    #[error("upstream connection failed: {0}")]
+    Io(#[source] io::Error),
+    /// `send_timeout` passed on a stalled write.
+    #[error("upstream timed out while sending")]
+    SendTimeout,
+    /// The answer was not valid HTTP/1.1.
+    #[error("upstream sent an invalid response: {0}")]
+    Invalid(#[from] Invalid),
+    /// The client's body broke `client_max_body_size`.
+    #[error("{0}")]
+    TooLarge(#[from] BodyTooLarge),
+    /// The client's body could not be read.
+    #[error("client body read failed")]
+    Client,
+}
+
+impl Conn {
+    /// Whether an idle connection is still usable: nothing arrived on it while it
+    /// sat in the pool (no close, no stray bytes). Uses the reactor's cached
+    /// readiness, so a quiet connection costs no system call.
+    pub fn still_idle(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends one request and reads the response head. `body` is taken while it
+    /// streams and put back if it was never touched (so a fresh connection can
+    /// resend it). The response body is left to [`h1::BodyDecoder`] on `self`.
+    pub async fn exchange(
+        &mut self,
+        method: &Method,
+        target: &Uri,
+        headers: impl FnOnce(&mut HeadWriter<'_>),
+        body: &mut Option<UpBody>,
+        fresh: bool,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let streamed = matches!(body, Some(UpBody::Stream { .. }));
+        // The client's own Content-Length passes through; without one the body is
+        // re-framed chunked.
+        let chunked = h1::encode_head(&mut self.head, method, target, streamed, headers);
+        let send_timeout = self.send_timeout;
+        let Conn { io, buf, head, .. } = self;
+        let (mut rd, wr) = io.split();
+        let mut wr = WriteTimeout::new(wr, send_timeout);
+        if let Err(e) = wr.write_all(head).await {
+            return Err(write_error(e, fresh, false));
+        }
+        if !streamed {
+            return read_head(&mut rd, buf, method, fresh, false).await;
+        }
+        let Some(mut up) = body.take() else {
+            return Err(ExchangeError::Closed { body_sent: true });
+        };
+        // Upload and watch for the answer at once: a server may answer (413, 401)
+        // before taking the whole body.
+        let answer = {
+            let upload = upload(&mut wr, &mut up, chunked);
+            let early = read_head(&mut rd, buf, method, fresh, true);
+            tokio::pin!(upload, early);
+            tokio::select! {
+                biased;
+                // Part of the body is still unsent: the connection cannot carry
+                // another request.
+                r = &mut early => r.map(|mut head| {
+                    head.keep_alive = false;
+                    head
+                }),
+                r = &mut upload => match r {
+                    Ok(()) => early.await,
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        answer
+    }
+}
+
+fn write_error(e: io::Error, fresh: bool, body_sent: bool) -> ExchangeError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        ExchangeError::SendTimeout
+    } else if !fresh {
+        ExchangeError::Closed { body_sent }
+    } else {
+        ExchangeError::Io(e)
+    }
+}
+
+async fn read_head(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    method: &Method,
+    fresh: bool,
+    body_sent: bool,
+) -> Result<ResponseHead, ExchangeError> {
+    let mut got_any = !buf.is_empty();
+    loop {
+        if !buf.is_empty() {
+            if let Some(h) = h1::parse_head(buf, method)? {
+                return Ok(h);
+            }
+        }
+        match poll_fn(|cx| h1::poll_fill(rd, buf, cx)).await {
+            Ok(0) if !got_any && !fresh => return Err(ExchangeError::Closed { body_sent }),
+            Ok(0) => {
+                return Err(ExchangeError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream prematurely closed connection while reading response header",
+                )))
+            }
+            Ok(_) => got_any = true,
+            Err(e) if !got_any && !fresh && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(ExchangeError::Closed { body_sent })
+            }
+            Err(e) => return Err(ExchangeError::Io(e)),
+        }
+    }
+}
+
+/// Streams the client's body up, chunk-encoding it when `chunked`.
+async fn upload<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    body: &mut UpBody,
+    chunked: bool,
+) -> Result<(), ExchangeError> {
+    let mut line = Vec::with_capacity(20);
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) if e.is::<BodyTooLarge>() => return Err(BodyTooLarge.into()),
+            Err(_) => return Err(ExchangeError::Client),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let res = if chunked {
+            line.clear();
+            // Writing into a Vec cannot fail.
+            let _ = std::io::Write::write_fmt(&mut line, format_args!("{:x}\r\n", data.len()));
+            async {
+                wr.write_all(&line).await?;
+                wr.write_all(&data).await?;
+                wr.write_all(b"\r\n").await
+            }
+            .await
+        } else {
+            wr.write_all(&data).await
+        };
+        res.map_err(|e| write_error(e, true, true))?;
+    }
+    if chunked {
+        wr.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|e| write_error(e, true, true))?;
+    }
+    Ok(())
 }
 
 /// Idle keep-alive connections to one server, most recently used first out.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
 }
 
 impl std::fmt::Debug for IdlePool {
@@ -52,21 +232,21 @@ impl std::fmt::Debug for IdlePool {
 }
 
 impl IdlePool {
-    /// Takes an idle connection not older than `max_idle`. The caller still awaits
-    /// `ready()`: the previous exchange may be a moment from finishing in hyper's task.
-    pub fn take(&self, max_idle: Duration) -> Option<Sender> {
+    /// Takes an idle connection not older than `max_idle` that the server has not
+    /// closed meanwhile.
+    pub fn take(&self, max_idle: Duration) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((s, since)) = idle.pop() {
-            if !s.is_closed() && since.elapsed() < max_idle {
-                return Some(s);
+        while let Some((mut c, since)) = idle.pop() {
+            if since.elapsed() < max_idle && c.still_idle() {
+                return Some(c);
             }
         }
         None
     }
 
     /// Returns a connection for reuse, keeping at most `cap`.
-    pub fn put(&self, s: Sender, cap: usize) {
-        if cap == 0 || s.is_closed() {
+    pub fn put(&self, c: Conn, cap: usize) {
+        if cap == 0 || !c.buf.is_empty() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,7 +254,7 @@ impl IdlePool {
             // Drop the oldest: it is the likeliest to have been closed by the server.
             idle.remove(0);
         }
-        idle.push((s, Instant::now()));
+        idle.push((c, Instant::now()));
     }
 
     /// Closes every idle connection.
@@ -98,24 +278,19 @@ pub async fn connect(
     addr: SocketAddr,
     connect_timeout: Duration,
     send_timeout: Duration,
-) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+) -> Result<Conn, ConnectError> {
+    let io = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(s) => s?,
         Err(_) => return Err(ConnectError::Timeout),
     };
     // Small requests and responses must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(WriteTimeout::new(stream, send_timeout));
-    let (sender, conn) = http1::Builder::new()
-        .max_buf_size(64 * 1024 + 1024)
-        .handshake(io)
-        .await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(%addr, error = %e, "upstream connection ended");
-        }
-    });
-    Ok(sender)
+    let _ = io.set_nodelay(true);
+    Ok(Conn {
+        io,
+        buf: BytesMut::new(),
+        head: Vec::new(),
+        send_timeout,
+    })
 }
 
 /// A stream whose writes fail with `TimedOut` once one stays blocked for longer

@@ -57,30 +57,30 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     out
 }
 
-/// Builds the upstream request headers in nginx's order: `proxy_set_header` entries
+/// Walks the upstream request headers in nginx's order: `proxy_set_header` entries
 /// (those rendering empty are dropped, and still suppress the client's header),
 /// then `Host: $proxy_host` unless set, then the client's headers minus hop-by-hop
 /// ones and the names already set. `Upgrade`/`Connection: upgrade` are passed for
-/// WebSocket handshakes.
-pub fn upstream_headers(
+/// WebSocket handshakes. `emit` gets each header; nothing is copied.
+pub fn for_each_upstream_header(
     client: &HeaderMap,
     set: &[(HeaderName, HeaderValue)],
     suppressed: &[HeaderName],
     proxy_host: &HeaderValue,
     upgrade: bool,
-) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(client.len() + set.len() + 2);
+    mut emit: impl FnMut(&HeaderName, &HeaderValue),
+) {
     for (n, v) in set {
-        out.append(n.clone(), v.clone());
+        emit(n, v);
     }
     let host_set = set.iter().any(|(n, _)| n == header::HOST) || suppressed.contains(&header::HOST);
     if !host_set {
-        out.insert(header::HOST, proxy_host.clone());
+        emit(&header::HOST, proxy_host);
     }
     if upgrade {
         if let Some(u) = client.get(header::UPGRADE) {
-            out.insert(header::UPGRADE, u.clone());
-            out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            emit(&header::UPGRADE, u);
+            emit(&header::CONNECTION, &HeaderValue::from_static("upgrade"));
         }
     }
     let named = if client.contains_key(header::CONNECTION) {
@@ -95,33 +95,32 @@ pub fn upstream_headers(
         {
             continue;
         }
-        out.append(n.clone(), v.clone());
+        emit(n, v);
     }
-    out
 }
 
-/// Removes hop-by-hop headers from an upstream response (keeping the upgrade pair
-/// on a 101).
-pub fn clean_response_headers(headers: &mut HeaderMap, switching: bool) {
-    let named = if headers.contains_key(header::CONNECTION) {
-        connection_named(headers)
-    } else {
-        Vec::new()
-    };
-    for n in &named {
-        headers.remove(n);
-    }
-    for n in &HOP_BY_HOP {
-        if switching && (n == header::UPGRADE || n == header::CONNECTION) {
-            continue;
-        }
-        headers.remove(n);
-    }
+/// Whether a response header is hop-by-hop (RFC 9110 §7.6.1): never passed on.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream_headers(
+        client: &HeaderMap,
+        set: &[(HeaderName, HeaderValue)],
+        suppressed: &[HeaderName],
+        proxy_host: &HeaderValue,
+        upgrade: bool,
+    ) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for_each_upstream_header(client, set, suppressed, proxy_host, upgrade, |n, v| {
+            out.append(n.clone(), v.clone());
+        });
+        out
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
@@ -183,17 +182,5 @@ mod tests {
         assert_eq!(out["upgrade"], "websocket");
         assert_eq!(out["connection"], "upgrade");
         assert!(!out.contains_key("x-a"));
-    }
-
-    #[test]
-    fn response_cleanup() {
-        let mut h = map(&[
-            ("connection", "close, x-hop"),
-            ("x-hop", "1"),
-            ("transfer-encoding", "chunked"),
-            ("x-keep", "1"),
-        ]);
-        clean_response_headers(&mut h, false);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
     }
 }

@@ -6,5 +6,6 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod framing;
+pub mod h1;
 pub mod service;
 pub mod upgrade;

@@ -11,11 +11,12 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Attempt, BodyTooLarge, ClientBodyError, ProxyBody, UpBody, UpstreamBody};
-use super::client::{self, Sender};
+use super::body::{Attempt, ProxyBody, UpBody, UpstreamBody};
+use super::client::{self, Conn, ExchangeError};
 use super::error::{body_for, AttemptError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
+use super::h1::{Framing, HeadWriter, ResponseHead};
 use crate::config::{Action, ProxyPass, Return};
 use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
@@ -24,7 +25,7 @@ use crate::route::template::{RequestId, RequestVars};
 use crate::route::uri::{normalize_path, proxy_pass_target};
 use crate::runtime::Shared;
 use crate::state::{Site, Snapshot, VServer};
-use crate::upstream::{Selection, Upstream};
+use crate::upstream::{Pick, Selection, Upstream};
 
 /// What the proxy knows about the downstream connection.
 #[derive(Debug)]
@@ -286,15 +287,16 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// The upstream request head, built afresh for each try (no copy is kept).
-    fn headers(&self) -> http::HeaderMap {
-        forward::upstream_headers(
+    /// Writes the upstream request headers, afresh for each try (no copy is kept).
+    fn write_headers(&self, w: &mut HeadWriter<'_>) {
+        forward::for_each_upstream_header(
             self.client_headers,
             &self.set,
             &self.suppressed,
             self.proxy_host,
             self.upgrade,
-        )
+            |n, v| w.header(n, v),
+        );
     }
 }
 
@@ -308,40 +310,26 @@ enum TryFailure {
     Client,
 }
 
-fn classify_send_error(e: &hyper::Error) -> TryFailure {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = src {
-        if s.is::<BodyTooLarge>() {
-            return TryFailure::TooLarge;
-        }
-        if s.is::<ClientBodyError>() {
-            return TryFailure::Client;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return TryFailure::Upstream {
-                    err: AttemptError::Timeout,
-                    sent: true,
-                };
-            }
-        }
-        src = s.source();
+impl From<ExchangeError> for TryFailure {
+    fn from(e: ExchangeError) -> TryFailure {
+        let (err, sent) = match e {
+            ExchangeError::TooLarge(_) => return TryFailure::TooLarge,
+            ExchangeError::Client => return TryFailure::Client,
+            ExchangeError::SendTimeout => (AttemptError::Timeout, true),
+            ExchangeError::Invalid(_) => (AttemptError::InvalidHeader, true),
+            ExchangeError::Closed { body_sent } => (AttemptError::Reset, body_sent),
+            ExchangeError::Io(_) => (AttemptError::Reset, true),
+        };
+        TryFailure::Upstream { err, sent }
     }
-    let err = if e.is_parse() || e.is_parse_status() {
-        AttemptError::InvalidHeader
-    } else {
-        AttemptError::Reset
-    };
-    TryFailure::Upstream { err, sent: true }
 }
 
-/// Gets a ready connection to the peer: a pooled one if any is alive, else a new one.
-async fn obtain(up: &Upstream, attempt: &Attempt) -> Result<(Sender, bool), AttemptError> {
-    let peer = up.peer(attempt.pick);
-    while let Some(mut s) = peer.state.idle.take(up.conf.keepalive_timeout) {
-        if s.ready().await.is_ok() {
-            return Ok((s, true));
-        }
+/// Gets a connection to the peer: a pooled one if any is still open, else a new one.
+/// The flag says whether it is new.
+async fn obtain(up: &Upstream, pick: Pick) -> Result<(Conn, bool), AttemptError> {
+    let peer = up.peer(pick);
+    if let Some(c) = peer.state.idle.take(up.conf.keepalive_timeout) {
+        return Ok((c, false));
     }
     match client::connect(
         peer.conf.addr,
@@ -350,10 +338,7 @@ async fn obtain(up: &Upstream, attempt: &Attempt) -> Result<(Sender, bool), Atte
     )
     .await
     {
-        Ok(mut s) => match s.ready().await {
-            Ok(()) => Ok((s, false)),
-            Err(_) => Err(AttemptError::Connect),
-        },
+        Ok(c) => Ok((c, true)),
         Err(client::ConnectError::Timeout) => Err(AttemptError::Timeout),
         Err(e) => {
             tracing::debug!(upstream = %up.conf.name, server = %peer.conf.addr, error = %e, "connect failed");
@@ -391,7 +376,8 @@ async fn forward_request(
     let next = up.conf.next_upstream;
     let method_retryable =
         next.non_idempotent || !matches!(fwd.method.as_str(), "POST" | "LOCK" | "PATCH");
-    let started = Instant::now();
+    // Only a `next_upstream_timeout` needs the start time.
+    let started = (!up.conf.next_upstream_timeout.is_zero()).then(Instant::now);
     let budget = up.tries.max(1);
     let mut tries_left = budget;
     let mut sel = Selection::default();
@@ -407,7 +393,7 @@ async fn forward_request(
         let mut attempt = Attempt {
             upstream: up.clone(),
             pick,
-            sender: None,
+            conn: None,
             reusable: false,
             failed: false,
             started: std::time::Instant::now(),
@@ -421,7 +407,7 @@ async fn forward_request(
                 && (!sent || method_retryable)
                 && (body_left || !has_body)
                 && (up.conf.next_upstream_timeout.is_zero()
-                    || started.elapsed() < up.conf.next_upstream_timeout)
+                    || started.is_some_and(|t| t.elapsed() < up.conf.next_upstream_timeout))
         };
         let listed = |e: AttemptError| match e {
             AttemptError::Timeout => next.timeout,
@@ -430,20 +416,19 @@ async fn forward_request(
         };
         let result = send_once(up, &mut attempt, &mut fwd, &mut body).await;
         let failure = match result {
-            Ok(resp) => {
-                let code = resp.status().as_u16();
+            Ok(head) => {
+                let code = head.status.as_u16();
                 attempt.status = code;
                 if next.statuses.contains(code) && can_retry(true, true, body.is_some()) {
                     // Counted as a failure only because a retry follows (nginx).
                     attempt.failed = true;
                     peer.metrics.failure(Reason::Status);
                     info.try_end(code);
-                    drop(resp);
                     drop(attempt);
                     continue;
                 }
                 info.try_answered(code);
-                return respond(up, attempt, resp, fwd.on_upgrade.take());
+                return respond(up, attempt, head, fwd.on_upgrade.take());
             }
             Err(f) => f,
         };
@@ -475,99 +460,70 @@ async fn forward_request(
     }
 }
 
-/// One try on the picked peer. A pooled connection that turns out closed before the
-/// request left is replaced by a fresh one without counting a try.
+/// One try on the picked peer. A pooled connection found closed before it answered
+/// anything is replaced by a fresh one without counting a try, as long as the
+/// request body is still whole. On success the connection is in `attempt.conn`.
 async fn send_once(
     up: &Upstream,
     attempt: &mut Attempt,
     fwd: &mut Forward<'_>,
     body: &mut Option<UpBody>,
-) -> Result<Response<Incoming>, TryFailure> {
-    let read_timeout = up.conf.read_timeout;
-    for _ in 0..3 {
-        let (mut sender, reused) = obtain(up, attempt)
+) -> Result<ResponseHead, TryFailure> {
+    loop {
+        let (mut conn, fresh) = obtain(up, attempt.pick)
             .await
             .map_err(|err| TryFailure::Upstream { err, sent: false })?;
-        let Some(b) = body.take() else {
-            return Err(TryFailure::Upstream {
-                err: AttemptError::Reset,
-                sent: true,
-            });
-        };
-        let bodyless = matches!(b, UpBody::Empty);
-        let mut req = Request::new(b);
-        *req.method_mut() = fwd.method.clone();
-        *req.uri_mut() = fwd.target.clone();
-        *req.headers_mut() = fwd.headers();
-        let res = tokio::time::timeout(read_timeout, sender.try_send_request(req)).await;
-        match res {
+        let exchange = conn.exchange(
+            fwd.method,
+            &fwd.target,
+            |w| fwd.write_headers(w),
+            body,
+            fresh,
+        );
+        match tokio::time::timeout(up.conf.read_timeout, exchange).await {
             Err(_) => {
                 return Err(TryFailure::Upstream {
                     err: AttemptError::Timeout,
                     sent: true,
                 })
             }
-            Ok(Ok(resp)) => {
-                attempt.sender = Some(sender);
-                if bodyless {
-                    *body = Some(UpBody::Empty);
-                }
-                return Ok(resp);
+            Ok(Ok(head)) => {
+                attempt.conn = Some(conn);
+                return Ok(head);
             }
-            Ok(Err(mut e)) => {
-                let unsent = e.take_message();
-                let not_sent = unsent.is_some();
-                if let Some(r) = unsent {
-                    *body = Some(r.into_body());
-                } else if bodyless {
-                    *body = Some(UpBody::Empty);
-                }
-                let stale = reused && (not_sent || (bodyless && e.error().is_incomplete_message()));
-                if stale {
-                    // The server closed an idle keep-alive connection as we used it.
-                    continue;
-                }
-                let mut f = classify_send_error(e.error());
-                if let TryFailure::Upstream { sent, .. } = &mut f {
-                    *sent = !not_sent;
-                }
-                return Err(f);
-            }
+            // The server closed an idle keep-alive connection as we used it.
+            Ok(Err(ExchangeError::Closed { body_sent: false })) if !fresh => continue,
+            Ok(Err(e)) => return Err(e.into()),
         }
     }
-    Err(TryFailure::Upstream {
-        err: AttemptError::Reset,
-        sent: true,
-    })
 }
 
 fn respond(
     up: &Arc<Upstream>,
-    attempt: Attempt,
-    mut resp: Response<Incoming>,
+    mut attempt: Attempt,
+    head: ResponseHead,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if let (true, Some(client_side)) = (switching, on_upgrade) {
-        let upstream_side = hyper::upgrade::on(&mut resp);
-        let (mut parts, _) = resp.into_parts();
-        forward::clean_response_headers(&mut parts.headers, true);
-        tokio::spawn(super::upgrade::tunnel(client_side, upstream_side, attempt));
-        return Response::from_parts(parts, ProxyBody::empty());
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        if let (Some(client_side), Some(conn)) = (on_upgrade, attempt.conn.take()) {
+            tokio::spawn(super::upgrade::tunnel(client_side, conn, attempt));
+            return resp;
+        }
     }
-    let (mut parts, incoming) = resp.into_parts();
-    forward::clean_response_headers(&mut parts.headers, false);
-    let body = if incoming.is_end_stream() {
-        let mut a = attempt;
-        a.reusable = true;
-        drop(a);
-        ProxyBody::empty()
+    if head.framing == Framing::Empty {
+        attempt.reusable =
+            head.keep_alive && attempt.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        drop(attempt);
     } else {
-        ProxyBody::Upstream(Box::new(UpstreamBody::new(
-            incoming,
-            up.conf.read_timeout,
+        *resp.body_mut() = ProxyBody::Upstream(Box::new(UpstreamBody::new(
             attempt,
-        )))
-    };
-    Response::from_parts(parts, body)
+            head.framing,
+            head.keep_alive,
+            up.conf.read_timeout,
+        )));
+    }
+    resp
 }

@@ -3,22 +3,32 @@
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::body::Attempt;
+use super::client::Conn;
 
-/// Joins the client's and the upstream's upgraded connections. The attempt stays
-/// open (counted in flight, as nginx counts it) until the tunnel closes.
-pub async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, attempt: Attempt) {
-    let (c, u) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+/// Joins the client's upgraded connection with the upstream connection that answered
+/// 101. The attempt stays open (counted in flight, as nginx counts it) until the
+/// tunnel closes.
+pub async fn tunnel(client: OnUpgrade, mut upstream: Conn, attempt: Attempt) {
+    let c = match client.await {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
     let mut c = TokioIo::new(c);
-    let mut u = TokioIo::new(u);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+    // Bytes the upstream sent right after its 101 head belong to the new protocol.
+    if !upstream.buf.is_empty() {
+        if let Err(e) = c.write_all(&upstream.buf).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+            return;
+        }
+        upstream.buf.clear();
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut upstream.io).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
     drop(attempt);

@@ -64,15 +64,42 @@ fn dirs_of(paths: &[PathBuf]) -> HashSet<PathBuf> {
 }
 
 /// Starts watching the files in `shared.control.paths` and reloading on change.
-/// The watch set follows the paths each successful reload publishes.
+/// The watch set follows the paths each successful reload publishes. The watches
+/// are in place when this returns, so a change made right after start-up (once
+/// "fulcrum ready" is logged) is never missed.
 pub fn spawn(shared: Arc<Shared>) -> Result<(), WatchError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         // The receiver only goes away at exit.
         let _ = tx.send(ev);
     })?;
-    tokio::spawn(run(shared, watcher, rx));
+    let mut paths_rx = shared.control.paths.subscribe();
+    let paths = paths_rx.borrow_and_update().clone();
+    let mut watched = HashSet::new();
+    rewatch(&mut watcher, &mut watched, dirs_of(&paths));
+    let last = fingerprint(&paths);
+    tracing::info!(files = ?paths, "watching config files");
+    tokio::spawn(run(
+        shared,
+        Watching {
+            watcher,
+            watched,
+            paths,
+            paths_rx,
+            last,
+        },
+        rx,
+    ));
     Ok(())
+}
+
+/// The watcher's state, set up before serving starts.
+struct Watching {
+    watcher: RecommendedWatcher,
+    watched: HashSet<PathBuf>,
+    paths: Vec<PathBuf>,
+    paths_rx: tokio::sync::watch::Receiver<Vec<PathBuf>>,
+    last: Fingerprint,
 }
 
 fn rewatch(w: &mut RecommendedWatcher, watched: &mut HashSet<PathBuf>, want: HashSet<PathBuf>) {
@@ -89,15 +116,16 @@ fn rewatch(w: &mut RecommendedWatcher, watched: &mut HashSet<PathBuf>, want: Has
 
 async fn run(
     shared: Arc<Shared>,
-    mut watcher: RecommendedWatcher,
+    w: Watching,
     mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
 ) {
-    let mut paths_rx = shared.control.paths.subscribe();
-    let mut paths = paths_rx.borrow_and_update().clone();
-    let mut watched = HashSet::new();
-    rewatch(&mut watcher, &mut watched, dirs_of(&paths));
-    let mut last = fingerprint(&paths);
-    tracing::info!(files = ?paths, "watching config files");
+    let Watching {
+        mut watcher,
+        mut watched,
+        mut paths,
+        mut paths_rx,
+        mut last,
+    } = w;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {

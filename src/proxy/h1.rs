@@ -1,0 +1,612 @@
+//! The upstream half of HTTP/1.1, written for the proxy.
+//!
+//! hyper's client runs each connection in a task of its own and hands requests,
+//! responses and body chunks across channels: per request two task switches and
+//! several wake-ups, which profiles put at a third of fulcrum's user CPU. Here the
+//! request head is encoded straight from the parts the proxy already holds, the
+//! response head is parsed with `httparse` in the request's own task, and the body
+//! is decoded from the socket as the client takes it (RFC 9112 §6: length,
+//! chunked, or until close). The downstream side stays hyper's.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+use super::forward;
+use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
+
+/// Longest response head accepted (as the downstream limit).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header lines in a response head.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line or trailer section.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 64 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The upstream's answer broke HTTP/1.1 (nginx: "upstream sent invalid header").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// Unparsable status line or header.
+    #[error("invalid response head")]
+    Head,
+    /// Head longer than [`MAX_HEAD`] or more than 128 headers.
+    #[error("response head too large")]
+    TooLarge,
+    /// Bad or conflicting `Content-Length`.
+    #[error("invalid Content-Length")]
+    ContentLength,
+    /// A 101 nobody asked for.
+    #[error("unexpected 101 Switching Protocols")]
+    UnexpectedUpgrade,
+    /// Bad chunked framing in the body.
+    #[error("invalid chunked body")]
+    Chunked,
+}
+
+impl From<Invalid> for io::Error {
+    fn from(e: Invalid) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// Writes a request head: the request line, the headers the caller emits through
+/// [`HeadWriter::header`], and `Transfer-Encoding: chunked` when the body streams
+/// without a `Content-Length`. Returns whether the body must be chunk-encoded.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &Uri,
+    streamed_body: bool,
+    headers: impl FnOnce(&mut HeadWriter<'_>),
+) -> bool {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    match target.path_and_query() {
+        Some(pq) => out.extend_from_slice(pq.as_str().as_bytes()),
+        // CONNECT's authority form.
+        None => match target.authority() {
+            Some(a) => out.extend_from_slice(a.as_str().as_bytes()),
+            None => out.push(b'/'),
+        },
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut w = HeadWriter {
+        out,
+        has_length: false,
+    };
+    headers(&mut w);
+    let chunked = streamed_body && !w.has_length;
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    chunked
+}
+
+/// Appends header lines to a request head.
+pub struct HeadWriter<'a> {
+    out: &'a mut Vec<u8>,
+    has_length: bool,
+}
+
+impl HeadWriter<'_> {
+    /// Appends `name: value`.
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.has_length |= name == header::CONTENT_LENGTH;
+        self.out.extend_from_slice(name.as_str().as_bytes());
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Headers as received (hop-by-hop ones still in).
+    pub headers: HeaderMap,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this exchange.
+    pub keep_alive: bool,
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// Parses one response head from the front of `buf`, consuming it. `Ok(None)`: more
+/// bytes needed. Interim 1xx responses other than 101 are skipped, as a client must.
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, Invalid> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut slots);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return if buf.len() > MAX_HEAD {
+                    Err(Invalid::TooLarge)
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Invalid::TooLarge),
+            Err(_) => return Err(Invalid::Head),
+        };
+        if len > MAX_HEAD {
+            return Err(Invalid::TooLarge);
+        }
+        let code = resp.code.unwrap_or(0);
+        let version = if resp.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let status = StatusCode::from_u16(code).map_err(|_| Invalid::Head)?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            continue;
+        }
+        // Offsets first: the values then share the head's one allocation.
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let n = resp.headers.len();
+        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+            let ns = h.name.as_ptr() as usize - base;
+            let vs = h.value.as_ptr() as usize - base;
+            *span = (
+                ns as u32,
+                (ns + h.name.len()) as u32,
+                vs as u32,
+                (vs + h.value.len()) as u32,
+            );
+        }
+        let head = buf.split_to(len).freeze();
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        let mut headers = HeaderMap::with_capacity(n);
+        let mut f = FramingHeaders::default();
+        let mut named = Vec::new();
+        for &(ns, ne, vs, ve) in &spans[..n] {
+            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+                .map_err(|_| Invalid::Head)?;
+            // httparse has already refused the bytes a header value may not hold.
+            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+                .map_err(|_| Invalid::Head)?;
+            // Hop-by-hop headers are read here and never reach the client; a 101
+            // keeps its Upgrade and Connection for the client's handshake.
+            if name == header::CONNECTION {
+                f.connection(&value, &mut named);
+                if !switching {
+                    continue;
+                }
+            } else if name == header::TRANSFER_ENCODING {
+                f.transfer_encoding(&value);
+                continue;
+            } else if name == header::CONTENT_LENGTH {
+                f.content_length(&value)?;
+            } else if forward::is_hop_by_hop(&name) && !(switching && name == header::UPGRADE) {
+                continue;
+            }
+            headers.append(name, value);
+        }
+        for n in &named {
+            headers.remove(n);
+        }
+        let framing = f.framing(status, method);
+        if matches!(framing, Framing::Chunked | Framing::Close) && f.length.is_some() {
+            // A length next to Transfer-Encoding is wrong by definition and must not
+            // reach the client (RFC 9112 §6.3).
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        let framing_reusable = match framing {
+            Framing::Close => false,
+            Framing::Chunked => f.length.is_none(),
+            Framing::Empty | Framing::Length(_) => true,
+        };
+        let keep_alive =
+            framing_reusable && !f.close && (version == Version::HTTP_11 || f.keep_alive);
+        return Ok(Some(ResponseHead {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// What the framing headers of a response said.
+#[derive(Debug, Default)]
+struct FramingHeaders {
+    /// `Content-Length`, when present and consistent.
+    length: Option<u64>,
+    /// `Transfer-Encoding` present; whether its last coding is chunked.
+    te: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl FramingHeaders {
+    /// Reads `Connection` tokens; other names it lists are hop-by-hop too.
+    fn connection(&mut self, v: &HeaderValue, named: &mut Vec<HeaderName>) {
+        for t in v.as_bytes().split(|&b| b == b',') {
+            let t = t.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                if let Ok(n) = HeaderName::from_bytes(t) {
+                    named.push(n);
+                }
+            }
+        }
+    }
+
+    fn transfer_encoding(&mut self, v: &HeaderValue) {
+        let last = v
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .unwrap_or_default();
+        self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    }
+
+    /// Several values (or lines) must all agree (RFC 9110 §8.6).
+    fn content_length(&mut self, v: &HeaderValue) -> Result<(), Invalid> {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(Invalid::ContentLength);
+            }
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if self.length.is_some_and(|l| l != n) {
+                return Err(Invalid::ContentLength);
+            }
+            self.length = Some(n);
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3.
+    fn framing(&self, status: StatusCode, method: &Method) -> Framing {
+        if method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Empty;
+        }
+        match (self.te, self.length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) | (None, None) => Framing::Close,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    }
+}
+
+/// Reads more bytes from `io` into `buf`; `Ok(0)` is end of stream. Goes through
+/// `AsyncRead` so that a short read clears the socket's readiness (as nginx does
+/// with `rev->ready`): the next read waits for epoll instead of costing a system
+/// call that answers EAGAIN.
+pub fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Where a body decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Bytes left of a `Content-Length` body.
+    Length(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Bytes left of the current chunk.
+    ChunkData(u64),
+    /// The CRLF after a chunk.
+    ChunkEnd,
+    /// Trailer section after the last chunk (skipped; bytes so far).
+    Trailers(usize),
+    /// Until end of stream.
+    Close,
+    /// Complete.
+    Done,
+}
+
+/// Decodes a response body from the connection's read buffer and socket.
+#[derive(Debug)]
+pub struct BodyDecoder {
+    state: State,
+}
+
+impl BodyDecoder {
+    /// A decoder for `framing`.
+    pub fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        };
+        BodyDecoder { state }
+    }
+
+    /// Whether the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Bytes still to come, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of body data; `None` at the end. Data is split off `buf`
+    /// without copying.
+    pub fn poll_data(
+        &mut self,
+        io: &mut TcpStream,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(n) | State::ChunkData(n) => {
+                    if buf.is_empty() {
+                        match ready!(poll_fill(io, buf, cx)) {
+                            Ok(0) => return Poll::Ready(Some(Err(eof()))),
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        }
+                    }
+                    let take = n.min(buf.len() as u64);
+                    let left = n - take;
+                    self.state = match self.state {
+                        State::Length(_) if left == 0 => State::Done,
+                        State::Length(_) => State::Length(left),
+                        _ if left == 0 => State::ChunkEnd,
+                        _ => State::ChunkData(left),
+                    };
+                    return Poll::Ready(Some(Ok(buf.split_to(take as usize).freeze())));
+                }
+                State::Close => {
+                    if !buf.is_empty() {
+                        return Poll::Ready(Some(Ok(buf.split().freeze())));
+                    }
+                    match ready!(poll_fill(io, buf, cx)) {
+                        Ok(0) => self.state = State::Done,
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+                State::ChunkSize => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        self.state = if size == 0 {
+                            State::Trailers(0)
+                        } else {
+                            State::ChunkData(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
+                        if let Err(e) = ready!(self.fill_more(io, buf, cx)) {
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                    _ => return Poll::Ready(Some(Err(Invalid::Chunked.into()))),
+                },
+                State::ChunkEnd => {
+                    if buf.len() < 2 {
+                        if let Err(e) = ready!(self.fill_more(io, buf, cx)) {
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                        continue;
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(Invalid::Chunked.into())));
+                    }
+                    buf.advance(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers(seen) => match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        let empty = i == 0 || (i == 1 && buf[0] == b'\r');
+                        buf.advance(i + 1);
+                        self.state = if empty {
+                            State::Done
+                        } else {
+                            State::Trailers(seen + i + 1)
+                        };
+                    }
+                    None if seen + buf.len() < MAX_TRAILERS => {
+                        if let Err(e) = ready!(self.fill_more(io, buf, cx)) {
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                    None => return Poll::Ready(Some(Err(Invalid::Chunked.into()))),
+                },
+            }
+        }
+    }
+
+    fn fill_more(
+        &self,
+        io: &mut TcpStream,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match ready!(poll_fill(io, buf, cx)) {
+            Ok(0) => Poll::Ready(Err(eof())),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+fn eof() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "upstream prematurely closed connection while reading upstream",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> Result<Option<ResponseHead>, Invalid> {
+        parse_head(&mut BytesMut::from(s), &Method::GET)
+    }
+
+    #[test]
+    fn encodes_request_head() {
+        let mut out = Vec::new();
+        let uri: Uri = "/p?q=1".parse().unwrap();
+        let chunked = encode_head(&mut out, &Method::POST, &uri, true, |w| {
+            w.header(&header::HOST, &HeaderValue::from_static("b"));
+            w.header(
+                &HeaderName::from_static("x-a"),
+                &HeaderValue::from_static("1"),
+            );
+        });
+        assert!(chunked);
+        assert_eq!(
+            out,
+            b"POST /p?q=1 HTTP/1.1\r\nhost: b\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let chunked = encode_head(&mut out, &Method::PUT, &uri, true, |w| {
+            w.header(&header::CONTENT_LENGTH, &HeaderValue::from_static("3"));
+        });
+        assert!(!chunked);
+        assert_eq!(out, b"PUT /p?q=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
+    }
+
+    #[test]
+    fn parses_heads_and_framing() {
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-a"], "b");
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+        let h = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        let h = head("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Empty, false));
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").unwrap_err(),
+            Invalid::ContentLength
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n").unwrap_err(),
+            Invalid::ContentLength
+        );
+        assert_eq!(head("garbage\r\n\r\n").unwrap_err(), Invalid::Head);
+        // Hop-by-hop headers, and those Connection names, never reach the client.
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nKeep-Alive: t=5\r\n\
+             Proxy-Connection: k\r\nUpgrade: h2c\r\nTrailer: x\r\nTransfer-Encoding: chunked\r\nX-Keep: 1\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        // A 101 keeps the upgrade pair.
+        let h = head(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.headers["upgrade"], "websocket");
+        assert_eq!(h.headers["connection"], "Upgrade");
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
+        assert_eq!(head(&long).unwrap_err(), Invalid::TooLarge);
+        let h = parse_head(
+            &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+            &Method::HEAD,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::Empty);
+    }
+
+    /// Decodes a chunked body fed over a real socket in awkward pieces.
+    #[tokio::test]
+    async fn decodes_chunked_over_a_socket() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            for piece in [
+                "5\r\nhel",
+                "lo\r\n",
+                "6;ext=1\r\n wor",
+                "ld\r\n0\r\nX-T: 1\r\n",
+                "\r\n",
+            ] {
+                s.write_all(piece.as_bytes()).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            s
+        });
+        let mut io = TcpStream::connect(addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut d = BodyDecoder::new(Framing::Chunked);
+        let mut body = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await
+        {
+            body.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(body, b"hello world");
+        assert!(d.is_done() && buf.is_empty());
+        drop(writer.await.unwrap());
+    }
+}
