@@ -6,10 +6,10 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fulcrum::access_log::{AccessLog, Entry, Formatter, RequestLine, Try};
+use fulcrum::access_log::{AccessLog, Entry, Field, Formatter, RequestLine, RequestText, Try};
 use fulcrum::config::{AccessLogFormat, AccessLogTarget};
 use fulcrum::metrics::{PeerMetrics, RequestMetrics};
-use http::{HeaderValue, Method, Version};
+use http::{Method, Version};
 
 fn entry() -> Entry {
     Entry {
@@ -18,18 +18,18 @@ fn entry() -> Entry {
         remote_user: None,
         request: Some(RequestLine {
             method: Method::GET,
-            uri: "/products/42?color=red&size=m".parse().expect("uri"),
             version: Version::HTTP_11,
         }),
-        host: Some(HeaderValue::from_static("shop.example.com")),
-        referer: Some(HeaderValue::from_static("https://shop.example.com/cart")),
-        user_agent: Some(HeaderValue::from_static(
-            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        )),
+        text: RequestText::new(
+            &[b"/products/42?color=red&size=m"],
+            Some(b"shop.example.com"),
+            Some(b"https://shop.example.com/cart"),
+            Some(b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+        ),
         status: 200,
         body_bytes_sent: 1024,
         request_time: Duration::from_micros(1830),
-        tries: vec![Try {
+        tries: smallvec::smallvec![Try {
             addr: "10.0.0.7:8080".parse().expect("addr"),
             status: 200,
             time: Duration::from_micros(1650),
@@ -85,9 +85,12 @@ fn bench(c: &mut Criterion) {
                 remote: proto.remote,
                 remote_user: None,
                 request: proto.request.clone(),
-                host: proto.host.clone(),
-                referer: proto.referer.clone(),
-                user_agent: proto.user_agent.clone(),
+                text: RequestText::new(
+                    &[proto.text.get(Field::Target).unwrap_or(b"/")],
+                    proto.text.get(Field::Host),
+                    proto.text.get(Field::Referer),
+                    proto.text.get(Field::UserAgent),
+                ),
                 status: 200,
                 body_bytes_sent: 1024,
                 request_time: d,

@@ -11,14 +11,14 @@
 //! `"$upstream_addr" "$upstream_status" $request_time "$upstream_response_time"`;
 //! `json` is one object per line with the same fields.
 
-use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Method, Version};
+use smallvec::SmallVec;
 
 use crate::config::{AccessLogFormat, AccessLogTarget};
 
@@ -38,30 +38,83 @@ pub struct Try {
     pub time: Duration,
 }
 
-/// `$request`, kept in parts.
+/// `$request` apart from its target (which is in [`RequestText`]).
 #[derive(Debug, Clone)]
 pub struct RequestLine {
     /// Method.
     pub method: Method,
-    /// Target as received.
-    pub uri: Uri,
     /// Protocol version.
     pub version: Version,
 }
 
-impl RequestLine {
-    /// The target as nginx logs it. HTTP/2 has no request line; nginx shows the path.
-    fn target(&self) -> Cow<'_, str> {
-        if self.version >= Version::HTTP_2 {
-            Cow::Borrowed(self.uri.path_and_query().map_or("/", |p| p.as_str()))
-        } else {
-            Cow::Owned(self.uri.to_string())
+/// A text field of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The target as received (for HTTP/2, the path: nginx shows that).
+    Target = 0,
+    /// `Host`.
+    Host = 1,
+    /// `Referer`.
+    Referer = 2,
+    /// `User-Agent`.
+    UserAgent = 3,
+}
+
+/// The request's text fields, copied out of the connection's buffers into one
+/// allocation. Holding the buffers themselves (refcounted `Bytes`) until the writer
+/// thread formats the line would keep hyper from reusing its read buffer.
+#[derive(Debug, Clone, Default)]
+pub struct RequestText {
+    buf: Vec<u8>,
+    /// End offset of each field in `buf`; `u32::MAX` marks an absent field.
+    ends: [u32; 4],
+}
+
+impl RequestText {
+    /// Copies the target (given in pieces, concatenated) and three headers.
+    pub fn new(
+        target: &[&[u8]],
+        host: Option<&[u8]>,
+        referer: Option<&[u8]>,
+        user_agent: Option<&[u8]>,
+    ) -> RequestText {
+        let headers = [host, referer, user_agent];
+        let len = target.iter().map(|p| p.len()).sum::<usize>()
+            + headers.iter().flatten().map(|h| h.len()).sum::<usize>();
+        let mut buf = Vec::with_capacity(len);
+        for p in target {
+            buf.extend_from_slice(p);
         }
+        let mut ends = [u32::MAX; 4];
+        ends[0] = buf.len() as u32;
+        for (i, h) in headers.iter().enumerate() {
+            if let Some(h) = h {
+                buf.extend_from_slice(h);
+                ends[i + 1] = buf.len() as u32;
+            }
+        }
+        RequestText { buf, ends }
+    }
+
+    /// A field's bytes, `None` if absent.
+    pub fn get(&self, f: Field) -> Option<&[u8]> {
+        let i = f as usize;
+        let end = self.ends[i];
+        if end == u32::MAX {
+            return None;
+        }
+        // It starts where the closest present field before it ends.
+        let start = self.ends[..i]
+            .iter()
+            .rev()
+            .find(|&&e| e != u32::MAX)
+            .copied()
+            .unwrap_or(0);
+        self.buf.get(start as usize..end as usize)
     }
 }
 
 /// What one log line says, collected by the request and formatted by the writer.
-/// Header values are cheap clones of the request's own buffers.
 #[derive(Debug)]
 pub struct Entry {
     /// When the response ended.
@@ -72,20 +125,16 @@ pub struct Entry {
     pub remote_user: Option<String>,
     /// The request line; `None` when the head could not be parsed (logged as "-").
     pub request: Option<RequestLine>,
-    /// `Host`.
-    pub host: Option<HeaderValue>,
-    /// `Referer`.
-    pub referer: Option<HeaderValue>,
-    /// `User-Agent`.
-    pub user_agent: Option<HeaderValue>,
+    /// Target, `Host`, `Referer`, `User-Agent`.
+    pub text: RequestText,
     /// Status sent (499: the client went away before the response head).
     pub status: u16,
     /// Response body bytes sent.
     pub body_bytes_sent: u64,
     /// From reading the request head to the end of the response.
     pub request_time: Duration,
-    /// Upstream tries, in order.
-    pub tries: Vec<Try>,
+    /// Upstream tries, in order (two fit without an allocation).
+    pub tries: SmallVec<[Try; 2]>,
 }
 
 enum Msg {
@@ -372,15 +421,15 @@ fn combined(e: &Entry, time: &str, out: &mut Vec<u8>) {
     match &e.request {
         Some(r) => {
             let _ = write!(out, "{} ", r.method);
-            escape_into(out, r.target().as_bytes());
+            escape_into(out, e.text.get(Field::Target).unwrap_or(b"/"));
             let _ = write!(out, " {:?}", r.version);
         }
         None => out.push(b'-'),
     }
     let _ = write!(out, "\" {} {} \"", e.status, e.body_bytes_sent);
-    dash_or_escaped(out, e.referer.as_ref().map(HeaderValue::as_bytes));
+    dash_or_escaped(out, e.text.get(Field::Referer));
     out.extend_from_slice(b"\" \"");
-    dash_or_escaped(out, e.user_agent.as_ref().map(HeaderValue::as_bytes));
+    dash_or_escaped(out, e.text.get(Field::UserAgent));
     for (i, field) in [TryField::Addr, TryField::Status, TryField::Time]
         .into_iter()
         .enumerate()
@@ -428,32 +477,27 @@ fn json(e: &Entry, time: &str, out: &mut Vec<u8>) {
     );
     match &e.request {
         Some(r) => {
-            let target = r.target();
-            let line = format!("{} {} {:?}", r.method, target, r.version);
-            json_field(out, "request", Some(line.as_bytes()));
+            let target = e.text.get(Field::Target).unwrap_or(b"/");
+            let mut line = Vec::with_capacity(target.len() + 24);
+            let _ = write!(line, "{} ", r.method);
+            line.extend_from_slice(target);
+            let _ = write!(line, " {:?}", r.version);
+            json_field(out, "request", Some(&line));
             json_field(out, "method", Some(r.method.as_str().as_bytes()));
-            json_field(out, "uri", Some(target.as_bytes()));
+            json_field(out, "uri", Some(target));
             let _ = write!(out, ",\"protocol\":\"{:?}\"", r.version);
         }
         None => out
             .extend_from_slice(b",\"request\":null,\"method\":null,\"uri\":null,\"protocol\":null"),
     }
-    json_field(out, "host", e.host.as_ref().map(HeaderValue::as_bytes));
+    json_field(out, "host", e.text.get(Field::Host));
     let _ = write!(
         out,
         ",\"status\":{},\"body_bytes_sent\":{}",
         e.status, e.body_bytes_sent
     );
-    json_field(
-        out,
-        "http_referer",
-        e.referer.as_ref().map(HeaderValue::as_bytes),
-    );
-    json_field(
-        out,
-        "http_user_agent",
-        e.user_agent.as_ref().map(HeaderValue::as_bytes),
-    );
+    json_field(out, "http_referer", e.text.get(Field::Referer));
+    json_field(out, "http_user_agent", e.text.get(Field::UserAgent));
     out.extend_from_slice(b",\"request_time\":");
     write_secs(out, e.request_time);
     for (key, field) in [
@@ -499,16 +543,18 @@ mod tests {
             remote_user: None,
             request: Some(RequestLine {
                 method: Method::GET,
-                uri: "/a?b=1".parse().unwrap(),
                 version: Version::HTTP_11,
             }),
-            host: Some(HeaderValue::from_static("example.com")),
-            referer: None,
-            user_agent: Some(HeaderValue::from_static("curl/8 \"x\"")),
+            text: RequestText::new(
+                &[b"/a?b=1"],
+                Some(b"example.com"),
+                None,
+                Some(b"curl/8 \"x\""),
+            ),
             status: 200,
             body_bytes_sent: 12,
             request_time: Duration::from_millis(1234),
-            tries: vec![
+            tries: smallvec::smallvec![
                 Try {
                     addr: "127.0.0.1:1".parse().unwrap(),
                     status: 502,
@@ -578,6 +624,18 @@ mod tests {
         assert_eq!(v["upstream_addr"], "127.0.0.1:1, 127.0.0.1:2");
         assert_eq!(v["upstream_status"], "502, 200");
         assert_eq!(v["upstream_response_time"], "0.001, 0.020");
+    }
+
+    #[test]
+    fn request_text_fields_with_gaps() {
+        let t = RequestText::new(&[b"http://", b"h", b"/p"], None, Some(b"r"), None);
+        assert_eq!(t.get(Field::Target), Some(&b"http://h/p"[..]));
+        assert_eq!(t.get(Field::Host), None);
+        assert_eq!(t.get(Field::Referer), Some(&b"r"[..]));
+        assert_eq!(t.get(Field::UserAgent), None);
+        let empty = RequestText::new(&[b"/"], Some(b""), None, Some(b"ua"));
+        assert_eq!(empty.get(Field::Host), Some(&b""[..]));
+        assert_eq!(empty.get(Field::UserAgent), Some(&b"ua"[..]));
     }
 
     #[test]

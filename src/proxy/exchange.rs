@@ -14,12 +14,12 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, Request, Response};
+use http::{header, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use super::body::{BoxError, ProxyBody};
 use super::service::ConnMeta;
-use crate::access_log::{basic_user, Entry, RequestLine, Try};
+use crate::access_log::{basic_user, Entry, RequestLine, RequestText, Try};
 use crate::state::{Site, Snapshot};
 
 /// Status logged when the client goes away before a response exists (nginx's 499).
@@ -70,6 +70,57 @@ impl ReqInfo {
     }
 }
 
+/// The log entry of a request, its text copied out of the connection's buffers.
+fn log_entry<B>(meta: &ConnMeta, req: &Request<B>) -> Box<Entry> {
+    let h = req.headers();
+    let uri = req.uri();
+    let pq = uri.path_and_query().map(|p| p.as_str().as_bytes());
+    let header = |n: header::HeaderName| h.get(n).map(|v| v.as_bytes());
+    let (host, referer, ua) = (
+        header(header::HOST),
+        header(header::REFERER),
+        header(header::USER_AGENT),
+    );
+    // The target as the client wrote it: absolute-form and authority-form on HTTP/1,
+    // the path on HTTP/2 (which has no request line; nginx logs the path).
+    let text = match (
+        req.version() < Version::HTTP_2,
+        uri.scheme_str(),
+        uri.authority(),
+        pq,
+    ) {
+        (true, Some(scheme), Some(a), pq) => RequestText::new(
+            &[
+                scheme.as_bytes(),
+                b"://",
+                a.as_str().as_bytes(),
+                pq.unwrap_or(b""),
+            ],
+            host,
+            referer,
+            ua,
+        ),
+        (true, None, Some(a), None) => {
+            RequestText::new(&[a.as_str().as_bytes()], host, referer, ua)
+        }
+        (_, _, _, pq) => RequestText::new(&[pq.unwrap_or(b"/")], host, referer, ua),
+    };
+    Box::new(Entry {
+        time: SystemTime::UNIX_EPOCH,
+        remote: meta.remote,
+        remote_user: h.get(header::AUTHORIZATION).and_then(basic_user),
+        request: Some(RequestLine {
+            method: req.method().clone(),
+            version: req.version(),
+        }),
+        text,
+        status: 0,
+        body_bytes_sent: 0,
+        request_time: Default::default(),
+        tries: Default::default(),
+    })
+}
+
 /// A request in progress. Dropping it ends the request (status 499 if it never got
 /// a response).
 pub struct Exchange {
@@ -84,26 +135,7 @@ pub struct Exchange {
 impl Exchange {
     /// Starts the bookkeeping of `req`, read on `meta`'s connection, under `snap`.
     pub fn start<B>(snap: Arc<Snapshot>, meta: &ConnMeta, req: &Request<B>) -> Exchange {
-        let log = snap.access_log.as_ref().map(|_| {
-            let h = req.headers();
-            Box::new(Entry {
-                time: SystemTime::UNIX_EPOCH,
-                remote: meta.remote,
-                remote_user: h.get(header::AUTHORIZATION).and_then(basic_user),
-                request: Some(RequestLine {
-                    method: req.method().clone(),
-                    uri: req.uri().clone(),
-                    version: req.version(),
-                }),
-                host: h.get(header::HOST).cloned(),
-                referer: h.get(header::REFERER).cloned(),
-                user_agent: h.get(header::USER_AGENT).cloned(),
-                status: 0,
-                body_bytes_sent: 0,
-                request_time: Default::default(),
-                tries: Vec::new(),
-            })
-        });
+        let log = snap.access_log.as_ref().map(|_| log_entry(meta, req));
         Exchange {
             snap,
             started: Instant::now(),
@@ -219,13 +251,11 @@ pub fn parser_rejected(
             remote,
             remote_user: None,
             request: None,
-            host: None,
-            referer: None,
-            user_agent: None,
+            text: RequestText::default(),
             status,
             body_bytes_sent: 0,
             request_time: Default::default(),
-            tries: Vec::new(),
+            tries: Default::default(),
         }));
     }
 }
