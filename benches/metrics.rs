@@ -13,7 +13,7 @@ use http::{Method, Version};
 
 fn entry() -> Entry {
     Entry {
-        time: SystemTime::now(),
+        time: Some(SystemTime::now()),
         remote: "192.0.2.77:53122".parse().expect("addr"),
         remote_user: None,
         request: Some(RequestLine {
@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("build_and_enqueue", |b| {
         b.iter(|| {
             let e = Box::new(Entry {
-                time: SystemTime::now(),
+                time: None,
                 remote: proto.remote,
                 remote_user: None,
                 request: proto.request.clone(),

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Request, Response, Version};
@@ -106,7 +106,7 @@ fn log_entry<B>(meta: &ConnMeta, req: &Request<B>) -> Box<Entry> {
         (_, _, _, pq) => RequestText::new(&[pq.unwrap_or(b"/")], host, referer, ua),
     };
     Box::new(Entry {
-        time: SystemTime::UNIX_EPOCH,
+        time: None,
         remote: meta.remote,
         remote_user: h.get(header::AUTHORIZATION).and_then(basic_user),
         request: Some(RequestLine {
@@ -171,7 +171,6 @@ impl Drop for Exchange {
             if let (Some(at), Some(t)) = (self.info.open_try, e.tries.last_mut()) {
                 t.time = at.elapsed();
             }
-            e.time = SystemTime::now();
             e.status = self.status;
             e.body_bytes_sent = self.bytes;
             e.request_time = elapsed;
@@ -247,7 +246,7 @@ pub fn parser_rejected(
         .record(status, std::time::Duration::ZERO);
     if let Some(log) = &snap.access_log {
         log.log(Box::new(Entry {
-            time: SystemTime::now(),
+            time: None,
             remote,
             remote_user: None,
             request: None,
