@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
     let proto = entry();
     g.bench_function("build_and_enqueue", |b| {
         b.iter(|| {
-            let e = Box::new(Entry {
+            let e = Entry {
                 time: None,
                 remote: proto.remote,
                 remote_user: None,
@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
                 body_bytes_sent: 1024,
                 request_time: d,
                 tries: proto.tries.clone(),
-            });
+            };
             log.log(e);
         })
     });

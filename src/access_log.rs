@@ -22,8 +22,10 @@ use smallvec::SmallVec;
 
 use crate::config::{AccessLogFormat, AccessLogTarget};
 
-/// Entries the queue holds before new lines are dropped.
-pub const QUEUE: usize = 16 * 1024;
+/// Entries the queue holds before new lines are dropped. Entries travel by value in
+/// preallocated slots (about 0.5 KiB each): no allocation is freed across threads.
+/// The writer drains it every [`BATCH`], so this holds over 400,000 lines a second.
+pub const QUEUE: usize = 4 * 1024;
 const BUFFER: usize = 64 * 1024;
 
 /// One try on an upstream server, as `$upstream_addr`, `$upstream_status` and
@@ -140,8 +142,10 @@ pub struct Entry {
     pub tries: SmallVec<[Try; 2]>,
 }
 
+// Entries travel by value on purpose (see QUEUE); a flush is rare.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
-    Line(Box<Entry>),
+    Line(Entry),
     Flush(SyncSender<()>),
 }
 
@@ -203,7 +207,7 @@ impl AccessLog {
 
     /// Queues a line; never blocks. A full queue drops the line and counts it.
     #[inline]
-    pub fn log(&self, entry: Box<Entry>) {
+    pub fn log(&self, entry: Entry) {
         match self.tx.try_send(Msg::Line(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

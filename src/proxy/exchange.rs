@@ -174,7 +174,8 @@ impl Drop for Exchange {
             e.status = self.status;
             e.body_bytes_sent = self.bytes;
             e.request_time = elapsed;
-            log.log(e);
+            // Moved out of the box: the box is freed on this thread, the writer gets a copy.
+            log.log(*e);
         }
     }
 }
@@ -245,7 +246,7 @@ pub fn parser_rejected(
     snap.request_metrics(Site::Listener, listen_key)
         .record(status, std::time::Duration::ZERO);
     if let Some(log) = &snap.access_log {
-        log.log(Box::new(Entry {
+        log.log(Entry {
             time: None,
             remote,
             remote_user: None,
@@ -255,6 +256,6 @@ pub fn parser_rejected(
             body_bytes_sent: 0,
             request_time: Default::default(),
             tries: Default::default(),
-        }));
+        });
     }
 }
