@@ -12,21 +12,17 @@
 //! `json` is one object per line with the same fields.
 
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Version};
 use smallvec::SmallVec;
 
 use crate::config::{AccessLogFormat, AccessLogTarget};
-
-/// Entries the queue holds before new lines are dropped. Entries travel by value in
-/// preallocated slots (about 0.5 KiB each): no allocation is freed across threads.
-/// The writer drains it every [`BATCH`], so this holds over 400,000 lines a second.
-pub const QUEUE: usize = 4 * 1024;
-const BUFFER: usize = 64 * 1024;
 
 /// One try on an upstream server, as `$upstream_addr`, `$upstream_status` and
 /// `$upstream_response_time` list them.
@@ -120,9 +116,7 @@ impl RequestText {
 /// What one log line says, collected by the request and formatted by the writer.
 #[derive(Debug)]
 pub struct Entry {
-    /// When the response ended; `None`: when the writer takes the line, at most a
-    /// batch ([`BATCH`]) later, which spares the request a clock read (nginx too reads
-    /// its clock once per event-loop turn).
+    /// When the response ended; `None`: now.
     pub time: Option<SystemTime>,
     /// Client address.
     pub remote: SocketAddr,
@@ -142,24 +136,52 @@ pub struct Entry {
     pub tries: SmallVec<[Try; 2]>,
 }
 
-// Entries travel by value on purpose (see QUEUE); a flush is rare.
-#[allow(clippy::large_enum_variant)]
 enum Msg {
-    Line(Entry),
+    /// Lines are waiting in a shard that was empty.
+    Ring,
+    /// Write out everything waiting, then answer.
     Flush(SyncSender<()>),
 }
 
-/// A running access log: a queue to its writer thread. Dropping it lets the thread
-/// write what is queued, flush and exit.
-#[derive(Debug)]
-pub struct AccessLog {
-    tx: SyncSender<Msg>,
+/// Formatted lines waiting for the writer, and the formatter that made them.
+struct Shard {
+    buf: Vec<u8>,
+    fmt: Formatter,
 }
 
-impl std::fmt::Debug for Msg {
+/// A running access log. Each request formats its line into one of a few shards
+/// (picked per thread, so a worker finds its own shard uncontended) and only rings
+/// the writer thread when that shard was empty. The writer swaps the shards' buffers
+/// out every [`BATCH`] and writes them. Dropping the log lets the thread write what
+/// waits, flush and exit.
+pub struct AccessLog {
+    shards: Arc<[Mutex<Shard>]>,
+    bell: SyncSender<Msg>,
+}
+
+impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
+        f.debug_struct("AccessLog")
+            .field("shards", &self.shards.len())
+            .finish()
     }
+}
+
+/// Bytes a shard may hold before its new lines are dropped (the writer is stuck).
+pub const SHARD_LIMIT: usize = 4 << 20;
+
+/// This thread's shard index (threads are numbered on first use).
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while formatting leaves at worst a partial line behind.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The access log could not be opened.
@@ -194,36 +216,58 @@ impl AccessLog {
                     })?,
             ),
         };
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let n = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
+        let shards: Arc<[Mutex<Shard>]> = (0..n)
+            .map(|_| {
+                Mutex::new(Shard {
+                    buf: Vec::new(),
+                    fmt: Formatter::new(format),
+                })
+            })
+            .collect();
+        let (bell, rx) = mpsc::sync_channel(64);
+        let for_writer = shards.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, BufWriter::with_capacity(BUFFER, out), format))
+            .spawn(move || write_loop(rx, for_writer, out))
             .map_err(|source| OpenError {
                 path: "(writer thread)".into(),
                 source,
             })?;
-        Ok(Some(AccessLog { tx }))
+        Ok(Some(AccessLog { shards, bell }))
     }
 
-    /// Queues a line; never blocks. A full queue drops the line and counts it.
+    /// Formats the line of `entry` into this thread's shard; never waits on I/O. When
+    /// the writer has fallen `SHARD_LIMIT` behind, the line is dropped and counted.
     #[inline]
-    pub fn log(&self, entry: Entry) {
-        match self.tx.try_send(Msg::Line(entry)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+    pub fn log(&self, entry: &Entry) {
+        let shard = &self.shards[shard_index() % self.shards.len()];
+        let was_empty = {
+            let mut s = lock(shard);
+            if s.buf.len() >= SHARD_LIMIT {
+                drop(s);
                 crate::metrics::global().access_log_dropped.inc();
+                return;
             }
+            let was_empty = s.buf.is_empty();
+            let Shard { buf, fmt } = &mut *s;
+            fmt.line(entry, buf);
+            was_empty
+        };
+        if was_empty {
+            // A full bell has already rung.
+            let _ = self.bell.try_send(Msg::Ring);
         }
     }
 
-    /// Waits (up to `timeout`) until every line queued so far is written out. Blocks:
+    /// Waits (up to `timeout`) until every line logged so far is written out. Blocks:
     /// for shutdown and tests, not for the request path.
     pub fn flush(&self, timeout: Duration) -> bool {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         let deadline = Instant::now() + timeout;
         let mut msg = Msg::Flush(ack_tx);
         loop {
-            match self.tx.try_send(msg) {
+            match self.bell.try_send(msg) {
                 Ok(()) => break,
                 Err(TrySendError::Full(m)) if Instant::now() < deadline => {
                     msg = m;
@@ -238,54 +282,75 @@ impl AccessLog {
     }
 }
 
-/// Under load the writer wakes this often to drain the queue, rather than once per line.
+/// Under load the writer wakes this often to collect lines, rather than once per line.
 pub const BATCH: Duration = Duration::from_millis(10);
 
-fn write_loop(
-    rx: Receiver<Msg>,
-    mut out: BufWriter<Box<dyn Write + Send>>,
-    format: AccessLogFormat,
-) {
-    let mut line = Vec::with_capacity(512);
-    let mut fmt = Formatter::new(format);
-    let mut errors = ErrorReport::default();
-    // Idle: blocked in recv(), so the first line of a burst wakes the thread and is
-    // written at once. Busy: the thread sleeps between batches, so senders find no
-    // one to wake (a wake-up per line costs more than formatting it), and each batch
-    // goes out in one write(2).
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        loop {
-            fmt.set_now(SystemTime::now());
-            while let Some(msg) = next {
-                match msg {
-                    Msg::Line(e) => {
-                        line.clear();
-                        fmt.line(&e, &mut line);
-                        if let Err(err) = out.write_all(&line) {
-                            errors.report(&err);
-                        }
-                    }
-                    Msg::Flush(ack) => {
-                        if let Err(err) = out.flush() {
-                            errors.report(&err);
-                        }
-                        let _ = ack.try_send(());
-                    }
-                }
-                next = rx.try_recv().ok();
+/// Swaps every shard's lines out and writes them; true if there were any.
+fn drain(
+    shards: &[Mutex<Shard>],
+    spare: &mut Vec<u8>,
+    out: &mut dyn Write,
+    errors: &mut ErrorReport,
+) -> bool {
+    let mut any = false;
+    for shard in shards {
+        {
+            let mut s = lock(shard);
+            if s.buf.is_empty() {
+                continue;
             }
-            if let Err(err) = out.flush() {
-                errors.report(&err);
-            }
-            std::thread::sleep(BATCH);
-            match rx.try_recv() {
-                Ok(m) => next = Some(m),
-                Err(_) => break,
-            }
+            std::mem::swap(&mut s.buf, spare);
+        }
+        any = true;
+        if let Err(e) = out.write_all(spare) {
+            errors.report(&e);
+        }
+        spare.clear();
+        // A burst's big buffer is not kept forever.
+        if spare.capacity() > 1 << 20 {
+            *spare = Vec::new();
         }
     }
-    let _ = out.flush();
+    if let Err(e) = out.flush() {
+        errors.report(&e);
+    }
+    any
+}
+
+fn write_loop(bell: Receiver<Msg>, shards: Arc<[Mutex<Shard>]>, out: Box<dyn Write + Send>) {
+    let mut out = out;
+    let mut spare = Vec::new();
+    let mut errors = ErrorReport::default();
+    let mut acks = Vec::new();
+    // Idle: blocked on the bell, so the first line after a quiet spell is written at
+    // once. Busy: the thread sleeps between batches and nobody rings it (a wake-up
+    // per line would cost more than the line), and each batch is one write(2) per
+    // shard.
+    loop {
+        match bell.recv() {
+            Ok(Msg::Ring) => {}
+            Ok(Msg::Flush(ack)) => acks.push(ack),
+            Err(_) => {
+                drain(&shards, &mut spare, &mut *out, &mut errors);
+                return;
+            }
+        }
+        loop {
+            while let Ok(m) = bell.try_recv() {
+                if let Msg::Flush(ack) = m {
+                    acks.push(ack);
+                }
+            }
+            let wrote = drain(&shards, &mut spare, &mut *out, &mut errors);
+            for ack in acks.drain(..) {
+                let _ = ack.try_send(());
+            }
+            if !wrote {
+                break;
+            }
+            std::thread::sleep(BATCH);
+        }
+    }
 }
 
 /// Logs write errors at most once a minute, with how many there were.
@@ -425,7 +490,6 @@ fn write_tries(out: &mut Vec<u8>, tries: &[Try], field: TryField) {
 #[derive(Debug)]
 pub struct Formatter {
     format: AccessLogFormat,
-    now: SystemTime,
     sec: Option<u64>,
     time: String,
 }
@@ -435,20 +499,14 @@ impl Formatter {
     pub fn new(format: AccessLogFormat) -> Formatter {
         Formatter {
             format,
-            now: SystemTime::now(),
             sec: None,
             time: String::new(),
         }
     }
 
-    /// Sets the time of entries that carry none (the writer's clock, once per batch).
-    pub fn set_now(&mut self, now: SystemTime) {
-        self.now = now;
-    }
-
     /// Appends the line for `e`, with its newline, to `out`.
     pub fn line(&mut self, e: &Entry, out: &mut Vec<u8>) {
-        self.update_time(e.time.unwrap_or(self.now));
+        self.update_time(e.time.unwrap_or_else(SystemTime::now));
         match self.format {
             AccessLogFormat::Combined => combined(e, &self.time, out),
             AccessLogFormat::Json => json(e, &self.time, out),

@@ -174,8 +174,7 @@ impl Drop for Exchange {
             e.status = self.status;
             e.body_bytes_sent = self.bytes;
             e.request_time = elapsed;
-            // Moved out of the box: the box is freed on this thread, the writer gets a copy.
-            log.log(*e);
+            log.log(&e);
         }
     }
 }
@@ -246,7 +245,7 @@ pub fn parser_rejected(
     snap.request_metrics(Site::Listener, listen_key)
         .record(status, std::time::Duration::ZERO);
     if let Some(log) = &snap.access_log {
-        log.log(Entry {
+        log.log(&Entry {
             time: None,
             remote,
             remote_user: None,
