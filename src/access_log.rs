@@ -1,11 +1,13 @@
-//! The access log: one line per request, written off the request path.
+//! The access log: one line per request; its disk writes happen off the request path.
 //!
-//! A request that ends hands a small [`Entry`] (the fields it already owns, no
-//! formatting) to a bounded queue with `try_send`; a dedicated thread formats the
-//! lines into a 64 KiB buffer and writes it out in batches, every [`BATCH`] under load
-//! and at once for the first line after a quiet spell. A slow disk therefore only fills the queue: when it is full the
-//! line is dropped and counted in `fulcrum_access_log_dropped_total`, and the request
-//! never waits. With `access_log = "off"` no log exists and requests build no entry.
+//! A request copies what its line needs into a small [`Entry`] when it starts (only
+//! with a log configured) and, when its response is done, formats the line into one
+//! of a few in-memory shards of the [`AccessLog`] (picked per thread). A dedicated
+//! thread swaps the shards out and writes them, every [`BATCH`] under load and at once
+//! for the first line after a quiet spell. A slow disk therefore only lets lines pile
+//! up in memory; past [`SHARD_LIMIT`] they are dropped and counted in
+//! `fulcrum_access_log_dropped_total`, and the request never waits. With
+//! `access_log = "off"` no log exists and requests build no entry.
 //!
 //! Formats (see docs/logging.md): `combined` is nginx's `combined` plus
 //! `"$upstream_addr" "$upstream_status" $request_time "$upstream_response_time"`;
