@@ -317,7 +317,9 @@ port = {}"#,
     assert!(t0.elapsed() >= Duration::from_millis(300) || line.contains("timed out"));
     assert_eq!(state(&f, "backend", a.addr()), "unhealthy");
     assert_eq!(get(f.addr(), "/").status, 502);
-    assert!(f.log_text().contains("no live upstreams"));
+    // The line is written before the 502 goes out, but the harness reads stderr on
+    // its own thread: wait for it rather than race it.
+    assert!(f.wait_log("no live upstreams", 10).is_some());
 }
 
 #[test]
