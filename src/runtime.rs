@@ -13,7 +13,6 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -138,7 +137,7 @@ pub async fn bind_all(
 struct Running {
     opts: watch::Sender<ListenOpts>,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<GracefulShutdown>,
+    task: JoinHandle<Drain>,
 }
 
 /// The accepting listeners, by configured address (the routing key: "127.0.0.1:0"
@@ -205,7 +204,7 @@ impl Listeners {
 
     /// Stops accepting on `key` (its socket closes) and returns the drain handle of
     /// its open connections.
-    pub async fn stop(&mut self, key: &SocketAddr) -> Option<GracefulShutdown> {
+    pub async fn stop(&mut self, key: &SocketAddr) -> Option<Drain> {
         let r = self.running.remove(key)?;
         let _ = r.stop.send(());
         match r.task.await {
@@ -219,7 +218,7 @@ impl Listeners {
 }
 
 /// Waits for the connections of a stopped listener to finish, up to `grace`.
-pub async fn drain(key: SocketAddr, graceful: GracefulShutdown, grace: Duration) {
+pub async fn drain(key: SocketAddr, graceful: Drain, grace: Duration) {
     let open = graceful.count();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -311,11 +310,25 @@ impl Instance {
     }
 }
 
-fn conn_builder(opts: ListenOpts) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// How a listener serves its connections: hyper's HTTP/1 server directly, or
+/// hyper-util's protocol-sniffing one when the listener also speaks h2c. The direct
+/// one saves a buffering layer and a state machine per request (about 5% of the
+/// instructions per proxied request).
+enum ConnBuilder {
+    Http1(hyper::server::conn::http1::Builder),
+    Auto(auto::Builder<TokioExecutor>),
+}
+
+fn conn_builder(opts: ListenOpts) -> ConnBuilder {
     if !opts.http2 {
-        builder = builder.http1_only();
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(opts.header_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .keep_alive(true);
+        return ConnBuilder::Http1(b);
     }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -323,7 +336,98 @@ fn conn_builder(opts: ListenOpts) -> auto::Builder<TokioExecutor> {
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    builder
+    ConnBuilder::Auto(builder)
+}
+
+/// The drain handle of one listener's connections: signals them to finish their
+/// in-flight requests and close, and waits until they have. (hyper-util's
+/// `GracefulShutdown` cannot watch hyper's own HTTP/1 connection type.)
+pub struct Drain {
+    tx: watch::Sender<()>,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain {
+            tx: watch::channel(()).0,
+        }
+    }
+
+    /// Open connections.
+    pub fn count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Asks every connection to close after its in-flight requests, then waits
+    /// until they all have.
+    pub async fn shutdown(self) {
+        self.tx.send_replace(());
+        self.tx.closed().await;
+    }
+
+    /// Serves `conn` until it ends or a shutdown asks it to finish.
+    fn serve<C, E>(&self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
+    where
+        C: std::future::Future<Output = Result<(), E>> + GracefulConn,
+    {
+        let mut rx = self.tx.subscribe();
+        async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = rx.changed() => {
+                    conn.as_mut().begin_shutdown();
+                    conn.await
+                }
+            }
+        }
+    }
+}
+
+/// Runs one downstream connection; the permit (`max_connections`) is held until it ends.
+fn spawn_conn<E: std::fmt::Display>(
+    conn: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with error");
+        }
+        drop(permit);
+    });
+}
+
+/// A connection that can stop taking new requests and finish the ones in flight.
+trait GracefulConn {
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulConn for auto::UpgradeableConnection<'static, I, S, TokioExecutor>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }
 
 /// Accepts until `stop` fires, then hands back the drain handle of its connections.
@@ -334,8 +438,8 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: oneshot::Receiver<()>,
     limit: Option<Arc<Semaphore>>,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
+) -> Drain {
+    let graceful = Drain::new();
     let mut builder = conn_builder(*opts.borrow_and_update());
     loop {
         let permit = match &limit {
@@ -365,26 +469,27 @@ async fn accept_loop(
             builder = conn_builder(*opts.borrow_and_update());
         }
         let _ = stream.set_nodelay(true);
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let guard = Arc::new(crate::proxy::framing::HeadGuard::default());
         let meta = Arc::new(ConnMeta {
             remote,
             local: stream.local_addr().unwrap_or(key),
             listen_key: key,
             scheme: "http",
-            framing_conflict: flag.clone(),
+            head_guard: guard.clone(),
         });
-        let stream = crate::proxy::framing::Guarded::new(stream, flag);
+        let stream = crate::proxy::framing::Guarded::new(stream, guard);
         let shared = shared.clone();
         let svc = service_fn(move |req| handle(shared.clone(), meta.clone(), req));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with error");
-            }
-            drop(permit);
-        });
+        let io = TokioIo::new(stream);
+        match &builder {
+            ConnBuilder::Http1(b) => spawn_conn(
+                graceful.serve(b.serve_connection(io, svc).with_upgrades()),
+                permit,
+            ),
+            ConnBuilder::Auto(b) => spawn_conn(
+                graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
+                permit,
+            ),
+        }
     }
 }

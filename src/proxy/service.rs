@@ -15,6 +15,7 @@ use super::body::{Attempt, ProxyBody, UpBody, UpstreamBody};
 use super::client::{self, Conn, ExchangeError};
 use super::error::{body_for, AttemptError};
 use super::forward;
+use super::framing::HeadGuard;
 use super::h1::{Framing, HeadWriter, ResponseHead};
 use crate::config::{Action, ProxyPass, Return};
 use crate::route::location::LocationMatch;
@@ -36,9 +37,9 @@ pub struct ConnMeta {
     pub listen_key: SocketAddr,
     /// "http" or "https".
     pub scheme: &'static str,
-    /// Set by [`super::framing::Guarded`] when a head carried both
-    /// `Content-Length` and `Transfer-Encoding`.
-    pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
+    /// What [`super::framing::Guarded`] saw: a head with both `Content-Length`
+    /// and `Transfer-Encoding`, or one over 64 KiB.
+    pub head_guard: Arc<HeadGuard>,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -77,14 +78,17 @@ async fn route(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     let h1 = parts.version <= Version::HTTP_11;
-    // Request smuggling guard: both framings present is never forwarded.
-    if h1
-        && parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && meta
-            .framing_conflict
-            .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        return close_response(StatusCode::BAD_REQUEST);
+    if h1 {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Request smuggling guard: both framings present is never forwarded.
+        if parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && meta.head_guard.conflict.load(Relaxed)
+        {
+            return close_response(StatusCode::BAD_REQUEST);
+        }
+        if meta.head_guard.too_large.load(Relaxed) {
+            return close_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
     }
     let raw_host = match parts.uri.authority() {
         Some(a) => Some(a.as_str()),
