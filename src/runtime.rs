@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -341,28 +342,47 @@ fn conn_builder(opts: ListenOpts) -> ConnBuilder {
 
 /// The drain handle of one listener's connections: signals them to finish their
 /// in-flight requests and close, and waits until they have. (hyper-util's
-/// `GracefulShutdown` cannot watch hyper's own HTTP/1 connection type.)
+/// `GracefulShutdown` cannot watch hyper's own HTTP/1 connection type, and its
+/// per-poll `Notify` check costs a lock on every wake-up of every connection; here a
+/// connection checks one flag and re-registers its waker without locking.)
 pub struct Drain {
-    tx: watch::Sender<()>,
+    inner: Arc<DrainInner>,
+    /// Each open connection holds a receiver: `closed()` resolves when none is left.
+    count: watch::Sender<()>,
+}
+
+struct DrainInner {
+    stopping: AtomicBool,
+    /// Wakers of the connections (dead ones are pruned as the list grows).
+    slots: std::sync::Mutex<Vec<std::sync::Weak<AtomicWaker>>>,
 }
 
 impl Drain {
     fn new() -> Drain {
         Drain {
-            tx: watch::channel(()).0,
+            inner: Arc::new(DrainInner {
+                stopping: AtomicBool::new(false),
+                slots: std::sync::Mutex::new(Vec::new()),
+            }),
+            count: watch::channel(()).0,
         }
     }
 
     /// Open connections.
     pub fn count(&self) -> usize {
-        self.tx.receiver_count()
+        self.count.receiver_count()
     }
 
     /// Asks every connection to close after its in-flight requests, then waits
     /// until they all have.
     pub async fn shutdown(self) {
-        self.tx.send_replace(());
-        self.tx.closed().await;
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let slots =
+            std::mem::take(&mut *self.inner.slots.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in slots.iter().filter_map(std::sync::Weak::upgrade) {
+            w.wake();
+        }
+        self.count.closed().await;
     }
 
     /// Serves `conn` until it ends or a shutdown asks it to finish.
@@ -370,16 +390,31 @@ impl Drain {
     where
         C: std::future::Future<Output = Result<(), E>> + GracefulConn,
     {
-        let mut rx = self.tx.subscribe();
-        async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = rx.changed() => {
-                    conn.as_mut().begin_shutdown();
-                    conn.await
-                }
+        let counted = self.count.subscribe();
+        let slot = Arc::new(AtomicWaker::new());
+        {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.len() >= 64 && slots.len().is_power_of_two() {
+                slots.retain(|w| w.strong_count() > 0);
             }
+            slots.push(Arc::downgrade(&slot));
+        }
+        let inner = self.inner.clone();
+        async move {
+            let _counted = counted;
+            let mut conn = std::pin::pin!(conn);
+            let mut draining = false;
+            std::future::poll_fn(|cx| {
+                if !draining {
+                    slot.register(cx.waker());
+                    if inner.stopping.load(Ordering::SeqCst) {
+                        conn.as_mut().begin_shutdown();
+                        draining = true;
+                    }
+                }
+                conn.as_mut().poll(cx)
+            })
+            .await
         }
     }
 }
