@@ -84,15 +84,19 @@ impl Conn {
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Sends one request and reads the response head. `body` is taken while it
-    /// streams and put back if it was never touched (so a fresh connection can
-    /// resend it). The response body is left to [`h1::BodyDecoder`] on `self`.
+    /// Sends one request and reads the response head; the response body is left to
+    /// [`h1::BodyDecoder`] on `self`. `body` is taken once the head is out: a failure
+    /// before that leaves it whole for a fresh connection. `upgrade`: the request
+    /// asked to switch protocols (a 101 is invalid otherwise). `fresh`: a new
+    /// connection, where a close before any answer is an error rather than the
+    /// keep-alive race.
     pub async fn exchange(
         &mut self,
         method: &Method,
         target: &Uri,
         headers: impl FnOnce(&mut HeadWriter<'_>),
         body: &mut Option<UpBody>,
+        upgrade: bool,
         fresh: bool,
     ) -> Result<ResponseHead, ExchangeError> {
         let streamed = matches!(body, Some(UpBody::Stream { .. }));
@@ -107,7 +111,7 @@ impl Conn {
             return Err(write_error(e, fresh, false));
         }
         if !streamed {
-            return read_head(&mut rd, buf, method, fresh, false).await;
+            return read_head(&mut rd, buf, method, upgrade, fresh, false).await;
         }
         let Some(mut up) = body.take() else {
             return Err(ExchangeError::Closed { body_sent: true });
@@ -116,7 +120,7 @@ impl Conn {
         // before taking the whole body.
         let answer = {
             let upload = upload(&mut wr, &mut up, chunked);
-            let early = read_head(&mut rd, buf, method, fresh, true);
+            let early = read_head(&mut rd, buf, method, upgrade, fresh, true);
             tokio::pin!(upload, early);
             tokio::select! {
                 biased;
@@ -150,13 +154,14 @@ async fn read_head(
     rd: &mut tokio::net::tcp::ReadHalf<'_>,
     buf: &mut BytesMut,
     method: &Method,
+    upgrade: bool,
     fresh: bool,
     body_sent: bool,
 ) -> Result<ResponseHead, ExchangeError> {
     let mut got_any = !buf.is_empty();
     loop {
         if !buf.is_empty() {
-            if let Some(h) = h1::parse_head(buf, method)? {
+            if let Some(h) = h1::parse_head(buf, method, upgrade)? {
                 return Ok(h);
             }
         }

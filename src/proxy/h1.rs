@@ -137,8 +137,13 @@ pub enum Framing {
 }
 
 /// Parses one response head from the front of `buf`, consuming it. `Ok(None)`: more
-/// bytes needed. Interim 1xx responses other than 101 are skipped, as a client must.
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, Invalid> {
+/// bytes needed. Interim 1xx responses other than 101 are skipped, as a client must;
+/// a 101 is accepted only when the request asked to `upgrade`.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    upgrade: bool,
+) -> Result<Option<ResponseHead>, Invalid> {
     loop {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut slots);
@@ -184,6 +189,9 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response
         }
         let head = buf.split_to(len).freeze();
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && !upgrade {
+            return Err(Invalid::UnexpectedUpgrade);
+        }
         let mut headers = HeaderMap::with_capacity(n);
         let mut f = FramingHeaders::default();
         let mut named = Vec::new();
@@ -488,7 +496,7 @@ mod tests {
     use super::*;
 
     fn head(s: &str) -> Result<Option<ResponseHead>, Invalid> {
-        parse_head(&mut BytesMut::from(s), &Method::GET)
+        parse_head(&mut BytesMut::from(s), &Method::GET, true)
     }
 
     #[test]
@@ -565,11 +573,18 @@ mod tests {
         .unwrap();
         assert_eq!(h.headers["upgrade"], "websocket");
         assert_eq!(h.headers["connection"], "Upgrade");
+        // ...and only when the request asked for it.
+        let mut b = BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
+        assert_eq!(
+            parse_head(&mut b, &Method::GET, false).unwrap_err(),
+            Invalid::UnexpectedUpgrade
+        );
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
         assert_eq!(head(&long).unwrap_err(), Invalid::TooLarge);
         let h = parse_head(
             &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
             &Method::HEAD,
+            false,
         )
         .unwrap()
         .unwrap();

@@ -456,6 +456,7 @@ async fn send_once(
             &fwd.target,
             |w| fwd.write_headers(w),
             body,
+            fwd.upgrade,
             fresh,
         );
         match tokio::time::timeout(up.conf.read_timeout, exchange).await {
