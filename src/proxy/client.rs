@@ -34,6 +34,8 @@ pub struct Conn {
     pub buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     head: Vec<u8>,
+    /// Response header names seen on this connection.
+    names: h1::NameCache,
     send_timeout: Duration,
 }
 
@@ -104,14 +106,20 @@ impl Conn {
         // re-framed chunked.
         let chunked = h1::encode_head(&mut self.head, method, target, streamed, headers);
         let send_timeout = self.send_timeout;
-        let Conn { io, buf, head, .. } = self;
+        let Conn {
+            io,
+            buf,
+            head,
+            names,
+            ..
+        } = self;
         let (mut rd, wr) = io.split();
         let mut wr = WriteTimeout::new(wr, send_timeout);
         if let Err(e) = wr.write_all(head).await {
             return Err(write_error(e, fresh, false));
         }
         if !streamed {
-            return read_head(&mut rd, buf, method, upgrade, fresh, false).await;
+            return read_head(&mut rd, buf, names, method, upgrade, fresh, false).await;
         }
         let Some(mut up) = body.take() else {
             return Err(ExchangeError::Closed { body_sent: true });
@@ -120,7 +128,7 @@ impl Conn {
         // before taking the whole body.
         let answer = {
             let upload = upload(&mut wr, &mut up, chunked);
-            let early = read_head(&mut rd, buf, method, upgrade, fresh, true);
+            let early = read_head(&mut rd, buf, names, method, upgrade, fresh, true);
             tokio::pin!(upload, early);
             tokio::select! {
                 biased;
@@ -153,6 +161,7 @@ fn write_error(e: io::Error, fresh: bool, body_sent: bool) -> ExchangeError {
 async fn read_head(
     rd: &mut tokio::net::tcp::ReadHalf<'_>,
     buf: &mut BytesMut,
+    names: &mut h1::NameCache,
     method: &Method,
     upgrade: bool,
     fresh: bool,
@@ -161,7 +170,7 @@ async fn read_head(
     let mut got_any = !buf.is_empty();
     loop {
         if !buf.is_empty() {
-            if let Some(h) = h1::parse_head(buf, method, upgrade)? {
+            if let Some(h) = h1::parse_head(buf, method, upgrade, names)? {
                 return Ok(h);
             }
         }
@@ -294,6 +303,7 @@ pub async fn connect(
         io,
         buf: BytesMut::new(),
         head: Vec::new(),
+        names: h1::NameCache::default(),
         send_timeout,
     })
 }

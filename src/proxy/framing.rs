@@ -118,7 +118,7 @@ impl Framing {
             match &mut self.state {
                 State::Off => return conflict,
                 State::Head { total, cl, te } => {
-                    let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+                    let Some(nl) = memchr::memchr(b'\n', data) else {
                         self.partial.extend_from_slice(data);
                         *total += data.len();
                         if *total > MAX_HEAD {
