@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;

@@ -20,10 +20,11 @@ use http::{Method, Uri};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::body::{BodyTooLarge, UpBody};
 use super::h1::{self, HeadWriter, Invalid, ResponseHead};
+use crate::clock;
 
 /// An upstream HTTP/1.1 connection between exchanges.
 #[derive(Debug)]
@@ -37,6 +38,49 @@ pub struct Conn {
     /// Response header names seen on this connection.
     names: h1::NameCache,
     send_timeout: Duration,
+    /// Bounds the wait for a response head (`read_timeout`).
+    timer: LazyTimer,
+}
+
+/// One long-lived timer per connection for `read_timeout`, instead of a timer
+/// registered and removed for every request: each exchange only notes its deadline
+/// (from the coarse clock), and the timer is moved when it fires early, which
+/// happens about once per `read_timeout` on a busy connection.
+#[derive(Debug, Default)]
+struct LazyTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Coarse deadline the sleep is set to.
+    armed: u64,
+}
+
+impl LazyTimer {
+    /// Ready once `deadline` (coarse nanoseconds) has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
+        let at = || tokio::time::Instant::from_std(clock::instant_at(deadline));
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                // A reload may have shortened read_timeout: never wait past the deadline.
+                if self.armed > deadline {
+                    s.as_mut().reset(at());
+                    self.armed = deadline;
+                }
+                s
+            }
+            None => {
+                self.armed = deadline;
+                self.sleep.insert(Box::pin(tokio::time::sleep_until(at())))
+            }
+        };
+        loop {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            // Set for an earlier exchange: move it to this one's deadline.
+            if tokio::time::Instant::now() >= at() {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(at());
+            self.armed = deadline;
+        }
+    }
 }
 
 /// Why a connection could not be made.
@@ -63,6 +107,9 @@ pub enum ExchangeError {
     /// Reading or writing failed.
     #[error("upstream connection failed: {0}")]
     Io(#[source] io::Error),
+    /// `read_timeout` passed before the response head arrived.
+    #[error("upstream timed out while reading response header")]
+    ReadTimeout,
     /// `send_timeout` passed on a stalled write.
     #[error("upstream timed out while sending")]
     SendTimeout,
@@ -88,31 +135,90 @@ impl Conn {
 
     /// Sends one request and reads the response head; the response body is left to
     /// [`h1::BodyDecoder`] on `self`. `body` is taken once the head is out: a failure
-    /// before that leaves it whole for a fresh connection. `upgrade`: the request
-    /// asked to switch protocols (a 101 is invalid otherwise). `fresh`: a new
+    /// before that leaves it whole for a fresh connection. `fresh`: a new
     /// connection, where a close before any answer is an error rather than the
     /// keep-alive race.
     pub async fn exchange(
         &mut self,
-        method: &Method,
-        target: &Uri,
+        req: &Outgoing<'_>,
         headers: impl FnOnce(&mut HeadWriter<'_>),
         body: &mut Option<UpBody>,
-        upgrade: bool,
         fresh: bool,
     ) -> Result<ResponseHead, ExchangeError> {
+        let deadline = clock::coarse_nanos().saturating_add(req.read_timeout.as_nanos() as u64);
         let streamed = matches!(body, Some(UpBody::Stream { .. }));
         // The client's own Content-Length passes through; without one the body is
         // re-framed chunked.
-        let chunked = h1::encode_head(&mut self.head, method, target, streamed, headers);
-        let send_timeout = self.send_timeout;
+        let chunked = h1::encode_head(&mut self.head, req.method, req.target, streamed, headers);
         let Conn {
             io,
             buf,
             head,
             names,
-            ..
+            send_timeout,
+            timer,
         } = self;
+        let parts = IoParts {
+            io,
+            buf,
+            head,
+            names,
+            send_timeout: *send_timeout,
+        };
+        let work = exchange_io(parts, req, fresh, body, chunked);
+        let mut work = std::pin::pin!(work);
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            timer
+                .poll_expired(cx, deadline)
+                .map(|()| Err(ExchangeError::ReadTimeout))
+        })
+        .await
+    }
+}
+
+/// What an exchange sends.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Request target.
+    pub target: &'a Uri,
+    /// The request asked to switch protocols (a 101 is invalid otherwise).
+    pub upgrade: bool,
+    /// Longest wait for the response head.
+    pub read_timeout: Duration,
+}
+
+/// The parts of a [`Conn`] an exchange works on.
+struct IoParts<'a> {
+    io: &'a mut TcpStream,
+    buf: &'a mut BytesMut,
+    head: &'a [u8],
+    names: &'a mut h1::NameCache,
+    send_timeout: Duration,
+}
+
+/// The exchange itself: head out, body up (watching for an early answer), head in.
+async fn exchange_io(
+    p: IoParts<'_>,
+    req: &Outgoing<'_>,
+    fresh: bool,
+    body: &mut Option<UpBody>,
+    chunked: bool,
+) -> Result<ResponseHead, ExchangeError> {
+    let IoParts {
+        io,
+        buf,
+        head,
+        names,
+        send_timeout,
+    } = p;
+    let (method, upgrade) = (req.method, req.upgrade);
+    let streamed = matches!(body, Some(UpBody::Stream { .. }));
+    {
         let (mut rd, wr) = io.split();
         let mut wr = WriteTimeout::new(wr, send_timeout);
         if let Err(e) = wr.write_all(head).await {
@@ -236,7 +342,8 @@ async fn upload<W: AsyncWrite + Unpin>(
 /// Idle keep-alive connections to one server, most recently used first out.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// With the coarse time each was put back.
+    idle: Mutex<Vec<(Conn, u64)>>,
 }
 
 impl std::fmt::Debug for IdlePool {
@@ -250,8 +357,10 @@ impl IdlePool {
     /// closed meanwhile.
     pub fn take(&self, max_idle: Duration) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = clock::coarse_nanos();
+        let max_idle = max_idle.as_nanos() as u64;
         while let Some((mut c, since)) = idle.pop() {
-            if since.elapsed() < max_idle && c.still_idle() {
+            if now.saturating_sub(since) < max_idle && c.still_idle() {
                 return Some(c);
             }
         }
@@ -268,7 +377,7 @@ impl IdlePool {
             // Drop the oldest: it is the likeliest to have been closed by the server.
             idle.remove(0);
         }
-        idle.push((c, Instant::now()));
+        idle.push((c, clock::coarse_nanos()));
     }
 
     /// Closes every idle connection.
@@ -305,6 +414,7 @@ pub async fn connect(
         head: Vec::new(),
         names: h1::NameCache::default(),
         send_timeout,
+        timer: LazyTimer::default(),
     })
 }
 

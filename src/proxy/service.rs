@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{Attempt, ProxyBody, UpBody, UpstreamBody};
-use super::client::{self, Conn, ExchangeError};
+use super::client::{self, Conn, ExchangeError, Outgoing};
 use super::error::{body_for, AttemptError};
 use super::forward;
 use super::framing::HeadGuard;
@@ -311,7 +311,9 @@ impl From<ExchangeError> for TryFailure {
         let (err, sent) = match e {
             ExchangeError::TooLarge(_) => return TryFailure::TooLarge,
             ExchangeError::Client => return TryFailure::Client,
-            ExchangeError::SendTimeout => (AttemptError::Timeout, true),
+            ExchangeError::SendTimeout | ExchangeError::ReadTimeout => {
+                (AttemptError::Timeout, true)
+            }
             ExchangeError::Invalid(_) => (AttemptError::InvalidHeader, true),
             ExchangeError::Closed { body_sent } => (AttemptError::Reset, body_sent),
             ExchangeError::Io(_) => (AttemptError::Reset, true),
@@ -451,28 +453,21 @@ async fn send_once(
         let (mut conn, fresh) = obtain(up, attempt.pick)
             .await
             .map_err(|err| TryFailure::Upstream { err, sent: false })?;
-        let exchange = conn.exchange(
-            fwd.method,
-            &fwd.target,
-            |w| fwd.write_headers(w),
-            body,
-            fwd.upgrade,
-            fresh,
-        );
-        match tokio::time::timeout(up.conf.read_timeout, exchange).await {
-            Err(_) => {
-                return Err(TryFailure::Upstream {
-                    err: AttemptError::Timeout,
-                    sent: true,
-                })
-            }
-            Ok(Ok(head)) => {
+        let req = Outgoing {
+            method: fwd.method,
+            target: &fwd.target,
+            upgrade: fwd.upgrade,
+            read_timeout: up.conf.read_timeout,
+        };
+        let exchange = conn.exchange(&req, |w| fwd.write_headers(w), body, fresh);
+        match exchange.await {
+            Ok(head) => {
                 attempt.conn = Some(conn);
                 return Ok(head);
             }
             // The server closed an idle keep-alive connection as we used it.
-            Ok(Err(ExchangeError::Closed { body_sent: false })) if !fresh => continue,
-            Ok(Err(e)) => return Err(e.into()),
+            Err(ExchangeError::Closed { body_sent: false }) if !fresh => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
