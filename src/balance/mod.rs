@@ -2,13 +2,80 @@
 //! [`Tier`] (the primary or the backup list of a pool). The common rules — which
 //! peers are eligible, falling back to backups, marking a pick — live in
 //! [`crate::upstream`]; an algorithm only chooses among eligible peers.
+//!
+//! Every algorithm is nginx's to the letter (NGINX_COMPAT.md §1–§6) except
+//! `peak_ewma`, which nginx does not have. Users' view: docs/balancing.md.
 
+pub mod chash;
+pub mod hash;
+pub mod ip_hash;
+pub mod least_conn;
+pub mod peak_ewma;
+pub mod random;
 pub mod round_robin;
 
 use std::fmt::Debug;
 use std::net::IpAddr;
 
+use crate::config;
 use crate::upstream::{Peer, Tier};
+
+/// nginx gives up hashing (and random sampling) after this many unusable candidates
+/// and falls back to round robin.
+pub const MAX_TRIES: u32 = 20;
+
+/// The balancer `conf` asks for, over `tier`.
+pub fn build(tier: &Tier, conf: &config::Upstream) -> Box<dyn Balancer> {
+    use config::Balance as B;
+    match conf.balance {
+        B::RoundRobin => Box::new(round_robin::RoundRobin::new(tier)),
+        B::LeastConn => Box::new(least_conn::LeastConn::new(tier)),
+        B::IpHash => Box::new(ip_hash::IpHash::new(tier)),
+        B::Hash if conf.consistent => Box::new(chash::ConsistentHash::new(tier)),
+        B::Hash => Box::new(hash::Hash::new(tier)),
+        B::Random => Box::new(random::Random::new(tier, false)),
+        B::RandomTwoLeastConn => Box::new(random::Random::new(tier, true)),
+        B::PeakEwma => Box::new(peak_ewma::PeakEwma::new(tier)),
+    }
+}
+
+/// nginx's weight walk (`while w >= weight[i]: w -= weight[i]; i++`) as a binary
+/// search over cumulative weights, `down` peers included: same answer, O(log n).
+#[derive(Debug)]
+pub struct WeightWalk {
+    ends: Vec<u64>,
+}
+
+impl WeightWalk {
+    /// The walk over `tier`'s peers in config order.
+    pub fn new(tier: &Tier) -> Self {
+        let mut sum = 0;
+        WeightWalk {
+            ends: tier
+                .peers
+                .iter()
+                .map(|p| {
+                    sum += u64::from(p.conf.weight);
+                    sum
+                })
+                .collect(),
+        }
+    }
+
+    /// Σ weight (nginx `total_weight`).
+    #[inline]
+    pub fn total(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// The peer whose weight range holds `w` (`w < total`).
+    #[inline]
+    pub fn find(&self, w: u64) -> usize {
+        self.ends
+            .partition_point(|&e| e <= w)
+            .min(self.ends.len().saturating_sub(1))
+    }
+}
 
 /// A selection algorithm for one tier of a pool. Built once per config snapshot;
 /// its mutable state (weights, cursors) is its own business, but a pick must not
@@ -114,5 +181,25 @@ mod tests {
         assert!(!t.contains(65));
         t.clear();
         assert!(!t.contains(200) && !t.contains(5));
+    }
+
+    #[test]
+    fn weight_walk_matches_linear_walk() {
+        let weights = [3u64, 1, 4, 1, 5];
+        let mut ends = Vec::new();
+        let mut sum = 0;
+        for w in weights {
+            sum += w;
+            ends.push(sum);
+        }
+        let walk = WeightWalk { ends };
+        for x in 0..walk.total() {
+            let (mut w, mut i) = (x, 0);
+            while w >= weights[i] {
+                w -= weights[i];
+                i += 1;
+            }
+            assert_eq!(walk.find(x), i, "x={x}");
+        }
     }
 }
