@@ -203,3 +203,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod tests_algorithms;

@@ -38,7 +38,11 @@ impl Ewma {
             .value
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 let v = f64::from_bits(bits);
-                let next = if rtt > v { rtt } else { v * w + rtt * (1.0 - w) };
+                let next = if rtt > v {
+                    rtt
+                } else {
+                    v * w + rtt * (1.0 - w)
+                };
                 Some(next.to_bits())
             });
     }

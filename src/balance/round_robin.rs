@@ -383,7 +383,9 @@ mod tests {
     fn canonical_cycle_is_nginx_sequence() {
         let mut seed = 7u64;
         let mut rnd = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) % m
         };
         for _ in 0..300 {
@@ -400,7 +402,11 @@ mod tests {
                 continue;
             }
             let got = canonical_cycle(&weights, &down, period).unwrap();
-            assert_eq!(got, naive(&weights, &down, period as usize), "{weights:?} {down:?}");
+            assert_eq!(
+                got,
+                naive(&weights, &down, period as usize),
+                "{weights:?} {down:?}"
+            );
         }
         assert_eq!(
             canonical_cycle(&[5, 1, 1], &[false; 3], 7).unwrap(),

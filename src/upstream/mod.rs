@@ -153,7 +153,6 @@ impl PeerState {
     }
 }
 
-
 /// One server of a tier in a snapshot: its configuration and its live state.
 pub struct Peer {
     /// Configuration.
@@ -232,7 +231,12 @@ pub struct Tier {
 
 impl Tier {
     /// A tier of `peers` balanced as `conf` says.
-    pub fn new(peers: Vec<Peer>, single: bool, conf: &config::Upstream, pool: Arc<PoolState>) -> Tier {
+    pub fn new(
+        peers: Vec<Peer>,
+        single: bool,
+        conf: &config::Upstream,
+        pool: Arc<PoolState>,
+    ) -> Tier {
         let total_weight = peers.iter().map(|p| u64::from(p.conf.weight)).sum();
         let tier = Tier {
             peers,
@@ -255,7 +259,7 @@ impl Tier {
 }
 
 /// Which tier a pick came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TierId {
     /// Primary servers.
     Primary,
