@@ -14,6 +14,7 @@ pub mod peak_ewma;
 pub mod random;
 pub mod round_robin;
 
+use std::cell::Cell;
 use std::fmt::Debug;
 use std::net::IpAddr;
 
@@ -93,8 +94,8 @@ pub trait Balancer: Send + Sync + Debug {
 pub struct PickState<'a> {
     /// Peers of the current tier already tried by this request.
     pub tried: &'a mut Tried,
-    /// Coarse clock in whole seconds (nginx `ngx_time()`).
-    pub now: u64,
+    /// Coarse clock in whole seconds (nginx `ngx_time()`), read only if needed.
+    pub now: &'a Now,
     /// The evaluated `hash_key`, for "hash".
     pub key: Option<&'a [u8]>,
     /// The client address, for "ip_hash".
@@ -102,6 +103,31 @@ pub struct PickState<'a> {
     /// Scratch the hash algorithms keep between tries of one request (nginx keeps
     /// `hash`, `rehash` and `tries` in its per-request peer data).
     pub scratch: Scratch,
+}
+
+/// nginx's `ngx_time()` for one pick: read at most once, and only when a server's
+/// failure window has to be checked (a healthy pool never needs the clock).
+#[derive(Debug, Default)]
+pub struct Now(Cell<Option<u64>>);
+
+impl Now {
+    /// A clock fixed at `secs` (tests).
+    pub fn at(secs: u64) -> Now {
+        Now(Cell::new(Some(secs)))
+    }
+
+    /// Whole seconds since the process started.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        match self.0.get() {
+            Some(n) => n,
+            None => {
+                let n = crate::upstream::now_secs();
+                self.0.set(Some(n));
+                n
+            }
+        }
+    }
 }
 
 /// Algorithm scratch carried between tries of one request.
@@ -163,7 +189,7 @@ impl Tried {
 /// `fail_timeout`, not at `max_conns`.
 #[inline]
 pub fn eligible(peer: &Peer, idx: usize, req: &PickState<'_>) -> bool {
-    !req.tried.contains(idx) && peer.available(req.now)
+    !req.tried.contains(idx) && peer.available_at(req.now)
 }
 
 #[cfg(test)]

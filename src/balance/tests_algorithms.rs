@@ -262,12 +262,12 @@ fn round_robin_cycle_stays_nginx_exact_through_drains_and_failures() {
         current: vec![0; 5],
         effective: weights.iter().map(|w| i64::from(*w)).collect(),
     };
-    let now = crate::upstream::now_secs();
+    let now = Now::default();
     let one = |reference: &mut Reference, eligible: [bool; 5]| {
         let mut tried = Tried::default();
         let mut req = PickState {
             tried: &mut tried,
-            now,
+            now: &now,
             key: None,
             client_ip: None,
             scratch: Scratch::default(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 pub use registry::Registry;
 
-use crate::balance::{self, Balancer, PickState};
+use crate::balance::{self, Balancer, Now, PickState};
 use crate::config::{self, ServerConf};
 use crate::proxy::client::IdlePool;
 
@@ -173,10 +173,16 @@ impl Peer {
     /// Out by passive accounting: `max_fails` reached within `fail_timeout`.
     #[inline]
     pub fn failed_out(&self, now: u64) -> bool {
+        self.failed_out_at(&Now::at(now))
+    }
+
+    /// [`Peer::failed_out`], reading the clock only if failures were counted.
+    #[inline]
+    fn failed_out_at(&self, now: &Now) -> bool {
         let s = &self.state;
         self.conf.max_fails != 0
             && s.fails.load(Ordering::Relaxed) >= self.conf.max_fails
-            && now.saturating_sub(s.checked.load(Ordering::Relaxed)) <= self.fail_timeout
+            && now.get().saturating_sub(s.checked.load(Ordering::Relaxed)) <= self.fail_timeout
     }
 
     /// At its `max_conns` cap.
@@ -196,7 +202,13 @@ impl Peer {
     /// Whether a request may be sent here now (ignoring what this request tried).
     #[inline]
     pub fn available(&self, now: u64) -> bool {
-        self.enabled() && !self.failed_out(now) && !self.at_max_conns()
+        self.available_at(&Now::at(now))
+    }
+
+    /// [`Peer::available`] with a lazily read clock.
+    #[inline]
+    pub fn available_at(&self, now: &Now) -> bool {
+        self.enabled() && !self.failed_out_at(now) && !self.at_max_conns()
     }
 
     /// The `state` of `/status`.
@@ -355,7 +367,7 @@ impl Upstream {
         key: Option<&[u8]>,
         client_ip: Option<std::net::IpAddr>,
     ) -> Option<Pick> {
-        let now = now_secs();
+        let now = Now::default();
         if self.primary.single {
             let p = &self.primary.peers[0];
             if sel.tried.contains(0) || !p.enabled() || p.at_max_conns() {
@@ -378,7 +390,7 @@ impl Upstream {
             let tier = self.tier(id);
             let mut req = PickState {
                 tried: &mut sel.tried,
-                now,
+                now: &now,
                 key,
                 client_ip,
                 scratch: sel.scratch,
@@ -391,8 +403,14 @@ impl Upstream {
                 let s = &p.state;
                 s.conns.fetch_add(1, Ordering::Relaxed);
                 s.requests.fetch_add(1, Ordering::Relaxed);
-                if now.saturating_sub(s.checked.load(Ordering::Relaxed)) > p.fail_timeout {
-                    s.checked.store(now, Ordering::Relaxed);
+                // `checked` matters only once failures were counted (the failure
+                // window, and whether a success resets `fails`): a healthy server
+                // costs no clock read.
+                if s.fails.load(Ordering::Relaxed) != 0 {
+                    let now = now.get();
+                    if now.saturating_sub(s.checked.load(Ordering::Relaxed)) > p.fail_timeout {
+                        s.checked.store(now, Ordering::Relaxed);
+                    }
                 }
                 return Some(Pick { tier: id, idx });
             }
@@ -413,8 +431,8 @@ impl Upstream {
         let p = &tier.peers[pick.idx];
         let s = &p.state;
         if !tier.single {
-            let now = now_secs();
             if failed {
+                let now = now_secs();
                 let fails = s.add_failure();
                 s.failures.fetch_add(1, Ordering::Relaxed);
                 s.accessed.store(now, Ordering::Relaxed);
