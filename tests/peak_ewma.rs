@@ -6,7 +6,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,12 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// A backend that answers after `delay` (without blocking its other requests).
+/// A backend that answers after a delay that can change (without blocking its other
+/// requests).
 struct Delayed {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    delay_ms: Arc<AtomicU64>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -37,17 +39,18 @@ impl Delayed {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let h = hits.clone();
+        let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
+        let (h, d) = (hits.clone(), delay_ms.clone());
         rt.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let h = h.clone();
+                let (h, d) = (h.clone(), d.clone());
                 let svc = service_fn(move |_req: Request<Incoming>| {
-                    let h = h.clone();
+                    let (h, d) = (h.clone(), d.clone());
                     async move {
-                        tokio::time::sleep(delay).await;
+                        tokio::time::sleep(Duration::from_millis(d.load(Ordering::SeqCst))).await;
                         h.fetch_add(1, Ordering::SeqCst);
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
@@ -62,6 +65,7 @@ impl Delayed {
         Delayed {
             addr,
             hits,
+            delay_ms,
             _rt: rt,
         }
     }
@@ -126,4 +130,65 @@ fn peak_ewma_sheds_a_slow_backend_round_robin_does_not() {
     );
     assert!((0.25..=0.42).contains(&rr), "round_robin share {rr}");
     assert!(ewma < 0.10, "peak_ewma share {ewma}");
+}
+
+#[test]
+fn peak_ewma_sheds_a_backend_within_a_second_of_it_turning_slow() {
+    let b: Vec<Delayed> = (0..3)
+        .map(|_| Delayed::start(Duration::from_millis(2)))
+        .collect();
+    let f = Fulcrum::start(&format!(
+        r#"
+[admin]
+listen = "off"
+[upstream.backend]
+balance = "peak_ewma"
+server = ["{}", "{}", "{}"]
+[[server]]
+listen = ["127.0.0.1:0"]
+[[server.location]]
+path = "/"
+proxy_pass = "http://backend"
+"#,
+        b[0].addr, b[1].addr, b[2].addr
+    ));
+    let addr = f.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                while !stop.load(Ordering::SeqCst) {
+                    assert_eq!(c.get("/").status, 200);
+                }
+            })
+        })
+        .collect();
+    let total = || {
+        b.iter()
+            .map(|x| x.hits.load(Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    // Warm: every backend fast, each gets a fair part.
+    std::thread::sleep(Duration::from_millis(500));
+    let warm = b[1].hits.load(Ordering::SeqCst) as f64 / total() as f64;
+    // Backend 1 turns 20x slower; count what it gets during the next second.
+    b[1].delay_ms.store(40, Ordering::SeqCst);
+    let (slow0, all0) = (b[1].hits.load(Ordering::SeqCst), total());
+    std::thread::sleep(Duration::from_secs(1));
+    let (slow1, all1) = (b[1].hits.load(Ordering::SeqCst), total());
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("client");
+    }
+    let after = (slow1 - slow0) as f64 / (all1 - all0) as f64;
+    println!(
+        "share of the backend turned slow: {:.1}% before, {:.1}% of {} requests in the second after",
+        warm * 100.0,
+        after * 100.0,
+        all1 - all0
+    );
+    assert!(warm > 0.15, "before: {warm}");
+    assert!(after < 0.10, "after: {after}");
 }
