@@ -14,8 +14,14 @@ use crate::upstream::Tier;
 #[derive(Debug)]
 pub struct ConsistentHash {
     rr: RoundRobin,
-    /// (hash, server id), sorted by hash, one point per hash.
-    points: Vec<(u32, u32)>,
+    /// Point hashes, sorted, distinct.
+    hashes: Vec<u32>,
+    /// The server id of each point.
+    owners: Vec<u32>,
+    /// `first[b]`: the first point whose hash's top `bits` bits are ≥ `b`, so a
+    /// lookup searches one small bucket (a 10,000-server ring has 3 million points).
+    first: Vec<u32>,
+    bits: u32,
     /// Peer indexes of each server id (a hostname with several addresses has several).
     servers: Vec<Vec<u32>>,
 }
@@ -73,23 +79,37 @@ impl ConsistentHash {
         // to qsort; collisions between different servers are rare).
         points.sort_by_key(|p| p.0);
         points.dedup_by_key(|p| p.0);
+        let (hashes, owners): (Vec<u32>, Vec<u32>) = points.into_iter().unzip();
+        // About 8 points per bucket, at most 2^16 buckets.
+        let bits = (usize::BITS - (hashes.len() / 8).leading_zeros()).min(16);
+        let first = (0..=1u64 << bits)
+            .map(|b| {
+                let lo = b << (32 - bits);
+                hashes.partition_point(|&h| u64::from(h) < lo) as u32
+            })
+            .collect();
         ConsistentHash {
             rr: RoundRobin::new(tier),
-            points,
+            hashes,
+            owners,
+            first,
+            bits,
             servers,
         }
     }
 
     /// The first point at or after `hash` (may be one past the end, as nginx).
     fn find_point(&self, hash: u32) -> usize {
-        self.points.partition_point(|p| p.0 < hash)
+        let b = (u64::from(hash) >> (32 - self.bits)) as usize;
+        let (lo, hi) = (self.first[b] as usize, self.first[b + 1] as usize);
+        lo + self.hashes[lo..hi].partition_point(|&h| h < hash)
     }
 }
 
 impl Balancer for ConsistentHash {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         let key = req.key.unwrap_or_default();
-        if req.scratch.tries > MAX_TRIES || key.is_empty() || self.points.is_empty() {
+        if req.scratch.tries > MAX_TRIES || key.is_empty() || self.hashes.is_empty() {
             return self.rr.pick(tier, req);
         }
         if !req.scratch.started {
@@ -97,8 +117,8 @@ impl Balancer for ConsistentHash {
             req.scratch.hash = self.find_point(crc32fast::hash(key)) as u32;
         }
         loop {
-            let n = self.points.len();
-            let server = &self.servers[self.points[req.scratch.hash as usize % n].1 as usize];
+            let n = self.hashes.len();
+            let server = &self.servers[self.owners[req.scratch.hash as usize % n] as usize];
             let mut candidates = server
                 .iter()
                 .map(|&i| i as usize)
@@ -158,6 +178,32 @@ mod tests {
         assert_eq!(host_port("[::1]:81"), (&b"[::1]"[..], &b"81"[..]));
         assert_eq!(host_port("UNIX:/s"), (&b"/s"[..], &b""[..]));
         assert_eq!(host_port("host:8a"), (&b"host:8a"[..], &b""[..]));
+    }
+
+    #[test]
+    fn bucketed_lookup_matches_binary_search() {
+        use crate::config::{Balance, ServerConf, Upstream as UpConf};
+        use crate::upstream::{Registry, Upstream};
+        for n in [1, 3, 40] {
+            let servers = (0..n)
+                .map(|i| ServerConf::new(([10, 1, 0, i as u8 + 1], 80).into()))
+                .collect();
+            let up = Upstream::new(
+                UpConf::new("r", servers, Balance::Hash),
+                &Registry::default(),
+            );
+            let ring = ConsistentHash::new(&up.primary);
+            let mut probes = vec![0, 1, u32::MAX, ring.hashes[0], *ring.hashes.last().unwrap()];
+            probes.extend(ring.hashes.iter().step_by(7).map(|h| h.wrapping_add(1)));
+            probes.extend((0..2000u32).map(|i| i.wrapping_mul(2_654_435_761)));
+            for h in probes {
+                assert_eq!(
+                    ring.find_point(h),
+                    ring.hashes.partition_point(|&p| p < h),
+                    "n={n} h={h}"
+                );
+            }
+        }
     }
 
     #[test]
