@@ -177,6 +177,12 @@ impl Tried {
         }
     }
 
+    /// Whether no peer was tried (a request's first pick).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.small == 0 && self.big.iter().all(|w| *w == 0)
+    }
+
     /// Forgets every peer (on moving to the backup tier).
     pub fn clear(&mut self) {
         self.small = 0;

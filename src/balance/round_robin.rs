@@ -278,11 +278,13 @@ impl Balancer for RoundRobin {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         let guard = self.fast.load();
         if let Some(cycle) = guard.as_ref() {
-            if tier.pool.impaired() == 0 {
+            // A retry's pass leaves the tried peers out, which changes nginx's
+            // state: only first picks may use the cycle.
+            if tier.pool.impaired() == 0 && req.tried.is_empty() {
                 let t = cycle.cursor.fetch_add(1, Ordering::Relaxed);
                 let i = cycle.picks[(t % cycle.picks.len() as u64) as usize] as usize;
-                // Only max_conns, a retry or a state change not yet counted can
-                // make the scheduled peer ineligible: checking it alone is O(1).
+                // Only max_conns or a state change not yet counted can make the
+                // scheduled peer ineligible: checking it alone is O(1).
                 if eligible(&tier.peers[i], i, req) {
                     return Some(i);
                 }
