@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use super::round_robin::RoundRobin;
 use super::*;
@@ -354,4 +355,49 @@ fn consistent_hash_moves_about_one_nth_of_keys() {
     let share_mod = (0..KEYS).filter(|&k| m10[k] != m9[k]).count() as f64 / KEYS as f64;
     println!("plain hash, 10 -> 9 servers moves {share_mod:.3}");
     assert!(share_mod > 0.5, "{share_mod}");
+}
+
+#[test]
+fn pool_impaired_count_follows_state_changes_and_reloads() {
+    let reg = Registry::default();
+    let conf = |n: usize| UpConf::new("p", (0..n).map(server).collect(), Balance::RoundRobin);
+    let old = Upstream::new(conf(3), &reg);
+    let pool = old.primary.pool.clone();
+    let s = |i: usize| old.primary.peers[i].state.clone();
+    assert_eq!(pool.impaired(), 0);
+    s(2).set_draining(true);
+    s(2).set_draining(true);
+    s(2).set_unhealthy(true);
+    assert_eq!(pool.impaired(), 1, "one server, however many reasons");
+    s(1).set_unhealthy(true);
+    assert_eq!(pool.impaired(), 2);
+    s(1).set_unhealthy(false);
+    s(2).set_draining(false);
+    assert_eq!(pool.impaired(), 1);
+    // A failure counts until a success resets it (after a pick made once the
+    // failure window passed: nginx's `accessed < checked`).
+    let p = Pick {
+        tier: TierId::Primary,
+        idx: 0,
+    };
+    // (Each finish ends an attempt this test starts by hand.)
+    s(0).conns
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    old.finish(p, true);
+    assert_eq!(pool.impaired(), 2);
+    s(0).checked
+        .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    s(0).conns
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    old.finish(p, false);
+    assert_eq!(pool.impaired(), 1);
+    assert_eq!(s(0).conns.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // A reload that drops the unhealthy server: once nothing holds its state, the
+    // pool is clean again and the new snapshot's round robin walks its cycle.
+    let new = Upstream::new(conf(2), &reg);
+    assert!(Arc::ptr_eq(&new.primary.pool, &pool));
+    drop(old);
+    reg.prune();
+    assert_eq!(pool.impaired(), 0);
+    assert!(RoundRobin::new(&new.primary).is_fast());
 }
