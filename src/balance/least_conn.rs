@@ -18,7 +18,7 @@ impl LeastConn {
     /// A balancer for `tier`.
     pub fn new(tier: &Tier) -> Self {
         LeastConn {
-            rr: RoundRobin::without_cycles(tier),
+            rr: RoundRobin::new(tier),
         }
     }
 }
@@ -27,25 +27,32 @@ impl Balancer for LeastConn {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         // (conns, weight) of the best so far; ratios compared by cross products.
         let mut best: Option<(usize, u64, u64)> = None;
-        let mut many = false;
+        // Eligible peers, and how many share the best ratio.
+        let (mut eligible_n, mut tied) = (0usize, 0usize);
         for (i, p) in tier.peers.iter().enumerate() {
             if !eligible(p, i, req) {
                 continue;
             }
+            eligible_n += 1;
             let c = u64::from(p.state.conns.load(Ordering::Relaxed));
             let w = u64::from(p.conf.weight);
             match best {
                 Some((_, bc, bw)) if c * bw > bc * w => {}
-                Some((_, bc, bw)) if c * bw == bc * w => many = true,
+                Some((_, bc, bw)) if c * bw == bc * w => tied += 1,
                 _ => {
                     best = Some((i, c, w));
-                    many = false;
+                    tied = 1;
                 }
             }
         }
         let (first, bc, bw) = best?;
-        if !many {
+        if tied == 1 {
             return Some(first);
+        }
+        if tied == eligible_n {
+            // Every eligible peer tied (e.g. all idle): nginx's pass over the tied
+            // peers is its plain round-robin pass, which the cycle answers in O(1).
+            return self.rr.pick(tier, req);
         }
         Some(self.rr.with_weights(tier, |w| {
             let mut best = first;

@@ -78,7 +78,7 @@ impl Slow {
 pub struct RoundRobin {
     /// Σ weight of the non-down peers: the cycle length.
     period: u64,
-    /// Whether cycles are used at all (least_conn uses the weights only to break ties).
+    /// Whether cycles are used at all (not beyond [`MAX_CYCLE`]).
     cycles: bool,
     fast: ArcSwapOption<Cycle>,
     slow: Mutex<Slow>,
@@ -91,16 +91,6 @@ impl RoundRobin {
     /// A balancer for `tier`, every peer at its full weight, walking a precomputed
     /// cycle while every peer is available.
     pub fn new(tier: &Tier) -> Self {
-        Self::build(tier, true)
-    }
-
-    /// A balancer that always runs nginx's pass (for tie-breaking in least_conn,
-    /// where the weights change only on ties).
-    pub fn without_cycles(tier: &Tier) -> Self {
-        Self::build(tier, false)
-    }
-
-    fn build(tier: &Tier, cycles: bool) -> Self {
         let weights: Vec<u32> = tier.peers.iter().map(|p| p.conf.weight).collect();
         let down: Vec<bool> = tier.peers.iter().map(|p| p.conf.down).collect();
         let period: u64 = weights
@@ -109,7 +99,7 @@ impl RoundRobin {
             .filter(|(_, d)| !**d)
             .map(|(w, _)| u64::from(*w))
             .sum();
-        let cycles = cycles && period > 0 && period <= MAX_CYCLE;
+        let cycles = period > 0 && period <= MAX_CYCLE;
         let fast = ArcSwapOption::empty();
         if cycles {
             if let Some(picks) = canonical_cycle(&weights, &down, period) {
