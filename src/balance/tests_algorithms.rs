@@ -401,3 +401,50 @@ fn pool_impaired_count_follows_state_changes_and_reloads() {
     assert_eq!(pool.impaired(), 0);
     assert!(RoundRobin::new(&new.primary).is_fast());
 }
+
+#[test]
+fn concurrent_picks_never_return_a_server_after_its_drain() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for b in ALL {
+        let up = Arc::new(pool(b, (0..8).map(server).collect()));
+        let drained = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let pickers: Vec<_> = (0..3)
+            .map(|t| {
+                let (up, drained, stop) = (up.clone(), drained.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = t * 1_000_000;
+                    let mut after = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let d = drained.load(Ordering::SeqCst);
+                        let p = pick(&up, n).expect("a pick");
+                        n += 1;
+                        if d {
+                            assert_ne!(p.idx, 5, "{b:?}: drained server picked");
+                            after += 1;
+                        }
+                        up.finish(p, false);
+                    }
+                    after
+                })
+            })
+            .collect();
+        // Let the pickers run on the cycle, then drain server 5 under them.
+        while up.primary.peers[0].state.requests.load(Ordering::Relaxed) < 200 {
+            std::thread::yield_now();
+        }
+        up.primary.peers[5].state.set_draining(true);
+        drained.store(true, Ordering::SeqCst);
+        let before = up.primary.peers[0].state.requests.load(Ordering::Relaxed);
+        while up.primary.peers[0].state.requests.load(Ordering::Relaxed) < before + 200 {
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::SeqCst);
+        let after: usize = pickers.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(after > 0, "{b:?}");
+        // Every attempt ended: nothing left in flight.
+        for p in &up.primary.peers {
+            assert_eq!(p.state.conns.load(Ordering::Relaxed), 0, "{b:?}");
+        }
+    }
+}
