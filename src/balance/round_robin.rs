@@ -17,10 +17,8 @@
 //! began: that recording becomes the new cycle. So a single-threaded sequence of picks
 //! is nginx's, through failures and recoveries.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use arc_swap::ArcSwapOption;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use super::{eligible, Balancer, PickState};
 use crate::upstream::Tier;
@@ -41,13 +39,10 @@ pub struct Weights {
     pub effective: i64,
 }
 
-/// One period of the all-available sequence and the state at its start.
-#[derive(Debug)]
-struct Cycle {
-    picks: Box<[u32]>,
-    base: Box<[i64]>,
-    cursor: AtomicU64,
-}
+/// The cursor packs the cycle's generation (top 16 bits) over the position (low 48
+/// bits, 9 years at a million picks per second before it wraps).
+const GEN_SHIFT: u32 = 48;
+const POS_MASK: u64 = (1 << GEN_SHIFT) - 1;
 
 /// A cycle being recorded from clean passes.
 #[derive(Debug)]
@@ -60,6 +55,8 @@ struct Recording {
 struct Slow {
     w: Vec<Weights>,
     rec: Option<Recording>,
+    /// The weights at the start of the installed cycle.
+    base: Vec<i64>,
 }
 
 impl Slow {
@@ -80,7 +77,14 @@ pub struct RoundRobin {
     period: u64,
     /// Whether cycles are used at all (not beyond [`MAX_CYCLE`]).
     cycles: bool,
-    fast: ArcSwapOption<Cycle>,
+    /// Set while picks walk `cycle`.
+    fast: AtomicBool,
+    /// One period of the all-available sequence (peer indexes), written under the
+    /// lock while `fast` is off. Plain atomics rather than a swapped pointer: a pick
+    /// costs no reference count, and a late reader still gets a valid index.
+    cycle: Box<[AtomicU32]>,
+    /// Generation and position in `cycle`.
+    cursor: AtomicU64,
     slow: Mutex<Slow>,
     /// Peers below their configured effective weight, readable without the lock;
     /// written under it.
@@ -100,20 +104,20 @@ impl RoundRobin {
             .map(|(w, _)| u64::from(*w))
             .sum();
         let cycles = period > 0 && period <= MAX_CYCLE;
-        let fast = ArcSwapOption::empty();
-        if cycles {
-            if let Some(picks) = canonical_cycle(&weights, &down, period) {
-                fast.store(Some(Arc::new(Cycle {
-                    picks: picks.into_boxed_slice(),
-                    base: vec![0; weights.len()].into_boxed_slice(),
-                    cursor: AtomicU64::new(0),
-                })));
-            }
-        }
+        let canonical = cycles
+            .then(|| canonical_cycle(&weights, &down, period))
+            .flatten();
+        let cycle: Box<[AtomicU32]> = match &canonical {
+            Some(picks) => picks.iter().map(|&i| AtomicU32::new(i)).collect(),
+            None if cycles => (0..period).map(|_| AtomicU32::new(0)).collect(),
+            None => Box::default(),
+        };
         RoundRobin {
             period,
             cycles,
-            fast,
+            fast: AtomicBool::new(canonical.is_some()),
+            cycle,
+            cursor: AtomicU64::new(0),
             slow: Mutex::new(Slow {
                 w: weights
                     .iter()
@@ -123,6 +127,7 @@ impl RoundRobin {
                     })
                     .collect(),
                 rec: None,
+                base: vec![0; weights.len()],
             }),
             deficit: AtomicU32::new(0),
         }
@@ -144,34 +149,43 @@ impl RoundRobin {
 
     /// Whether picks currently walk the precomputed cycle (no lock, no scan).
     pub fn is_fast(&self) -> bool {
-        self.fast.load().is_some()
+        self.fast.load(Ordering::Acquire)
     }
 
     /// Locks the nginx state, first leaving the cycle if it was in use. `ticket`: the
     /// cursor value this thread drew and did not use (the state is rebuilt as of
     /// before it, so a single thread sees nginx's exact sequence).
-    fn lock(&self, tier: &Tier, ticket: Option<(&Arc<Cycle>, u64)>) -> MutexGuard<'_, Slow> {
+    fn lock(&self, tier: &Tier, ticket: Option<u64>) -> MutexGuard<'_, Slow> {
         let mut slow = self.slow.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cycle) = self.fast.swap(None) {
-            let pos = match ticket {
-                Some((c, t)) if Arc::ptr_eq(c, &cycle) => t,
-                _ => cycle.cursor.load(Ordering::Relaxed),
-            } % cycle.picks.len() as u64;
+        if self.fast.swap(false, Ordering::AcqRel) {
+            let now = self.cursor.load(Ordering::Relaxed);
+            let t = match ticket {
+                Some(t) if t >> GEN_SHIFT == now >> GEN_SHIFT => t,
+                _ => now,
+            };
+            let pos = ((t & POS_MASK) % self.period) as usize;
             let mut picked = vec![0i64; tier.peers.len()];
-            for &i in &cycle.picks[..pos as usize] {
-                picked[i as usize] += 1;
+            for a in &self.cycle[..pos] {
+                if let Some(n) = picked.get_mut(a.load(Ordering::Relaxed) as usize) {
+                    *n += 1;
+                }
             }
             let w = self.period as i64;
-            for (i, (s, p)) in slow.w.iter_mut().zip(&tier.peers).enumerate() {
+            let Slow {
+                w: weights,
+                base,
+                rec,
+            } = &mut *slow;
+            for (i, (s, p)) in weights.iter_mut().zip(&tier.peers).enumerate() {
                 let weight = i64::from(p.conf.weight);
                 s.effective = weight;
                 s.current = if p.conf.down {
-                    cycle.base[i]
+                    base[i]
                 } else {
-                    cycle.base[i] + pos as i64 * weight - w * picked[i]
+                    base[i] + pos as i64 * weight - w * picked[i]
                 };
             }
-            slow.rec = None;
+            *rec = None;
         }
         slow
     }
@@ -187,12 +201,7 @@ impl RoundRobin {
     }
 
     /// nginx's pass over every eligible peer, under the lock.
-    fn pass(
-        &self,
-        tier: &Tier,
-        req: &mut PickState<'_>,
-        ticket: Option<(&Arc<Cycle>, u64)>,
-    ) -> Option<usize> {
+    fn pass(&self, tier: &Tier, req: &mut PickState<'_>, ticket: Option<u64>) -> Option<usize> {
         let mut slow = self.lock(tier, ticket);
         let mut best: Option<usize> = None;
         let mut best_current = i64::MIN;
@@ -235,7 +244,7 @@ impl RoundRobin {
             slow.rec = None;
             return;
         }
-        let Slow { w, rec } = slow;
+        let Slow { w, rec, base } = slow;
         let Some(r) = rec else {
             *rec = Some(Recording {
                 base: w.iter().map(|s| s.current).collect(),
@@ -250,11 +259,14 @@ impl RoundRobin {
         let back = r.base.iter().zip(w.iter()).all(|(b, s)| *b == s.current);
         if back && tier.pool.impaired() == 0 {
             if let Some(r) = rec.take() {
-                self.fast.store(Some(Arc::new(Cycle {
-                    picks: r.picks.into_boxed_slice(),
-                    base: r.base.into_boxed_slice(),
-                    cursor: AtomicU64::new(0),
-                })));
+                for (a, &i) in self.cycle.iter().zip(&r.picks) {
+                    a.store(i, Ordering::Relaxed);
+                }
+                *base = r.base;
+                let generation = (self.cursor.load(Ordering::Relaxed) >> GEN_SHIFT) + 1;
+                self.cursor
+                    .store((generation & 0xffff) << GEN_SHIFT, Ordering::Relaxed);
+                self.fast.store(true, Ordering::Release);
             }
         } else {
             r.base.clear();
@@ -266,22 +278,19 @@ impl RoundRobin {
 
 impl Balancer for RoundRobin {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
-        let guard = self.fast.load();
-        if let Some(cycle) = guard.as_ref() {
-            // A retry's pass leaves the tried peers out, which changes nginx's
-            // state: only first picks may use the cycle.
-            if tier.pool.impaired() == 0 && req.tried.is_empty() {
-                let t = cycle.cursor.fetch_add(1, Ordering::Relaxed);
-                let i = cycle.picks[(t % cycle.picks.len() as u64) as usize] as usize;
-                // Only max_conns or a state change not yet counted can make the
-                // scheduled peer ineligible: checking it alone is O(1).
-                if eligible(&tier.peers[i], i, req) {
-                    return Some(i);
-                }
-                return self.pass(tier, req, Some((cycle, t)));
+        // A retry's pass leaves the tried peers out, which changes nginx's state:
+        // only first picks may use the cycle.
+        if self.fast.load(Ordering::Acquire) && tier.pool.impaired() == 0 && req.tried.is_empty() {
+            let t = self.cursor.fetch_add(1, Ordering::Relaxed);
+            let pos = (t & POS_MASK) % self.period;
+            let i = self.cycle[pos as usize].load(Ordering::Relaxed) as usize;
+            // Only max_conns or a state change not yet counted can make the
+            // scheduled peer ineligible: checking it alone is O(1).
+            if i < tier.peers.len() && eligible(&tier.peers[i], i, req) {
+                return Some(i);
             }
+            return self.pass(tier, req, Some(t));
         }
-        drop(guard);
         self.pass(tier, req, None)
     }
 
