@@ -52,31 +52,25 @@ impl Balancer for Random {
         }
         let mut prev: Option<usize> = None;
         loop {
+            let i = self.peek();
+            if prev != Some(i) && eligible(&tier.peers[i], i, req) {
+                if let Some(p) = prev {
+                    let (a, b) = (&tier.peers[p], &tier.peers[i]);
+                    let (ac, bc) = (
+                        u64::from(a.state.conns.load(Ordering::Relaxed)),
+                        u64::from(b.state.conns.load(Ordering::Relaxed)),
+                    );
+                    // The first sample only if strictly less loaded per weight (nginx).
+                    let first = bc * u64::from(a.conf.weight) > ac * u64::from(b.conf.weight);
+                    return Some(if first { p } else { i });
+                }
+                prev = Some(i);
+            }
+            // Every sample but the accepted second costs a try, as in nginx.
+            req.scratch.tries += 1;
             if req.scratch.tries > MAX_TRIES {
                 return self.rr.pick(tier, req);
             }
-            req.scratch.tries += 1;
-            let i = self.peek();
-            if prev == Some(i) || !eligible(&tier.peers[i], i, req) {
-                continue;
-            }
-            let Some(p) = prev else {
-                prev = Some(i);
-                continue;
-            };
-            let (a, b) = (&tier.peers[p], &tier.peers[i]);
-            let (ac, bc) = (
-                u64::from(a.state.conns.load(Ordering::Relaxed)),
-                u64::from(b.state.conns.load(Ordering::Relaxed)),
-            );
-            // The first sample only if strictly less loaded per weight (nginx).
-            return Some(
-                if bc * u64::from(a.conf.weight) > ac * u64::from(b.conf.weight) {
-                    p
-                } else {
-                    i
-                },
-            );
         }
     }
 
