@@ -448,3 +448,46 @@ fn concurrent_picks_never_return_a_server_after_its_drain() {
         }
     }
 }
+
+#[test]
+fn round_robin_stays_exact_while_a_server_sits_at_max_conns() {
+    let weights = [3u32, 2, 1, 1];
+    let servers: Vec<ServerConf> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| ServerConf {
+            weight: *w,
+            max_conns: if i == 1 { 1 } else { 0 },
+            ..server(i)
+        })
+        .collect();
+    let up = pool((Balance::RoundRobin, false), servers);
+    let mut reference = Reference {
+        weight: weights.iter().map(|w| i64::from(*w)).collect(),
+        current: vec![0; 4],
+        effective: weights.iter().map(|w| i64::from(*w)).collect(),
+    };
+    let mut held = None;
+    for n in 0..60 {
+        // Server 1 is at max_conns while one of its requests is held.
+        let eligible = [true, held.is_none(), true, true];
+        let p = up.select(&mut Selection::default(), None, None).unwrap();
+        assert_eq!(p.idx, reference.pick(&eligible), "pick {n}");
+        match (p.idx, held) {
+            // Hold server 1's request for a while, then let it go.
+            (1, None) => held = Some((p, n + 9)),
+            _ => up.finish(p, false),
+        }
+        if let Some((h, until)) = held {
+            if n >= until {
+                up.finish(h, false);
+                held = None;
+            }
+        }
+    }
+    if let Some((h, _)) = held {
+        assert_eq!(up.primary.pool.impaired(), 1, "saturated server flagged");
+        up.finish(h, false);
+    }
+    assert_eq!(up.primary.pool.impaired(), 0);
+}

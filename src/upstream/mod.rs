@@ -35,10 +35,9 @@ fn start() -> Instant {
 /// State shared by every server of one pool, across snapshots.
 #[derive(Debug, Default)]
 pub struct PoolState {
-    /// Servers of the pool that are unhealthy, draining or have failures on record.
-    /// While it is zero every non-`down` server is available (but for `max_conns`,
-    /// which balancers check on the chosen server), so a balancer may use a
-    /// precomputed schedule instead of scanning the pool.
+    /// Servers of the pool that are unhealthy, draining, at `max_conns` or have
+    /// failures on record. While it is zero every non-`down` server is available, so
+    /// a balancer may use a precomputed schedule instead of scanning the pool.
     impaired: AtomicU32,
 }
 
@@ -53,6 +52,7 @@ impl PoolState {
 const IMPAIRED_UNHEALTHY: u8 = 1;
 const IMPAIRED_DRAINING: u8 = 2;
 const IMPAIRED_FAILING: u8 = 4;
+const IMPAIRED_SATURATED: u8 = 8;
 
 /// Live state of one server, shared by every snapshot that contains it.
 #[derive(Debug, Default)]
@@ -132,6 +132,19 @@ impl PeerState {
         let old = self.draining.swap(v, Ordering::Relaxed);
         self.impair(IMPAIRED_DRAINING, v);
         old
+    }
+
+    /// Flags the server while it is at `max_conns`, after its in-flight count changed
+    /// across the cap. Checked twice: a concurrent change that crossed back between
+    /// the read and the flag is caught by the second read (or by its own call).
+    fn note_conns(&self, max_conns: u32) {
+        for _ in 0..2 {
+            let at = self.conns.load(Ordering::Acquire) >= max_conns;
+            self.impair(IMPAIRED_SATURATED, at);
+            if (self.conns.load(Ordering::Acquire) >= max_conns) == at {
+                break;
+            }
+        }
     }
 
     /// Counts a failure (nginx `fails += 1`).
@@ -401,7 +414,10 @@ impl Upstream {
                 let p = &tier.peers[idx];
                 sel.tried.insert(idx);
                 let s = &p.state;
-                s.conns.fetch_add(1, Ordering::Relaxed);
+                let conns = s.conns.fetch_add(1, Ordering::AcqRel) + 1;
+                if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
+                    s.note_conns(p.conf.max_conns);
+                }
                 s.requests.fetch_add(1, Ordering::Relaxed);
                 // `checked` matters only once failures were counted (the failure
                 // window, and whether a success resets `fails`): a healthy server
@@ -451,7 +467,10 @@ impl Upstream {
         } else if failed {
             s.failures.fetch_add(1, Ordering::Relaxed);
         }
-        s.conns.fetch_sub(1, Ordering::Relaxed);
+        let conns = s.conns.fetch_sub(1, Ordering::AcqRel);
+        if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
+            s.note_conns(p.conf.max_conns);
+        }
     }
 
     /// Whether the balancer wants response times ([`Upstream::observe_rtt`]).
