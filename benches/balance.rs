@@ -1,5 +1,5 @@
 //! Cost of one pick (`Upstream::select` + `Upstream::finish`, which every request
-//! pays) per algorithm and pool size, single-threaded and with two threads picking
+//! pays, and for peak_ewma its response-time report) per algorithm and pool size, single-threaded and with two threads picking
 //! from the same pool at once (the shared counters' contention).
 
 use std::hint::black_box;
@@ -67,12 +67,17 @@ impl Inputs {
         }
     }
 
+    /// One request's balancing work: the pick, the response-time report when the
+    /// algorithm wants it (peak_ewma), the end of the attempt.
     #[inline]
     fn pick(&self, up: &Upstream, n: usize) {
         let i = n & 1023;
         let mut sel = Selection::default();
         let p = up.select(&mut sel, Some(self.keys[i].as_bytes()), Some(self.ips[i]));
         if let Some(p) = black_box(p) {
+            if up.wants_rtt() {
+                up.observe_rtt(p, Duration::from_micros(1_000 + (i as u64 & 7) * 100));
+            }
             up.finish(p, false);
         }
     }

@@ -40,27 +40,39 @@ pub fn build(tier: &Tier, conf: &config::Upstream) -> Box<dyn Balancer> {
     }
 }
 
-/// nginx's weight walk (`while w >= weight[i]: w -= weight[i]; i++`) as a binary
-/// search over cumulative weights, `down` peers included: same answer, O(log n).
+/// nginx's weight walk (`while w >= weight[i]: w -= weight[i]; i++`), `down` peers
+/// included: a direct table from weight unit to peer when Σ weight is small enough,
+/// else a binary search over cumulative weights. Same answer, O(1) or O(log n).
 #[derive(Debug)]
 pub struct WeightWalk {
     ends: Vec<u64>,
+    /// `table[w]`: the peer holding weight unit `w`.
+    table: Option<Box<[u32]>>,
 }
+
+/// Largest Σ weight given a direct table (1 MiB of entries).
+const WALK_TABLE_MAX: u64 = 1 << 18;
 
 impl WeightWalk {
     /// The walk over `tier`'s peers in config order.
     pub fn new(tier: &Tier) -> Self {
         let mut sum = 0;
-        WeightWalk {
-            ends: tier
-                .peers
+        let ends: Vec<u64> = tier
+            .peers
+            .iter()
+            .map(|p| {
+                sum += u64::from(p.conf.weight);
+                sum
+            })
+            .collect();
+        let table = (sum <= WALK_TABLE_MAX).then(|| {
+            tier.peers
                 .iter()
-                .map(|p| {
-                    sum += u64::from(p.conf.weight);
-                    sum
-                })
-                .collect(),
-        }
+                .enumerate()
+                .flat_map(|(i, p)| std::iter::repeat(i as u32).take(p.conf.weight as usize))
+                .collect()
+        });
+        WeightWalk { ends, table }
     }
 
     /// Σ weight (nginx `total_weight`).
@@ -72,6 +84,9 @@ impl WeightWalk {
     /// The peer whose weight range holds `w` (`w < total`).
     #[inline]
     pub fn find(&self, w: u64) -> usize {
+        if let Some(i) = self.table.as_ref().and_then(|t| t.get(w as usize)) {
+            return *i as usize;
+        }
         self.ends
             .partition_point(|&e| e <= w)
             .min(self.ends.len().saturating_sub(1))
@@ -224,14 +239,27 @@ mod tests {
             sum += w;
             ends.push(sum);
         }
-        let walk = WeightWalk { ends };
-        for x in 0..walk.total() {
+        let table: Vec<u32> = weights
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| std::iter::repeat(i as u32).take(*w as usize))
+            .collect();
+        let searched = WeightWalk {
+            ends: ends.clone(),
+            table: None,
+        };
+        let direct = WeightWalk {
+            ends,
+            table: Some(table.into_boxed_slice()),
+        };
+        for x in 0..searched.total() {
             let (mut w, mut i) = (x, 0);
             while w >= weights[i] {
                 w -= weights[i];
                 i += 1;
             }
-            assert_eq!(walk.find(x), i, "x={x}");
+            assert_eq!(searched.find(x), i, "x={x}");
+            assert_eq!(direct.find(x), i, "x={x}");
         }
     }
 }
