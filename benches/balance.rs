@@ -41,7 +41,7 @@ fn pool(balance: Balance, consistent: bool, n: usize) -> Upstream {
     }
     let up = Upstream::new(conf, &Registry::default());
     if balance == Balance::PeakEwma {
-        let now = fulcrum::upstream::now_nanos();
+        let now = fulcrum::balance::peak_ewma::clock();
         for (i, p) in up.primary.peers.iter().enumerate() {
             p.state
                 .ewma

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{eligible, Balancer, PickState};
-use crate::upstream::{now_nanos, Peer, Tier};
+use crate::upstream::{Peer, Tier};
 
 /// Decay time constant of the average, in nanoseconds (10 s, linkerd's default).
 pub const TAU: f64 = 10e9;
@@ -18,12 +18,30 @@ const PENALTY: f64 = 1e15;
 /// Random draws before falling back to a scan (most servers unavailable).
 const SAMPLES: u32 = 8;
 
+/// Monotonic nanoseconds for time stamps: the kernel's coarse clock, which reads in a
+/// few nanoseconds (a precise one costs tens on some VMs) and ticks every 1–4 ms,
+/// plenty for a 10 s decay. Response times themselves are measured precisely.
+#[inline]
+pub fn clock() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+        (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        crate::upstream::now_nanos()
+    }
+}
+
 /// A peak-sensitive, time-decayed latency average, lock-free.
 #[derive(Debug, Default)]
 pub struct Ewma {
     /// Nanoseconds as f64 bits; 0: no sample yet.
     value: AtomicU64,
-    /// [`now_nanos`] of the last sample.
+    /// [`clock`] of the last sample.
     stamp: AtomicU64,
 }
 
@@ -116,7 +134,7 @@ fn sample(tier: &Tier, req: &PickState<'_>, not: Option<usize>) -> Option<usize>
 impl Balancer for PeakEwma {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         let n = tier.peers.len();
-        let now = now_nanos();
+        let now = clock();
         if n >= 2 {
             if let Some(a) = sample(tier, req, None) {
                 if let Some(b) = sample(tier, req, Some(a)) {

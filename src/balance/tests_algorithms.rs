@@ -205,14 +205,14 @@ fn least_conn_prefers_fewest_in_flight_per_weight() {
 #[test]
 fn peak_ewma_avoids_the_slow_peer() {
     let up = pool((Balance::PeakEwma, false), (0..3).map(server).collect());
-    let now = crate::upstream::now_nanos();
+    let now = super::peak_ewma::clock();
     for i in 0..3 {
         let rtt = if i == 1 { 40_000_000 } else { 2_000_000 };
         up.primary.peers[i].state.ewma.observe(rtt, now);
     }
     let m = spread(&up, 3000);
     let slow = m.get(&(TierId::Primary, 1)).copied().unwrap_or(0);
-    // P2C over three: the slow one wins only when paired with... never, at equal load.
+    // Power of two choices at equal load: the slow peer loses every pairing.
     assert_eq!(slow, 0, "{m:?}");
 }
 

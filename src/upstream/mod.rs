@@ -484,6 +484,6 @@ impl Upstream {
         self.peer(pick)
             .state
             .ewma
-            .observe(rtt.as_nanos() as u64, now_nanos());
+            .observe(rtt.as_nanos() as u64, balance::peak_ewma::clock());
     }
 }
