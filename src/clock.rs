@@ -39,6 +39,13 @@ fn base() -> &'static (Instant, u64) {
     })
 }
 
+/// Whole seconds since the clock was first used (about process start): nginx's
+/// `ngx_time()` granularity, which `fail_timeout` accounting relies on.
+#[inline]
+pub fn uptime_secs() -> u64 {
+    coarse_nanos().saturating_sub(base().1) / 1_000_000_000
+}
+
 /// The `Instant` of a coarse reading (for timer deadlines), within the coarse clock's
 /// resolution.
 pub fn instant_at(coarse: u64) -> Instant {

@@ -317,8 +317,12 @@ port = {}"#,
     assert!(t0.elapsed() >= Duration::from_millis(300) || line.contains("timed out"));
     assert_eq!(state(&f, "backend", a.addr()), "unhealthy");
     assert_eq!(get(f.addr(), "/").status, 502);
-    // stderr is read by another thread: the line may land a moment after the 502.
-    assert!(eventually(5, || f.log_text().contains("no live upstreams")));
+    // The log line reaches the harness through a pipe: wait for it, do not race it.
+    assert!(
+        f.wait_log("no live upstreams", 5).is_some(),
+        "{}",
+        f.log_text()
+    );
 }
 
 #[test]

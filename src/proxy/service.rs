@@ -180,6 +180,8 @@ async fn route(
             };
             let (set, suppressed) = render_set_headers(pp, &vars);
             let up = &snap.upstreams[pp.upstream];
+            // The hash key is evaluated once per request; retries reuse it (nginx).
+            let hash_key = up.conf.hash_key.as_ref().map(|t| t.render(&vars));
             let fwd = Forward {
                 vs,
                 method: &parts.method,
@@ -190,6 +192,7 @@ async fn route(
                 proxy_host: &pp.proxy_host_header,
                 upgrade: on_upgrade.is_some(),
                 client_ip: meta.remote.ip(),
+                hash_key,
                 on_upgrade,
             };
             forward_request(up, fwd, body).await
@@ -279,6 +282,8 @@ struct Forward<'a> {
     proxy_host: &'a HeaderValue,
     upgrade: bool,
     client_ip: std::net::IpAddr,
+    /// The evaluated `hash_key`, for "hash" pools.
+    hash_key: Option<Vec<u8>>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
@@ -378,7 +383,7 @@ async fn forward_request(
     let mut tries_left = up.tries.max(1);
     let mut sel = Selection::default();
     loop {
-        let Some(pick) = up.select(&mut sel, None, Some(fwd.client_ip)) else {
+        let Some(pick) = up.select(&mut sel, fwd.hash_key.as_deref(), Some(fwd.client_ip)) else {
             tracing::error!(upstream = %up.conf.name, "no live upstreams while connecting to upstream");
             return error_response(StatusCode::BAD_GATEWAY);
         };
@@ -403,9 +408,13 @@ async fn forward_request(
             AttemptError::InvalidHeader => next.invalid_header,
             AttemptError::Connect | AttemptError::Reset => next.error,
         };
+        let try_started = up.wants_rtt().then(Instant::now);
         let result = send_once(up, &mut attempt, &mut fwd, &mut body).await;
         let failure = match result {
             Ok(head) => {
+                if let Some(t) = try_started {
+                    up.observe_rtt(pick, t.elapsed());
+                }
                 let code = head.status.as_u16();
                 if next.statuses.contains(code) && can_retry(true, true, body.is_some()) {
                     // Counted as a failure only because a retry follows (nginx).
