@@ -12,12 +12,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::clock::CoarseTimer;
 use crate::config::Config;
 use crate::proxy::service::{handle, ConnMeta};
 use crate::reload::Control;
@@ -323,7 +324,7 @@ enum ConnBuilder {
 fn conn_builder(opts: ListenOpts) -> ConnBuilder {
     if !opts.http2 {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
+        b.timer(CoarseTimer::default())
             .header_read_timeout(opts.header_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
@@ -332,11 +333,11 @@ fn conn_builder(opts: ListenOpts) -> ConnBuilder {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(CoarseTimer::default())
         .header_read_timeout(opts.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder.http2().timer(CoarseTimer::default());
     ConnBuilder::Auto(builder)
 }
 
