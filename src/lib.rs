@@ -11,6 +11,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::clock::CoarseTimer;
 use crate::config::Config;
 use crate::proxy::service::{handle, ConnMeta};
 use crate::reload::Control;
@@ -138,7 +139,7 @@ pub async fn bind_all(
 struct Running {
     opts: watch::Sender<ListenOpts>,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<GracefulShutdown>,
+    task: JoinHandle<Drain>,
 }
 
 /// The accepting listeners, by configured address (the routing key: "127.0.0.1:0"
@@ -205,7 +206,7 @@ impl Listeners {
 
     /// Stops accepting on `key` (its socket closes) and returns the drain handle of
     /// its open connections.
-    pub async fn stop(&mut self, key: &SocketAddr) -> Option<GracefulShutdown> {
+    pub async fn stop(&mut self, key: &SocketAddr) -> Option<Drain> {
         let r = self.running.remove(key)?;
         let _ = r.stop.send(());
         crate::metrics::ListenerMetrics::forget(*key);
@@ -220,7 +221,7 @@ impl Listeners {
 }
 
 /// Waits for the connections of a stopped listener to finish, up to `grace`.
-pub async fn drain(key: SocketAddr, graceful: GracefulShutdown, grace: Duration) {
+pub async fn drain(key: SocketAddr, graceful: Drain, grace: Duration) {
     let open = graceful.count();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -312,19 +313,180 @@ impl Instance {
     }
 }
 
-fn conn_builder(opts: ListenOpts) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// How a listener serves its connections: hyper's HTTP/1 server directly, or
+/// hyper-util's protocol-sniffing one when the listener also speaks h2c. The direct
+/// one saves a buffering layer and a state machine per request (about 5% of the
+/// instructions per proxied request).
+enum ConnBuilder {
+    Http1(hyper::server::conn::http1::Builder),
+    Auto(auto::Builder<TokioExecutor>),
+}
+
+fn conn_builder(opts: ListenOpts) -> ConnBuilder {
     if !opts.http2 {
-        builder = builder.http1_only();
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(CoarseTimer::default())
+            .header_read_timeout(opts.header_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .keep_alive(true);
+        return ConnBuilder::Http1(b);
     }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(CoarseTimer::default())
         .header_read_timeout(opts.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    builder
+    builder.http2().timer(CoarseTimer::default());
+    ConnBuilder::Auto(builder)
+}
+
+/// The drain handle of one listener's connections: signals them to finish their
+/// in-flight requests and close, and waits until they have. (hyper-util's
+/// `GracefulShutdown` cannot watch hyper's own HTTP/1 connection type, and its
+/// per-poll `Notify` check costs a lock on every wake-up of every connection; here a
+/// connection checks one flag and re-registers its waker without locking.)
+pub struct Drain {
+    inner: Arc<DrainInner>,
+    /// Each open connection holds a receiver: `closed()` resolves when none is left.
+    count: watch::Sender<()>,
+}
+
+struct DrainInner {
+    stopping: AtomicBool,
+    /// Wakers of the connections (dead ones are pruned as the list grows).
+    slots: std::sync::Mutex<Vec<std::sync::Weak<AtomicWaker>>>,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain {
+            inner: Arc::new(DrainInner {
+                stopping: AtomicBool::new(false),
+                slots: std::sync::Mutex::new(Vec::new()),
+            }),
+            count: watch::channel(()).0,
+        }
+    }
+
+    /// Open connections.
+    pub fn count(&self) -> usize {
+        self.count.receiver_count()
+    }
+
+    /// Asks every connection to close after its in-flight requests, then waits
+    /// until they all have.
+    pub async fn shutdown(self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let slots =
+            std::mem::take(&mut *self.inner.slots.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in slots.iter().filter_map(std::sync::Weak::upgrade) {
+            w.wake();
+        }
+        self.count.closed().await;
+    }
+
+    /// Serves `conn` until it ends or a shutdown asks it to finish.
+    fn serve<C, E>(&self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
+    where
+        C: std::future::Future<Output = Result<(), E>> + GracefulConn,
+    {
+        let counted = self.count.subscribe();
+        let slot = Arc::new(AtomicWaker::new());
+        {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.len() >= 64 && slots.len().is_power_of_two() {
+                slots.retain(|w| w.strong_count() > 0);
+            }
+            slots.push(Arc::downgrade(&slot));
+        }
+        let inner = self.inner.clone();
+        async move {
+            let _counted = counted;
+            let mut conn = std::pin::pin!(conn);
+            let mut draining = false;
+            std::future::poll_fn(|cx| {
+                if !draining {
+                    slot.register(cx.waker());
+                    if inner.stopping.load(Ordering::SeqCst) {
+                        conn.as_mut().begin_shutdown();
+                        draining = true;
+                    }
+                }
+                conn.as_mut().poll(cx)
+            })
+            .await
+        }
+    }
+}
+
+/// Runs one downstream connection; the permit (`max_connections`) is held until it ends.
+/// What a connection's task does when the connection ends.
+struct ConnEnd {
+    shared: Arc<Shared>,
+    key: SocketAddr,
+    remote: SocketAddr,
+    /// `fulcrum_downstream_connections_active` of its listener.
+    active: prometheus::IntGauge,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for ConnEnd {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+fn spawn_conn<E>(
+    conn: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    end: ConnEnd,
+) where
+    E: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with error");
+            // A head hyper rejected itself (400/431) is still a request to count and log.
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            let snap = end.shared.snapshot.load();
+            crate::proxy::exchange::parser_rejected(&snap, end.key, end.remote, &*e);
+        }
+        drop(end);
+    });
+}
+
+/// A connection that can stop taking new requests and finish the ones in flight.
+trait GracefulConn {
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulConn for auto::UpgradeableConnection<'static, I, S, TokioExecutor>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }
 
 /// Accepts until `stop` fires, then hands back the drain handle of its connections.
@@ -335,8 +497,8 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: oneshot::Receiver<()>,
     limit: Option<Arc<Semaphore>>,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
+) -> Drain {
+    let graceful = Drain::new();
     let metrics = crate::metrics::ListenerMetrics::new(key);
     let mut builder = conn_builder(*opts.borrow_and_update());
     loop {
@@ -367,33 +529,36 @@ async fn accept_loop(
             builder = conn_builder(*opts.borrow_and_update());
         }
         let _ = stream.set_nodelay(true);
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let guard = Arc::new(crate::proxy::framing::HeadGuard::default());
         let meta = Arc::new(ConnMeta {
             remote,
             local: stream.local_addr().unwrap_or(key),
             listen_key: key,
             scheme: "http",
-            framing_conflict: flag.clone(),
+            head_guard: guard.clone(),
         });
-        let stream = crate::proxy::framing::Guarded::new(stream, flag);
+        let stream = crate::proxy::framing::Guarded::new(stream, guard);
         let conn_shared = shared.clone();
         let svc = service_fn(move |req| handle(conn_shared.clone(), meta.clone(), req));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(stream);
         metrics.total.inc();
         metrics.active.inc();
-        let active = metrics.active.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with error");
-                let snap = shared.snapshot.load();
-                crate::proxy::exchange::parser_rejected(&snap, key, remote, &*e);
-            }
-            active.dec();
-            drop(permit);
-        });
+        let end = ConnEnd {
+            shared: shared.clone(),
+            key,
+            remote,
+            active: metrics.active.clone(),
+            _permit: permit,
+        };
+        match &builder {
+            ConnBuilder::Http1(b) => spawn_conn(
+                graceful.serve(b.serve_connection(io, svc).with_upgrades()),
+                end,
+            ),
+            ConnBuilder::Auto(b) => spawn_conn(
+                graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
+                end,
+            ),
+        }
     }
 }

@@ -217,3 +217,33 @@ fn an_early_answer_to_an_upload_reaches_the_client() {
     drop(s);
     writer.join().unwrap();
 }
+
+#[test]
+fn read_timeout_holds_on_a_reused_connection() {
+    // One upstream connection carries all three requests; the timer set for the
+    // first has long fired by the time the others run.
+    let (addr, conns) = scripted(|target| {
+        if target == "/slow" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
+    });
+    let f =
+        Fulcrum::start(&config(addr).replace("server = [", "read_timeout = \"500ms\"\nserver = ["));
+    let mut c = Conn::open(f.addr());
+    assert_eq!(c.get("/").status, 200);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        c.get("/").status,
+        200,
+        "a quiet connection is not timed out"
+    );
+    let t0 = std::time::Instant::now();
+    assert_eq!(c.get("/slow").status, 504);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "timed out after {took:?}"
+    );
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}

@@ -188,6 +188,23 @@ pub struct ServerConf {
     pub down: bool,
 }
 
+impl ServerConf {
+    /// A server at `addr` named as its address, with nginx's defaults (weight 1,
+    /// max_fails 1, fail_timeout 10s).
+    pub fn new(addr: SocketAddr) -> ServerConf {
+        ServerConf {
+            name: addr.to_string(),
+            addr,
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            max_conns: 0,
+            backup: false,
+            down: false,
+        }
+    }
+}
+
 /// `[upstream.NAME]`.
 #[derive(Debug)]
 pub struct Upstream {
@@ -219,6 +236,32 @@ pub struct Upstream {
     pub next_upstream_timeout: Duration,
     /// Active health checks, when configured.
     pub health_check: Option<HealthCheck>,
+}
+
+impl Upstream {
+    /// A pool of `servers` balanced by `balance`, every other setting at its default.
+    pub fn new(name: &str, servers: Vec<ServerConf>, balance: Balance) -> Upstream {
+        Upstream {
+            name: name.to_string(),
+            servers,
+            balance,
+            hash_key: None,
+            consistent: false,
+            keepalive: 64,
+            keepalive_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            next_upstream: NextUpstream {
+                error: true,
+                timeout: true,
+                ..Default::default()
+            },
+            next_upstream_tries: 0,
+            next_upstream_timeout: Duration::ZERO,
+            health_check: None,
+        }
+    }
 }
 
 /// What an active health check does.

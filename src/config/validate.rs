@@ -241,27 +241,41 @@ impl Validator<'_> {
     ) -> Option<Upstream> {
         let balance = match u.balance.as_ref().map(|b| (b, b.get_ref().as_str())) {
             None | Some((_, "round_robin")) => Balance::RoundRobin,
+            Some((_, "least_conn")) => Balance::LeastConn,
+            Some((_, "ip_hash")) => Balance::IpHash,
+            Some((_, "hash")) => Balance::Hash,
+            Some((_, "random")) => Balance::Random,
+            Some((_, "random_two_least_conn")) => Balance::RandomTwoLeastConn,
+            Some((_, "peak_ewma")) => Balance::PeakEwma,
             Some((b, other)) => {
-                let known = matches!(
-                    other,
-                    "least_conn"
-                        | "ip_hash"
-                        | "hash"
-                        | "random"
-                        | "random_two_least_conn"
-                        | "peak_ewma"
-                );
-                let msg = if known {
-                    format!("balance \"{other}\" {NOT_YET}")
-                } else {
-                    format!("unknown balance \"{other}\" (expected round_robin, least_conn, ip_hash, hash, random, random_two_least_conn or peak_ewma)")
-                };
-                self.r.error(span_of(b), msg);
+                self.r.error(span_of(b), format!("unknown balance \"{other}\" (expected round_robin, least_conn, ip_hash, hash, random, random_two_least_conn or peak_ewma)"));
                 Balance::RoundRobin
             }
         };
-        self.not_yet(&u.hash_key, "hash_key");
-        self.not_yet(&u.consistent, "consistent");
+        let hash_key = match &u.hash_key {
+            Some(k) if balance != Balance::Hash => {
+                self.r
+                    .error(span_of(k), "\"hash_key\" needs balance = \"hash\"");
+                None
+            }
+            Some(k) => self.template(k),
+            None => {
+                if balance == Balance::Hash {
+                    let at = u.balance.as_ref().map_or(span_of(&u.server), span_of);
+                    self.r.error(at, "balance \"hash\" needs a hash_key");
+                }
+                None
+            }
+        };
+        let consistent = match &u.consistent {
+            Some(c) if balance != Balance::Hash => {
+                self.r
+                    .error(span_of(c), "\"consistent\" needs balance = \"hash\"");
+                false
+            }
+            Some(c) => *c.get_ref(),
+            None => false,
+        };
         self.not_yet(&u.tls, "tls");
         self.not_yet(&u.resolve, "resolve");
         self.not_yet(&u.resolve_interval, "resolve_interval");
@@ -348,8 +362,8 @@ impl Validator<'_> {
             name: name.get_ref().clone(),
             servers,
             balance,
-            hash_key: None,
-            consistent: false,
+            hash_key,
+            consistent,
             keepalive: self.count(&u.keepalive, 64, "keepalive") as usize,
             keepalive_timeout: self.duration(&u.keepalive_timeout, Duration::from_secs(60)),
             connect_timeout: self.duration(&u.connect_timeout, Duration::from_secs(5)),
@@ -762,38 +776,14 @@ fn host_header(name: &str) -> http::HeaderValue {
 }
 
 fn implicit_upstream(authority: &str, addrs: &[SocketAddr]) -> Upstream {
-    Upstream {
-        name: authority.to_string(),
-        servers: addrs
-            .iter()
-            .map(|a| ServerConf {
-                name: authority.to_string(),
-                addr: *a,
-                weight: 1,
-                max_fails: 1,
-                fail_timeout: Duration::from_secs(10),
-                max_conns: 0,
-                backup: false,
-                down: false,
-            })
-            .collect(),
-        balance: Balance::RoundRobin,
-        hash_key: None,
-        consistent: false,
-        keepalive: 64,
-        keepalive_timeout: Duration::from_secs(60),
-        connect_timeout: Duration::from_secs(5),
-        send_timeout: Duration::from_secs(60),
-        read_timeout: Duration::from_secs(60),
-        next_upstream: NextUpstream {
-            error: true,
-            timeout: true,
-            ..Default::default()
-        },
-        next_upstream_tries: 0,
-        next_upstream_timeout: Duration::ZERO,
-        health_check: None,
-    }
+    let servers = addrs
+        .iter()
+        .map(|a| ServerConf {
+            name: authority.to_string(),
+            ..ServerConf::new(*a)
+        })
+        .collect();
+    Upstream::new(authority, servers, Balance::RoundRobin)
 }
 
 /// One `expect_status` item: "200" or "200-399", codes 100-599.

@@ -191,7 +191,7 @@ pub fn set_draining(
         // A server listed as primary and backup shares one state: flip it once.
         if !changed.iter().any(|s| Arc::ptr_eq(s, &p.state)) {
             let old = p.state_name(now);
-            if p.state.draining.swap(drain, Ordering::Relaxed) != drain {
+            if p.state.set_draining(drain) != drain {
                 let reason = if drain { "admin drain" } else { "admin enable" };
                 super::log_change(&up.conf.name, p.conf.addr, old, p.state_name(now), reason);
             }

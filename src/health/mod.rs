@@ -159,7 +159,7 @@ async fn reconcile(snap: &Snapshot, tasks: &mut HashMap<Key, Running>) {
         for p in peers {
             let checked = tasks.contains_key(&(up.conf.name.clone(), p.conf.addr))
                 || want.contains_key(&(up.conf.name.clone(), p.conf.addr));
-            if !checked && p.state.unhealthy.swap(false, Ordering::Relaxed) {
+            if !checked && p.state.set_unhealthy(false) {
                 log_change(
                     &up.conf.name,
                     p.conf.addr,
@@ -228,7 +228,7 @@ async fn run_checks(
         let Some(healthy) = counter.record(result.is_ok()) else {
             continue;
         };
-        st.unhealthy.store(!healthy, Ordering::Relaxed);
+        st.set_unhealthy(!healthy);
         let reason = match &result {
             Ok(()) if was_pending => "first health check passed".to_string(),
             Ok(()) => format!("health check passed {} times in a row", check.rise),

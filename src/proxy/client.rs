@@ -20,10 +20,11 @@ use http::{Method, Uri};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::body::{BodyTooLarge, UpBody};
 use super::h1::{self, HeadWriter, Invalid, ResponseHead};
+use crate::clock;
 
 /// An upstream HTTP/1.1 connection between exchanges.
 #[derive(Debug)]
@@ -34,7 +35,52 @@ pub struct Conn {
     pub buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     head: Vec<u8>,
+    /// Response header names seen on this connection.
+    names: h1::NameCache,
     send_timeout: Duration,
+    /// Bounds the wait for a response head (`read_timeout`).
+    timer: LazyTimer,
+}
+
+/// One long-lived timer per connection for `read_timeout`, instead of a timer
+/// registered and removed for every request: each exchange only notes its deadline
+/// (from the coarse clock), and the timer is moved when it fires early, which
+/// happens about once per `read_timeout` on a busy connection.
+#[derive(Debug, Default)]
+struct LazyTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Coarse deadline the sleep is set to.
+    armed: u64,
+}
+
+impl LazyTimer {
+    /// Ready once `deadline` (coarse nanoseconds) has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
+        let at = || tokio::time::Instant::from_std(clock::instant_at(deadline));
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                // A reload may have shortened read_timeout: never wait past the deadline.
+                if self.armed > deadline {
+                    s.as_mut().reset(at());
+                    self.armed = deadline;
+                }
+                s
+            }
+            None => {
+                self.armed = deadline;
+                self.sleep.insert(Box::pin(tokio::time::sleep_until(at())))
+            }
+        };
+        loop {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            // Set for an earlier exchange: move it to this one's deadline.
+            if tokio::time::Instant::now() >= at() {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(at());
+            self.armed = deadline;
+        }
+    }
 }
 
 /// Why a connection could not be made.
@@ -61,6 +107,9 @@ pub enum ExchangeError {
     /// Reading or writing failed.
     #[error("upstream connection failed: {0}")]
     Io(#[source] io::Error),
+    /// `read_timeout` passed before the response head arrived.
+    #[error("upstream timed out while reading response header")]
+    ReadTimeout,
     /// `send_timeout` passed on a stalled write.
     #[error("upstream timed out while sending")]
     SendTimeout,
@@ -84,30 +133,99 @@ impl Conn {
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Sends one request and reads the response head. `body` is taken while it
-    /// streams and put back if it was never touched (so a fresh connection can
-    /// resend it). The response body is left to [`h1::BodyDecoder`] on `self`.
+    /// Sends one request and reads the response head; the response body is left to
+    /// [`h1::BodyDecoder`] on `self`. `body` is taken once the head is out: a failure
+    /// before that leaves it whole for a fresh connection. `fresh`: a new
+    /// connection, where a close before any answer is an error rather than the
+    /// keep-alive race.
     pub async fn exchange(
         &mut self,
-        method: &Method,
-        target: &Uri,
+        req: &Outgoing<'_>,
         headers: impl FnOnce(&mut HeadWriter<'_>),
         body: &mut Option<UpBody>,
         fresh: bool,
     ) -> Result<ResponseHead, ExchangeError> {
+        let deadline = clock::coarse_nanos().saturating_add(req.read_timeout.as_nanos() as u64);
         let streamed = matches!(body, Some(UpBody::Stream { .. }));
         // The client's own Content-Length passes through; without one the body is
         // re-framed chunked.
-        let chunked = h1::encode_head(&mut self.head, method, target, streamed, headers);
-        let send_timeout = self.send_timeout;
-        let Conn { io, buf, head, .. } = self;
+        let chunked = h1::encode_head(&mut self.head, req.method, req.target, streamed, headers);
+        let Conn {
+            io,
+            buf,
+            head,
+            names,
+            send_timeout,
+            timer,
+        } = self;
+        let parts = IoParts {
+            io,
+            buf,
+            head,
+            names,
+            send_timeout: *send_timeout,
+        };
+        let work = exchange_io(parts, req, fresh, body, chunked);
+        let mut work = std::pin::pin!(work);
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            timer
+                .poll_expired(cx, deadline)
+                .map(|()| Err(ExchangeError::ReadTimeout))
+        })
+        .await
+    }
+}
+
+/// What an exchange sends.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Request target.
+    pub target: &'a Uri,
+    /// The request asked to switch protocols (a 101 is invalid otherwise).
+    pub upgrade: bool,
+    /// Longest wait for the response head.
+    pub read_timeout: Duration,
+}
+
+/// The parts of a [`Conn`] an exchange works on.
+struct IoParts<'a> {
+    io: &'a mut TcpStream,
+    buf: &'a mut BytesMut,
+    head: &'a [u8],
+    names: &'a mut h1::NameCache,
+    send_timeout: Duration,
+}
+
+/// The exchange itself: head out, body up (watching for an early answer), head in.
+async fn exchange_io(
+    p: IoParts<'_>,
+    req: &Outgoing<'_>,
+    fresh: bool,
+    body: &mut Option<UpBody>,
+    chunked: bool,
+) -> Result<ResponseHead, ExchangeError> {
+    let IoParts {
+        io,
+        buf,
+        head,
+        names,
+        send_timeout,
+    } = p;
+    let (method, upgrade) = (req.method, req.upgrade);
+    let streamed = matches!(body, Some(UpBody::Stream { .. }));
+    {
         let (mut rd, wr) = io.split();
         let mut wr = WriteTimeout::new(wr, send_timeout);
         if let Err(e) = wr.write_all(head).await {
             return Err(write_error(e, fresh, false));
         }
         if !streamed {
-            return read_head(&mut rd, buf, method, fresh, false).await;
+            return read_head(&mut rd, buf, names, method, upgrade, fresh, false).await;
         }
         let Some(mut up) = body.take() else {
             return Err(ExchangeError::Closed { body_sent: true });
@@ -116,7 +234,7 @@ impl Conn {
         // before taking the whole body.
         let answer = {
             let upload = upload(&mut wr, &mut up, chunked);
-            let early = read_head(&mut rd, buf, method, fresh, true);
+            let early = read_head(&mut rd, buf, names, method, upgrade, fresh, true);
             tokio::pin!(upload, early);
             tokio::select! {
                 biased;
@@ -149,14 +267,16 @@ fn write_error(e: io::Error, fresh: bool, body_sent: bool) -> ExchangeError {
 async fn read_head(
     rd: &mut tokio::net::tcp::ReadHalf<'_>,
     buf: &mut BytesMut,
+    names: &mut h1::NameCache,
     method: &Method,
+    upgrade: bool,
     fresh: bool,
     body_sent: bool,
 ) -> Result<ResponseHead, ExchangeError> {
     let mut got_any = !buf.is_empty();
     loop {
         if !buf.is_empty() {
-            if let Some(h) = h1::parse_head(buf, method)? {
+            if let Some(h) = h1::parse_head(buf, method, upgrade, names)? {
                 return Ok(h);
             }
         }
@@ -222,7 +342,8 @@ async fn upload<W: AsyncWrite + Unpin>(
 /// Idle keep-alive connections to one server, most recently used first out.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// With the coarse time each was put back.
+    idle: Mutex<Vec<(Conn, u64)>>,
 }
 
 impl std::fmt::Debug for IdlePool {
@@ -236,8 +357,10 @@ impl IdlePool {
     /// closed meanwhile.
     pub fn take(&self, max_idle: Duration) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = clock::coarse_nanos();
+        let max_idle = max_idle.as_nanos() as u64;
         while let Some((mut c, since)) = idle.pop() {
-            if since.elapsed() < max_idle && c.still_idle() {
+            if now.saturating_sub(since) < max_idle && c.still_idle() {
                 return Some(c);
             }
         }
@@ -254,7 +377,7 @@ impl IdlePool {
             // Drop the oldest: it is the likeliest to have been closed by the server.
             idle.remove(0);
         }
-        idle.push((c, Instant::now()));
+        idle.push((c, clock::coarse_nanos()));
     }
 
     /// Closes every idle connection.
@@ -289,7 +412,9 @@ pub async fn connect(
         io,
         buf: BytesMut::new(),
         head: Vec::new(),
+        names: h1::NameCache::default(),
         send_timeout,
+        timer: LazyTimer::default(),
     })
 }
 

@@ -17,8 +17,30 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Longest head tracked; longer ones are refused by hyper (431) anyway.
-const MAX_HEAD: usize = 64 * 1024 + 1024;
+/// Longest head allowed (SPEC §6: a header block over 64 KiB gets 431). hyper's own
+/// buffer limit only catches a head that is still incomplete when the buffer fills,
+/// which depends on how reads happen to split; this count is exact.
+const MAX_HEAD: usize = crate::runtime::MAX_HEADER_BYTES;
+
+/// What the framing tracker saw in a client's stream.
+#[derive(Debug, Default)]
+pub struct HeadGuard {
+    /// A head carried both `Content-Length` and `Transfer-Encoding`.
+    pub conflict: AtomicBool,
+    /// A head went over 64 KiB.
+    pub too_large: AtomicBool,
+}
+
+/// The outcome of feeding bytes to [`Framing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing wrong seen.
+    Fine,
+    /// A head with both `Content-Length` and `Transfer-Encoding` went by.
+    Conflict,
+    /// A head went over [`MAX_HEAD`] bytes.
+    TooLarge,
+}
 
 #[derive(Debug)]
 enum State {
@@ -89,23 +111,27 @@ fn head_line(line: &[u8], cl: &mut Option<u64>, te: &mut bool) -> bool {
 }
 
 impl Framing {
-    /// Feeds bytes read from the client; returns true when a head with both
-    /// `Content-Length` and `Transfer-Encoding` went by.
-    pub fn feed(&mut self, mut data: &[u8]) -> bool {
-        let mut conflict = false;
+    /// Feeds bytes read from the client.
+    pub fn feed(&mut self, mut data: &[u8]) -> Verdict {
+        let mut conflict = Verdict::Fine;
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return conflict,
                 State::Head { total, cl, te } => {
-                    let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+                    let Some(nl) = memchr::memchr(b'\n', data) else {
                         self.partial.extend_from_slice(data);
                         *total += data.len();
                         if *total > MAX_HEAD {
                             self.state = State::Off;
+                            return Verdict::TooLarge;
                         }
                         return conflict;
                     };
                     *total += nl + 1;
+                    if *total > MAX_HEAD {
+                        self.state = State::Off;
+                        return Verdict::TooLarge;
+                    }
                     let mut line: &[u8] = if self.partial.is_empty() {
                         &data[..nl]
                     } else {
@@ -125,7 +151,7 @@ impl Framing {
                     } else if line.is_empty() {
                         // End of head.
                         if cl.is_some() && *te {
-                            conflict = true;
+                            conflict = Verdict::Conflict;
                             next = Some(State::Off);
                         } else {
                             self.first = true;
@@ -142,7 +168,7 @@ impl Framing {
                                 }
                             });
                         }
-                    } else if !head_line(line, cl, te) || *total > MAX_HEAD {
+                    } else if !head_line(line, cl, te) {
                         next = Some(State::Off);
                     }
                     self.partial.clear();
@@ -219,21 +245,21 @@ impl Framing {
     }
 }
 
-/// A client stream whose incoming bytes go through [`Framing`]; a conflict sets
-/// the shared flag the request handler reads.
+/// A client stream whose incoming bytes go through [`Framing`]; what it finds is
+/// set in the [`HeadGuard`] the request handler reads.
 pub struct Guarded<S> {
     inner: S,
     framing: Framing,
-    flag: Arc<AtomicBool>,
+    guard: Arc<HeadGuard>,
 }
 
 impl<S> Guarded<S> {
-    /// Wraps `inner`, reporting conflicts through `flag`.
-    pub fn new(inner: S, flag: Arc<AtomicBool>) -> Self {
+    /// Wraps `inner`, reporting through `guard`.
+    pub fn new(inner: S, guard: Arc<HeadGuard>) -> Self {
         Guarded {
             inner,
             framing: Framing::default(),
-            flag,
+            guard,
         }
     }
 }
@@ -248,8 +274,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            if this.framing.feed(&buf.filled()[before..]) {
-                this.flag.store(true, Ordering::Relaxed);
+            match this.framing.feed(&buf.filled()[before..]) {
+                Verdict::Fine => {}
+                Verdict::Conflict => this.guard.conflict.store(true, Ordering::Relaxed),
+                Verdict::TooLarge => this.guard.too_large.store(true, Ordering::Relaxed),
             }
         }
         r
@@ -288,7 +316,7 @@ mod tests {
 
     fn run(chunks: &[&[u8]]) -> bool {
         let mut f = Framing::default();
-        chunks.iter().any(|c| f.feed(c))
+        chunks.iter().any(|c| f.feed(c) == Verdict::Conflict)
     }
 
     #[test]
@@ -325,6 +353,26 @@ mod tests {
         let ok = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         let chunks: Vec<&[u8]> = ok.chunks(5).collect();
         assert!(!run(&chunks));
+    }
+
+    #[test]
+    fn head_over_64k_is_too_large_however_reads_split() {
+        let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..70 {
+            head.extend_from_slice(format!("X-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        for step in [1, 7, 4096, head.len()] {
+            let mut f = Framing::default();
+            let verdicts: Vec<Verdict> = head.chunks(step).map(|c| f.feed(c)).collect();
+            assert!(verdicts.contains(&Verdict::TooLarge), "step {step}");
+        }
+        // Exactly 64 KiB is still fine.
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        let pad = MAX_HEAD - head.len() - "X: \r\n\r\n".len();
+        head.extend_from_slice(format!("X: {}\r\n\r\n", "v".repeat(pad)).as_bytes());
+        assert_eq!(head.len(), MAX_HEAD);
+        assert_eq!(Framing::default().feed(&head), Verdict::Fine);
     }
 
     #[test]

@@ -137,12 +137,23 @@ pub enum Framing {
 }
 
 /// Parses one response head from the front of `buf`, consuming it. `Ok(None)`: more
-/// bytes needed. Interim 1xx responses other than 101 are skipped, as a client must.
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, Invalid> {
+/// bytes needed. Interim 1xx responses other than 101 are skipped, as a client must;
+/// a 101 is accepted only when the request asked to `upgrade`.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    upgrade: bool,
+    names: &mut NameCache,
+) -> Result<Option<ResponseHead>, Invalid> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(buf) {
+        // Uninitialised slots: httparse fills what it uses, so the 4 KiB array is not
+        // zeroed for every response.
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 return if buf.len() > MAX_HEAD {
@@ -184,12 +195,14 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response
         }
         let head = buf.split_to(len).freeze();
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && !upgrade {
+            return Err(Invalid::UnexpectedUpgrade);
+        }
         let mut headers = HeaderMap::with_capacity(n);
         let mut f = FramingHeaders::default();
         let mut named = Vec::new();
-        for &(ns, ne, vs, ve) in &spans[..n] {
-            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
-                .map_err(|_| Invalid::Head)?;
+        for (i, &(ns, ne, vs, ve)) in spans[..n].iter().enumerate() {
+            let name = names.get(i, &head[ns as usize..ne as usize])?;
             // httparse has already refused the bytes a header value may not hold.
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| Invalid::Head)?;
@@ -233,6 +246,32 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response
             framing,
             keep_alive,
         }));
+    }
+}
+
+/// The header names of the previous response on a connection, by position: an
+/// upstream repeats the same header set, so a name is usually recognised with one
+/// comparison instead of being parsed again.
+#[derive(Debug, Default)]
+pub struct NameCache(Vec<(Box<[u8]>, HeaderName)>);
+
+impl NameCache {
+    /// Positions remembered.
+    const MAX: usize = 32;
+
+    fn get(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, Invalid> {
+        if let Some((r, n)) = self.0.get(i) {
+            if **r == *raw {
+                return Ok(n.clone());
+            }
+        }
+        let n = HeaderName::from_bytes(raw).map_err(|_| Invalid::Head)?;
+        if let Some(slot) = self.0.get_mut(i) {
+            *slot = (raw.into(), n.clone());
+        } else if i == self.0.len() && i < Self::MAX {
+            self.0.push((raw.into(), n.clone()));
+        }
+        Ok(n)
     }
 }
 
@@ -441,7 +480,7 @@ impl BodyDecoder {
                     buf.advance(2);
                     self.state = State::ChunkSize;
                 }
-                State::Trailers(seen) => match buf.iter().position(|&b| b == b'\n') {
+                State::Trailers(seen) => match memchr::memchr(b'\n', buf) {
                     Some(i) => {
                         let empty = i == 0 || (i == 1 && buf[0] == b'\r');
                         buf.advance(i + 1);
@@ -488,7 +527,12 @@ mod tests {
     use super::*;
 
     fn head(s: &str) -> Result<Option<ResponseHead>, Invalid> {
-        parse_head(&mut BytesMut::from(s), &Method::GET)
+        parse_head(
+            &mut BytesMut::from(s),
+            &Method::GET,
+            true,
+            &mut NameCache::default(),
+        )
     }
 
     #[test]
@@ -512,6 +556,32 @@ mod tests {
         });
         assert!(!chunked);
         assert_eq!(out, b"PUT /p?q=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
+    }
+
+    #[test]
+    fn name_cache_follows_the_header_set() {
+        let mut c = NameCache::default();
+        let mut parse = |s: &str| {
+            parse_head(&mut BytesMut::from(s), &Method::GET, false, &mut c)
+                .unwrap()
+                .unwrap()
+                .headers
+        };
+        let h = parse("HTTP/1.1 200 OK\r\nX-A: 1\r\nServer: s\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h["x-a"], "1");
+        // Same names from the cache; a changed position is parsed afresh.
+        let h = parse("HTTP/1.1 200 OK\r\nX-A: 2\r\nX-B: 3\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            (h["x-a"].as_bytes(), h["x-b"].as_bytes()),
+            (&b"2"[..], &b"3"[..])
+        );
+        assert!(!h.contains_key("server"));
+        let h = parse("HTTP/1.1 200 OK\r\nX-A: 4\r\nServer: t\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            (h["x-a"].as_bytes(), h["server"].as_bytes()),
+            (&b"4"[..], &b"t"[..])
+        );
+        assert!(!h.contains_key("x-b"));
     }
 
     #[test]
@@ -565,11 +635,19 @@ mod tests {
         .unwrap();
         assert_eq!(h.headers["upgrade"], "websocket");
         assert_eq!(h.headers["connection"], "Upgrade");
+        // ...and only when the request asked for it.
+        let mut b = BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
+        assert_eq!(
+            parse_head(&mut b, &Method::GET, false, &mut NameCache::default()).unwrap_err(),
+            Invalid::UnexpectedUpgrade
+        );
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
         assert_eq!(head(&long).unwrap_err(), Invalid::TooLarge);
         let h = parse_head(
             &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
             &Method::HEAD,
+            false,
+            &mut NameCache::default(),
         )
         .unwrap()
         .unwrap();

@@ -12,10 +12,11 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{Attempt, ProxyBody, UpBody, UpstreamBody};
-use super::client::{self, Conn, ExchangeError};
+use super::client::{self, Conn, ExchangeError, Outgoing};
 use super::error::{body_for, AttemptError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
+use super::framing::HeadGuard;
 use super::h1::{Framing, HeadWriter, ResponseHead};
 use crate::config::{Action, ProxyPass, Return};
 use crate::metrics::Reason;
@@ -38,9 +39,9 @@ pub struct ConnMeta {
     pub listen_key: SocketAddr,
     /// "http" or "https".
     pub scheme: &'static str,
-    /// Set by [`super::framing::Guarded`] when a head carried both
-    /// `Content-Length` and `Transfer-Encoding`.
-    pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
+    /// What [`super::framing::Guarded`] saw: a head with both `Content-Length`
+    /// and `Transfer-Encoding`, or one over 64 KiB.
+    pub head_guard: Arc<HeadGuard>,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -82,14 +83,17 @@ async fn route(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     let h1 = parts.version <= Version::HTTP_11;
-    // Request smuggling guard: both framings present is never forwarded.
-    if h1
-        && parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && meta
-            .framing_conflict
-            .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        return close_response(StatusCode::BAD_REQUEST);
+    if h1 {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Request smuggling guard: both framings present is never forwarded.
+        if parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && meta.head_guard.conflict.load(Relaxed)
+        {
+            return close_response(StatusCode::BAD_REQUEST);
+        }
+        if meta.head_guard.too_large.load(Relaxed) {
+            return close_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
     }
     let raw_host = match parts.uri.authority() {
         Some(a) => Some(a.as_str()),
@@ -184,6 +188,8 @@ async fn route(
             };
             let (set, suppressed) = render_set_headers(pp, &vars);
             let up = &snap.upstreams[pp.upstream];
+            // The hash key is evaluated once per request; retries reuse it (nginx).
+            let hash_key = up.conf.hash_key.as_ref().map(|t| t.render(&vars));
             let fwd = Forward {
                 vs,
                 method: &parts.method,
@@ -194,6 +200,7 @@ async fn route(
                 proxy_host: &pp.proxy_host_header,
                 upgrade: on_upgrade.is_some(),
                 client_ip: meta.remote.ip(),
+                hash_key,
                 on_upgrade,
             };
             forward_request(up, fwd, body, info).await
@@ -283,6 +290,8 @@ struct Forward<'a> {
     proxy_host: &'a HeaderValue,
     upgrade: bool,
     client_ip: std::net::IpAddr,
+    /// The evaluated `hash_key`, for "hash" pools.
+    hash_key: Option<Vec<u8>>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
@@ -315,7 +324,9 @@ impl From<ExchangeError> for TryFailure {
         let (err, sent) = match e {
             ExchangeError::TooLarge(_) => return TryFailure::TooLarge,
             ExchangeError::Client => return TryFailure::Client,
-            ExchangeError::SendTimeout => (AttemptError::Timeout, true),
+            ExchangeError::SendTimeout | ExchangeError::ReadTimeout => {
+                (AttemptError::Timeout, true)
+            }
             ExchangeError::Invalid(_) => (AttemptError::InvalidHeader, true),
             ExchangeError::Closed { body_sent } => (AttemptError::Reset, body_sent),
             ExchangeError::Io(_) => (AttemptError::Reset, true),
@@ -382,7 +393,7 @@ async fn forward_request(
     let mut tries_left = budget;
     let mut sel = Selection::default();
     loop {
-        let Some(pick) = up.select(&mut sel, None, Some(fwd.client_ip)) else {
+        let Some(pick) = up.select(&mut sel, fwd.hash_key.as_deref(), Some(fwd.client_ip)) else {
             tracing::error!(upstream = %up.conf.name, "no live upstreams while connecting to upstream");
             return error_response(StatusCode::BAD_GATEWAY);
         };
@@ -414,9 +425,13 @@ async fn forward_request(
             AttemptError::InvalidHeader => next.invalid_header,
             AttemptError::Connect | AttemptError::Reset => next.error,
         };
+        let try_started = up.wants_rtt().then(Instant::now);
         let result = send_once(up, &mut attempt, &mut fwd, &mut body).await;
         let failure = match result {
             Ok(head) => {
+                if let Some(t) = try_started {
+                    up.observe_rtt(pick, t.elapsed());
+                }
                 let code = head.status.as_u16();
                 attempt.status = code;
                 if next.statuses.contains(code) && can_retry(true, true, body.is_some()) {
@@ -473,27 +488,21 @@ async fn send_once(
         let (mut conn, fresh) = obtain(up, attempt.pick)
             .await
             .map_err(|err| TryFailure::Upstream { err, sent: false })?;
-        let exchange = conn.exchange(
-            fwd.method,
-            &fwd.target,
-            |w| fwd.write_headers(w),
-            body,
-            fresh,
-        );
-        match tokio::time::timeout(up.conf.read_timeout, exchange).await {
-            Err(_) => {
-                return Err(TryFailure::Upstream {
-                    err: AttemptError::Timeout,
-                    sent: true,
-                })
-            }
-            Ok(Ok(head)) => {
+        let req = Outgoing {
+            method: fwd.method,
+            target: &fwd.target,
+            upgrade: fwd.upgrade,
+            read_timeout: up.conf.read_timeout,
+        };
+        let exchange = conn.exchange(&req, |w| fwd.write_headers(w), body, fresh);
+        match exchange.await {
+            Ok(head) => {
                 attempt.conn = Some(conn);
                 return Ok(head);
             }
             // The server closed an idle keep-alive connection as we used it.
-            Ok(Err(ExchangeError::Closed { body_sent: false })) if !fresh => continue,
-            Ok(Err(e)) => return Err(e.into()),
+            Err(ExchangeError::Closed { body_sent: false }) if !fresh => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -6,22 +6,43 @@
 mod registry;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::Duration;
 
 pub use registry::Registry;
 
-use crate::balance::{round_robin::RoundRobin, Balancer, PickState};
+use crate::balance::{self, Balancer, Now, PickState};
 use crate::config::{self, ServerConf};
 use crate::proxy::client::IdlePool;
 
 /// Whole seconds since the process started: nginx's `ngx_time()` granularity, which
 /// `fail_timeout` accounting relies on.
 pub fn now_secs() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs()
+    crate::clock::uptime_secs()
 }
+
+/// State shared by every server of one pool, across snapshots.
+#[derive(Debug, Default)]
+pub struct PoolState {
+    /// Servers of the pool that are unhealthy, draining, at `max_conns` or have
+    /// failures on record. While it is zero every non-`down` server is available, so
+    /// a balancer may use a precomputed schedule instead of scanning the pool.
+    impaired: AtomicU32,
+}
+
+impl PoolState {
+    /// How many servers of the pool are impaired now.
+    #[inline]
+    pub fn impaired(&self) -> u32 {
+        self.impaired.load(Ordering::Acquire)
+    }
+}
+
+const IMPAIRED_UNHEALTHY: u8 = 1;
+const IMPAIRED_DRAINING: u8 = 2;
+const IMPAIRED_FAILING: u8 = 4;
+const IMPAIRED_SATURATED: u8 = 8;
 
 /// Live state of one server, shared by every snapshot that contains it.
 #[derive(Debug, Default)]
@@ -44,6 +65,95 @@ pub struct PeerState {
     pub failures: AtomicU64,
     /// Idle keep-alive connections to this server.
     pub idle: IdlePool,
+    /// Peak-EWMA latency estimate.
+    pub ewma: balance::peak_ewma::Ewma,
+    /// Why this server counts in its pool's [`PoolState::impaired`].
+    impairment: Impairment,
+}
+
+/// The reasons a server counts as impaired (bit set), and its pool's count.
+#[derive(Debug, Default)]
+struct Impairment {
+    bits: AtomicU8,
+    pool: Arc<PoolState>,
+}
+
+impl Drop for Impairment {
+    fn drop(&mut self) {
+        if *self.bits.get_mut() != 0 {
+            self.pool.impaired.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl PeerState {
+    /// A fresh state belonging to `pool`.
+    pub fn new(pool: Arc<PoolState>) -> PeerState {
+        let mut s = PeerState::default();
+        s.impairment.pool = pool;
+        s
+    }
+
+    /// Sets or clears one impairment reason, keeping the pool's count exact.
+    fn impair(&self, bit: u8, on: bool) {
+        let imp = &self.impairment;
+        let prev = if on {
+            imp.bits.fetch_or(bit, Ordering::AcqRel)
+        } else {
+            imp.bits.fetch_and(!bit, Ordering::AcqRel)
+        };
+        let next = if on { prev | bit } else { prev & !bit };
+        if prev == 0 && next != 0 {
+            imp.pool.impaired.fetch_add(1, Ordering::AcqRel);
+        } else if prev != 0 && next == 0 {
+            imp.pool.impaired.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Marks the server unhealthy (active checks) or healthy; returns the old value.
+    pub fn set_unhealthy(&self, v: bool) -> bool {
+        let old = self.unhealthy.swap(v, Ordering::Relaxed);
+        self.impair(IMPAIRED_UNHEALTHY, v);
+        old
+    }
+
+    /// Starts or ends an operator drain; returns the old value.
+    pub fn set_draining(&self, v: bool) -> bool {
+        let old = self.draining.swap(v, Ordering::Relaxed);
+        self.impair(IMPAIRED_DRAINING, v);
+        old
+    }
+
+    /// Flags the server while it is at `max_conns`, after its in-flight count changed
+    /// across the cap. Checked twice: a concurrent change that crossed back between
+    /// the read and the flag is caught by the second read (or by its own call).
+    fn note_conns(&self, max_conns: u32) {
+        for _ in 0..2 {
+            let at = self.conns.load(Ordering::Acquire) >= max_conns;
+            self.impair(IMPAIRED_SATURATED, at);
+            if (self.conns.load(Ordering::Acquire) >= max_conns) == at {
+                break;
+            }
+        }
+    }
+
+    /// Counts a failure (nginx `fails += 1`).
+    fn add_failure(&self) -> u32 {
+        let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        self.impair(IMPAIRED_FAILING, true);
+        n
+    }
+
+    /// Forgets failures (nginx `fails = 0`).
+    fn reset_failures(&self) {
+        if self.fails.swap(0, Ordering::Relaxed) != 0 {
+            self.impair(IMPAIRED_FAILING, false);
+            // A failure counted meanwhile must keep the server flagged.
+            if self.fails.load(Ordering::Relaxed) != 0 {
+                self.impair(IMPAIRED_FAILING, true);
+            }
+        }
+    }
 }
 
 /// One server of a tier in a snapshot: its configuration and its live state.
@@ -68,10 +178,16 @@ impl Peer {
     /// Out by passive accounting: `max_fails` reached within `fail_timeout`.
     #[inline]
     pub fn failed_out(&self, now: u64) -> bool {
+        self.failed_out_at(&Now::at(now))
+    }
+
+    /// [`Peer::failed_out`], reading the clock only if failures were counted.
+    #[inline]
+    fn failed_out_at(&self, now: &Now) -> bool {
         let s = &self.state;
         self.conf.max_fails != 0
             && s.fails.load(Ordering::Relaxed) >= self.conf.max_fails
-            && now.saturating_sub(s.checked.load(Ordering::Relaxed)) <= self.fail_timeout
+            && now.get().saturating_sub(s.checked.load(Ordering::Relaxed)) <= self.fail_timeout
     }
 
     /// At its `max_conns` cap.
@@ -91,7 +207,13 @@ impl Peer {
     /// Whether a request may be sent here now (ignoring what this request tried).
     #[inline]
     pub fn available(&self, now: u64) -> bool {
-        self.enabled() && !self.failed_out(now) && !self.at_max_conns()
+        self.available_at(&Now::at(now))
+    }
+
+    /// [`Peer::available`] with a lazily read clock.
+    #[inline]
+    pub fn available_at(&self, now: &Now) -> bool {
+        self.enabled() && !self.failed_out_at(now) && !self.at_max_conns()
     }
 
     /// The `state` of `/status`.
@@ -119,24 +241,28 @@ pub struct Tier {
     pub total_weight: u64,
     /// One primary peer and no backups: nginx never disables nor retries it.
     pub single: bool,
+    /// The pool's shared state (its impaired count).
+    pub pool: Arc<PoolState>,
     balancer: OnceLock<Box<dyn Balancer>>,
 }
 
 impl Tier {
-    fn new(peers: Vec<Peer>, single: bool, balance: config::Balance) -> Tier {
+    /// A tier of `peers` balanced as `conf` says.
+    pub fn new(
+        peers: Vec<Peer>,
+        single: bool,
+        conf: &config::Upstream,
+        pool: Arc<PoolState>,
+    ) -> Tier {
         let total_weight = peers.iter().map(|p| u64::from(p.conf.weight)).sum();
         let tier = Tier {
             peers,
             total_weight,
             single,
+            pool,
             balancer: OnceLock::new(),
         };
-        let b: Box<dyn Balancer> = match balance {
-            config::Balance::RoundRobin => Box::new(RoundRobin::new(&tier)),
-            // Validation rejects the others until their algorithms land.
-            _ => Box::new(RoundRobin::new(&tier)),
-        };
-        let _ = tier.balancer.set(b);
+        let _ = tier.balancer.set(balance::build(&tier, conf));
         tier
     }
 
@@ -150,7 +276,7 @@ impl Tier {
 }
 
 /// Which tier a pick came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TierId {
     /// Primary servers.
     Primary,
@@ -204,7 +330,7 @@ impl Upstream {
                     conf: s.clone(),
                     fail_timeout: s.fail_timeout.as_secs(),
                     state: registry.get_or_init(&conf.name, s.addr, |st| {
-                        st.unhealthy.store(mandatory, Ordering::Relaxed);
+                        st.set_unhealthy(mandatory);
                     }),
                     metrics: crate::metrics::PeerMetrics::new(&conf.name, s.addr),
                 })
@@ -217,8 +343,9 @@ impl Upstream {
         if conf.next_upstream_tries > 0 {
             tries = tries.min(conf.next_upstream_tries);
         }
-        let primary = Tier::new(primary, single, conf.balance);
-        let backup = (!backup.is_empty()).then(|| Tier::new(backup, false, conf.balance));
+        let pool = registry.pool(&conf.name);
+        let primary = Tier::new(primary, single, &conf, pool.clone());
+        let backup = (!backup.is_empty()).then(|| Tier::new(backup, false, &conf, pool));
         Upstream {
             metrics: crate::metrics::UpstreamMetrics::new(&conf.name),
             conf,
@@ -249,7 +376,7 @@ impl Upstream {
         key: Option<&[u8]>,
         client_ip: Option<std::net::IpAddr>,
     ) -> Option<Pick> {
-        let now = now_secs();
+        let now = Now::default();
         if self.primary.single {
             let p = &self.primary.peers[0];
             if sel.tried.contains(0) || !p.enabled() || p.at_max_conns() {
@@ -272,7 +399,7 @@ impl Upstream {
             let tier = self.tier(id);
             let mut req = PickState {
                 tried: &mut sel.tried,
-                now,
+                now: &now,
                 key,
                 client_ip,
                 scratch: sel.scratch,
@@ -283,10 +410,19 @@ impl Upstream {
                 let p = &tier.peers[idx];
                 sel.tried.insert(idx);
                 let s = &p.state;
-                s.conns.fetch_add(1, Ordering::Relaxed);
+                let conns = s.conns.fetch_add(1, Ordering::AcqRel) + 1;
+                if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
+                    s.note_conns(p.conf.max_conns);
+                }
                 s.requests.fetch_add(1, Ordering::Relaxed);
-                if now.saturating_sub(s.checked.load(Ordering::Relaxed)) > p.fail_timeout {
-                    s.checked.store(now, Ordering::Relaxed);
+                // `checked` matters only once failures were counted (the failure
+                // window, and whether a success resets `fails`): a healthy server
+                // costs no clock read.
+                if s.fails.load(Ordering::Relaxed) != 0 {
+                    let now = now.get();
+                    if now.saturating_sub(s.checked.load(Ordering::Relaxed)) > p.fail_timeout {
+                        s.checked.store(now, Ordering::Relaxed);
+                    }
                 }
                 return Some(Pick { tier: id, idx });
             }
@@ -307,14 +443,14 @@ impl Upstream {
         let p = &tier.peers[pick.idx];
         let s = &p.state;
         if !tier.single {
-            let now = now_secs();
             if failed {
-                s.fails.fetch_add(1, Ordering::Relaxed);
+                let now = now_secs();
+                let fails = s.add_failure();
                 s.failures.fetch_add(1, Ordering::Relaxed);
                 s.accessed.store(now, Ordering::Relaxed);
                 s.checked.store(now, Ordering::Relaxed);
                 tier.balancer().on_failure(tier, pick.idx);
-                if p.conf.max_fails != 0 && s.fails.load(Ordering::Relaxed) == p.conf.max_fails {
+                if p.conf.max_fails != 0 && fails == p.conf.max_fails {
                     tracing::warn!(
                         upstream = %self.conf.name,
                         server = %p.conf.addr,
@@ -322,11 +458,28 @@ impl Upstream {
                     );
                 }
             } else if s.accessed.load(Ordering::Relaxed) < s.checked.load(Ordering::Relaxed) {
-                s.fails.store(0, Ordering::Relaxed);
+                s.reset_failures();
             }
         } else if failed {
             s.failures.fetch_add(1, Ordering::Relaxed);
         }
-        s.conns.fetch_sub(1, Ordering::Relaxed);
+        let conns = s.conns.fetch_sub(1, Ordering::AcqRel);
+        if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
+            s.note_conns(p.conf.max_conns);
+        }
+    }
+
+    /// Whether the balancer wants response times ([`Upstream::observe_rtt`]).
+    #[inline]
+    pub fn wants_rtt(&self) -> bool {
+        self.conf.balance == config::Balance::PeakEwma
+    }
+
+    /// Reports how long the picked server took to send its response head.
+    pub fn observe_rtt(&self, pick: Pick, rtt: Duration) {
+        self.peer(pick)
+            .state
+            .ewma
+            .observe(rtt.as_nanos() as u64, crate::clock::coarse_nanos());
     }
 }
