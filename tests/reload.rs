@@ -119,6 +119,31 @@ fn server_added_by_atomic_rename_gets_traffic_within_2s() {
 }
 
 #[test]
+fn a_busy_log_file_beside_the_config_does_not_hold_up_a_reload() {
+    // compare.sh and many deployments write fulcrum's log next to its config: those
+    // writes must not keep the watcher's debounce from ever going quiet.
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let f = Fulcrum::start(&one(&[a.addr]));
+    let log = f.dir.path().join("fulcrum.log");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(&log).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                writeln!(file, "a log line").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    write_atomic(&f.config, &one(&[b.addr]));
+    let picked = eventually(10, || get(f.addr(), "/").text() == "b");
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(picked, "the reload never happened:\n{}", f.log_text());
+}
+
+#[test]
 fn sighup_reloads() {
     let (a, b) = (Backend::named("a"), Backend::named("b"));
     let mut f = Fulcrum::start(&one(&[a.addr]));

@@ -63,6 +63,34 @@ fn dirs_of(paths: &[PathBuf]) -> HashSet<PathBuf> {
     dirs
 }
 
+/// The file names whose events matter: the watched files and what their symlinks
+/// resolve to. Other files in the same directories (a log file beside the config,
+/// say) must neither trigger a re-read nor keep the debounce from ever going quiet.
+fn names_of(paths: &[PathBuf]) -> HashSet<std::ffi::OsString> {
+    let mut names = HashSet::new();
+    for p in paths {
+        names.extend(p.file_name().map(|n| n.to_os_string()));
+        if let Ok(real) = std::fs::canonicalize(p) {
+            names.extend(real.file_name().map(|n| n.to_os_string()));
+        }
+    }
+    names
+}
+
+/// Whether an event may concern a watched file: it names one, or a Kubernetes
+/// ConfigMap entry (`..data`, `..2026_11_29_...`), or it names nothing (a rescan).
+fn relevant(ev: &notify::Result<notify::Event>, names: &HashSet<std::ffi::OsString>) -> bool {
+    let Ok(ev) = ev else {
+        return true;
+    };
+    ev.paths.is_empty()
+        || ev.paths.iter().any(|p| {
+            p.file_name().is_some_and(|n| {
+                names.contains(n) || n.to_str().is_some_and(|s| s.starts_with(".."))
+            })
+        })
+}
+
 /// Starts watching the files in `shared.control.paths` and reloading on change.
 /// The watch set follows the paths each successful reload publishes. The watches
 /// are in place when this returns, so a change made right after start-up (once
@@ -126,9 +154,11 @@ async fn run(
         mut paths_rx,
         mut last,
     } = w;
+    let mut names = names_of(&paths);
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
+                Some(ev) if !relevant(&ev, &names) => continue,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "config watch error");
@@ -142,19 +172,34 @@ async fn run(
                 }
                 paths = paths_rx.borrow_and_update().clone();
                 rewatch(&mut watcher, &mut watched, dirs_of(&paths));
+                names = names_of(&paths);
                 last = fingerprint(&paths);
                 continue;
             }
         }
-        // Debounce: wait until the directory is quiet.
-        while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+        // Debounce: wait until the watched files have been quiet for DEBOUNCE
+        // (events about other files neither count nor extend the wait).
+        let mut quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(quiet_at) => break,
+                ev = rx.recv() => match ev {
+                    Some(ev) if relevant(&ev, &names) => {
+                        quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
         let p = paths.clone();
         let now = match tokio::task::spawn_blocking(move || fingerprint(&p)).await {
             Ok(f) => f,
             Err(_) => continue,
         };
-        // A symlink swap may point at a new directory.
+        // A symlink swap may point at a new directory (and a new file name).
         rewatch(&mut watcher, &mut watched, dirs_of(&paths));
+        names = names_of(&paths);
         if now == last {
             continue;
         }
