@@ -407,7 +407,11 @@ async fn forward_request(
             conn: None,
             reusable: false,
             failed: false,
-            started: std::time::Instant::now(),
+            // The first try shares the request's clock read; retries read their own.
+            started: match info.started.take() {
+                Some(t) => t,
+                None => std::time::Instant::now(),
+            },
             status: 0,
         };
         let peer = up.peer(pick);
