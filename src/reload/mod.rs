@@ -173,8 +173,14 @@ async fn apply(
             summary.listeners.changed.push(key.to_string());
         }
     }
-    shared.registry.prune();
-    crate::metrics::retain(&shared.snapshot.load());
+    // Forgetting removed servers walks every live state and metric series (10,000
+    // servers take a while): off the workers serving traffic too.
+    let sh = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        sh.registry.prune();
+        crate::metrics::retain(&sh.snapshot.load());
+    })
+    .await;
     shared.control.paths.send_if_modified(|p| {
         let changed = *p != paths;
         *p = paths;
