@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
@@ -18,12 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, read_response, Fulcrum};
+use common::{eventually, read_response, serve, Fulcrum};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// The nginx binary, or `None` (after printing why) when the test should be skipped.
 fn nginx_bin() -> Option<PathBuf> {
@@ -138,45 +135,23 @@ struct Backend {
 
 impl Backend {
     fn start(name: &str) -> Backend {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let (release, watch) = tokio::sync::watch::channel(0u64);
         let (name, arr) = (Bytes::from(name.to_string()), arrivals.clone());
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (name, arr, watch) = (name.clone(), arr.clone(), watch.clone());
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let (name, arr, mut watch) = (name.clone(), arr.clone(), watch.clone());
-                    async move {
-                        let path = req.uri().path().to_string();
-                        arr.lock().unwrap().push(path.clone());
-                        if let Some(rest) = path.strip_prefix("/hold/") {
-                            let generation: u64 = rest
-                                .split('/')
-                                .next()
-                                .and_then(|g| g.parse().ok())
-                                .unwrap_or(0);
-                            let _ = watch.wait_for(|g| *g >= generation).await;
-                        }
-                        Ok::<_, Infallible>(Response::new(Full::new(name)))
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let (addr, rt) = serve(move |req: Request<Incoming>| {
+            let (name, arr, mut watch) = (name.clone(), arr.clone(), watch.clone());
+            async move {
+                let path = req.uri().path().to_string();
+                arr.lock().unwrap().push(path.clone());
+                if let Some(rest) = path.strip_prefix("/hold/") {
+                    let generation: u64 = rest
+                        .split('/')
+                        .next()
+                        .and_then(|g| g.parse().ok())
+                        .unwrap_or(0);
+                    let _ = watch.wait_for(|g| *g >= generation).await;
+                }
+                Response::new(Full::new(name))
             }
         });
         Backend {

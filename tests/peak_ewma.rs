@@ -4,19 +4,16 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Conn, Fulcrum};
+use common::{serve, Conn, Fulcrum};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// A backend that answers after a delay that can change (without blocking its other
 /// requests).
@@ -29,37 +26,15 @@ struct Delayed {
 
 impl Delayed {
     fn start(delay: Duration) -> Delayed {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
         let (h, d) = (hits.clone(), delay_ms.clone());
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (h, d) = (h.clone(), d.clone());
-                let svc = service_fn(move |_req: Request<Incoming>| {
-                    let (h, d) = (h.clone(), d.clone());
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(d.load(Ordering::SeqCst))).await;
-                        h.fetch_add(1, Ordering::SeqCst);
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let (addr, rt) = serve(move |_req: Request<Incoming>| {
+            let (h, d) = (h.clone(), d.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(d.load(Ordering::SeqCst))).await;
+                h.fetch_add(1, Ordering::SeqCst);
+                Response::new(Full::new(Bytes::from_static(b"ok")))
             }
         });
         Delayed {

@@ -45,44 +45,22 @@ impl Backend {
 
     /// A backend with a custom handler, served on its own runtime thread.
     pub fn with(handler: Handler) -> Backend {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind backend");
-        let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let last = Arc::new(Mutex::new(None));
         let (h2, l2) = (hits.clone(), last.clone());
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (handler, hits, last) = (handler.clone(), h2.clone(), l2.clone());
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let (handler, hits, last) = (handler.clone(), hits.clone(), last.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|c| c.to_bytes())
-                            .unwrap_or_default();
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let resp = handler(&parts, &body);
-                        *last.lock().unwrap() = Some(parts);
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let (addr, rt) = serve(move |req: Request<Incoming>| {
+            let (handler, hits, last) = (handler.clone(), h2.clone(), l2.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                hits.fetch_add(1, Ordering::SeqCst);
+                let resp = handler(&parts, &body);
+                *last.lock().unwrap() = Some(parts);
+                resp
             }
         });
         Backend {
@@ -96,6 +74,42 @@ impl Backend {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// Serves `handler` (HTTP/1 with upgrades, and h2c) on 127.0.0.1:0 from a runtime of
+/// its own; the server lives as long as the returned runtime.
+pub fn serve<F, Fut>(handler: F) -> (SocketAddr, tokio::runtime::Runtime)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, rt)
 }
 
 /// An address where nothing listens (bound, then closed: connect is refused).
