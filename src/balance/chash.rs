@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::round_robin::RoundRobin;
+use super::round_robin::{smooth_pass, RoundRobin};
 use super::{eligible, Balancer, PickState, MAX_TRIES};
 use crate::upstream::Tier;
 
@@ -130,28 +130,11 @@ impl Balancer for ConsistentHash {
                     return Some(first);
                 }
                 return Some(self.rr.with_weights(tier, |w| {
-                    let mut best: Option<usize> = None;
-                    let mut total = 0;
-                    for &i in server {
-                        let i = i as usize;
-                        let p = &tier.peers[i];
-                        if !eligible(p, i, req) {
-                            continue;
-                        }
-                        let s = &mut w[i];
-                        s.current += s.effective;
-                        total += s.effective;
-                        if s.effective < i64::from(p.conf.weight) {
-                            s.effective += 1;
-                        }
-                        let current = s.current;
-                        if best.map_or(true, |b| current > w[b].current) {
-                            best = Some(i);
-                        }
-                    }
-                    let b = best.unwrap_or(first);
-                    w[b].current -= total;
-                    b
+                    let candidates = server
+                        .iter()
+                        .map(|&i| i as usize)
+                        .filter(|&i| eligible(&tier.peers[i], i, req));
+                    smooth_pass(w, tier, candidates).map_or(first, |(b, _)| b)
                 }));
             }
             req.scratch.hash = req.scratch.hash.wrapping_add(1);

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::round_robin::RoundRobin;
+use super::round_robin::{smooth_pass, RoundRobin};
 use super::{eligible, Balancer, PickState};
 use crate::upstream::Tier;
 
@@ -55,29 +55,18 @@ impl Balancer for LeastConn {
             return self.rr.pick(tier, req);
         }
         Some(self.rr.with_weights(tier, |w| {
-            let mut best = first;
-            let mut total = 0;
-            for (i, p) in tier.peers.iter().enumerate().skip(first) {
-                if !eligible(p, i, req) {
-                    continue;
-                }
-                let c = u64::from(p.state.conns.load(Ordering::Relaxed));
-                if c * bw != bc * u64::from(p.conf.weight) {
-                    continue;
-                }
-                let s = &mut w[i];
-                s.current += s.effective;
-                total += s.effective;
-                if s.effective < i64::from(p.conf.weight) {
-                    s.effective += 1;
-                }
-                let current = s.current;
-                if current > w[best].current {
-                    best = i;
-                }
-            }
-            w[best].current -= total;
-            best
+            let tied = tier
+                .peers
+                .iter()
+                .enumerate()
+                .skip(first)
+                .filter(|&(i, p)| {
+                    eligible(p, i, req)
+                        && u64::from(p.state.conns.load(Ordering::Relaxed)) * bw
+                            == bc * u64::from(p.conf.weight)
+                })
+                .map(|(i, _)| i);
+            smooth_pass(w, tier, tied).map_or(first, |(b, _)| b)
         }))
     }
 

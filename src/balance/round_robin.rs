@@ -39,6 +39,39 @@ pub struct Weights {
     pub effective: i64,
 }
 
+/// nginx's §1 pass over `candidates` (eligible peers, in config order): each gains
+/// its effective weight, which recovers by one towards its weight; the largest
+/// current weight wins, the earliest on a tie, and gives back the total. Returns the
+/// winner and whether every candidate was already at full effective weight.
+/// least_conn and consistent hash run it over their tied or same-point peers.
+pub fn smooth_pass(
+    w: &mut [Weights],
+    tier: &Tier,
+    candidates: impl IntoIterator<Item = usize>,
+) -> Option<(usize, bool)> {
+    let mut best: Option<usize> = None;
+    let mut total: i64 = 0;
+    let mut full = true;
+    for i in candidates {
+        let weight = i64::from(tier.peers[i].conf.weight);
+        let s = &mut w[i];
+        s.current += s.effective;
+        total += s.effective;
+        if s.effective < weight {
+            s.effective += 1;
+            full = false;
+        }
+        let current = s.current;
+        // Strictly greater: on a tie the earlier peer wins, as in nginx.
+        if best.map_or(true, |b| current > w[b].current) {
+            best = Some(i);
+        }
+    }
+    let b = best?;
+    w[b].current -= total;
+    Some((b, full))
+}
+
 /// The cursor packs the cycle's generation (top 16 bits) over the position (low 48
 /// bits, 9 years at a million picks per second before it wraps).
 const GEN_SHIFT: u32 = 48;
@@ -203,33 +236,16 @@ impl RoundRobin {
     /// nginx's pass over every eligible peer, under the lock.
     fn pass(&self, tier: &Tier, req: &mut PickState<'_>, ticket: Option<u64>) -> Option<usize> {
         let mut slow = self.lock(tier, ticket);
-        let mut best: Option<usize> = None;
-        let mut best_current = i64::MIN;
-        let mut total: i64 = 0;
         // Clean: every non-down peer eligible and at full effective weight, so the
         // pass is one of the cycle's.
-        let mut clean = true;
-        for (i, p) in tier.peers.iter().enumerate() {
-            if !eligible(p, i, req) {
-                clean &= p.conf.down;
-                continue;
-            }
-            let weight = i64::from(p.conf.weight);
-            let s = &mut slow.w[i];
-            s.current += s.effective;
-            total += s.effective;
-            if s.effective < weight {
-                s.effective += 1;
-                clean = false;
-            }
-            // Strictly greater: on a tie the earlier peer wins, as in nginx.
-            if best.is_none() || s.current > best_current {
-                best = Some(i);
-                best_current = s.current;
-            }
-        }
-        let b = best?;
-        slow.w[b].current -= total;
+        let mut all_eligible = true;
+        let candidates = tier.peers.iter().enumerate().filter_map(|(i, p)| {
+            let ok = eligible(p, i, req);
+            all_eligible &= ok || p.conf.down;
+            ok.then_some(i)
+        });
+        let (b, full) = smooth_pass(&mut slow.w, tier, candidates)?;
+        let clean = all_eligible && full;
         self.settle(&slow, tier);
         if self.cycles {
             self.record(&mut slow, tier, clean, b);
