@@ -80,18 +80,24 @@ impl RequestText {
         user_agent: Option<&[u8]>,
     ) -> RequestText {
         let headers = [host, referer, user_agent];
-        let len = target.iter().map(|p| p.len()).sum::<usize>()
-            + headers.iter().flatten().map(|h| h.len()).sum::<usize>();
-        let mut buf = SmallVec::with_capacity(len);
-        for p in target {
-            buf.extend_from_slice(p);
-        }
+        let target_len = target.iter().map(|p| p.len()).sum::<usize>();
+        let len = target_len + headers.iter().flatten().map(|h| h.len()).sum::<usize>();
+        // `SmallVec::extend_from_slice` is an insert (two copies); this is one per piece.
+        let mut buf: SmallVec<[u8; 256]> = SmallVec::from_elem(0, len);
+        let mut at = 0;
+        let mut put = |b: &[u8]| {
+            buf[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+            at as u32
+        };
         let mut ends = [u32::MAX; 4];
-        ends[0] = buf.len() as u32;
+        ends[0] = target_len as u32;
+        for p in target {
+            put(p);
+        }
         for (i, h) in headers.iter().enumerate() {
             if let Some(h) = h {
-                buf.extend_from_slice(h);
-                ends[i + 1] = buf.len() as u32;
+                ends[i + 1] = put(h);
             }
         }
         RequestText { buf, ends }
@@ -376,6 +382,48 @@ impl ErrorReport {
     }
 }
 
+/// Where a line is built: a `Vec` that grows, or a [`Line`] sized for it beforehand.
+trait Out {
+    fn put(&mut self, b: &[u8]);
+    #[inline]
+    fn push(&mut self, c: u8) {
+        self.put(&[c]);
+    }
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+    #[inline]
+    fn push(&mut self, c: u8) {
+        Vec::push(self, c);
+    }
+}
+
+/// A line written into memory already sized for its worst case: each piece is one
+/// bounds check and a copy (inlined for the fixed pieces), with no growth checks.
+/// Running out of room sets `overflow` and drops the rest instead of panicking.
+struct Line<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+    overflow: bool,
+}
+
+impl Out for Line<'_> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        match self.buf.get_mut(self.at..self.at + b.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(b);
+                self.at += b.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+}
+
 /// Printable ASCII other than `"` and `\`: written as is in both formats.
 #[inline]
 fn plain(c: u8) -> bool {
@@ -383,21 +431,27 @@ fn plain(c: u8) -> bool {
 }
 
 /// nginx's default log escaping: `"`, `\` and bytes outside printable ASCII as `\xHH`.
-fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
+fn escape_into(out: &mut impl Out, b: &[u8]) {
     if b.iter().all(|&c| plain(c)) {
-        out.extend_from_slice(b);
+        out.put(b);
         return;
     }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &c in b {
         if !plain(c) {
-            let _ = write!(out, "\\x{c:02X}");
+            out.put(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
         } else {
             out.push(c);
         }
     }
 }
 
-fn dash_or_escaped(out: &mut Vec<u8>, v: Option<&[u8]>) {
+fn dash_or_escaped(out: &mut impl Out, v: Option<&[u8]>) {
     match v {
         Some(b) if !b.is_empty() => escape_into(out, b),
         _ => out.push(b'-'),
@@ -408,37 +462,87 @@ fn dash_or_escaped(out: &mut Vec<u8>, v: Option<&[u8]>) {
 // of a line's cost otherwise, and the writer thread shares the proxy's CPU.
 
 #[inline]
-fn put_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+fn put_int(out: &mut impl Out, n: impl itoa::Integer) {
+    out.put(itoa::Buffer::new().format(n).as_bytes());
 }
 
-fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+/// Appends `n` in decimal to `buf` at `at`; returns the new end. Octets and ports are
+/// most of a line's numbers, and one stack buffer per address beats a call per digit run.
+#[inline]
+fn put_small(buf: &mut [u8; 22], at: usize, n: u16) -> usize {
+    let digits = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    let mut v = n;
+    for i in (at..at + digits).rev() {
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    at + digits
+}
+
+/// The decimal text of every octet value (left-aligned) and its length.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let (h, d, u) = ((i / 100) as u8, (i / 10 % 10) as u8, (i % 10) as u8);
+        t[i] = if i >= 100 {
+            ([b'0' + h, b'0' + d, b'0' + u], 3)
+        } else if i >= 10 {
+            ([b'0' + d, b'0' + u, 0], 2)
+        } else {
+            ([b'0' + u, 0, 0], 1)
+        };
+        i += 1;
+    }
+    t
+};
+
+/// `A.B.C.D` and, with `port`, `:PORT`, built on the stack and appended at once.
+#[inline]
+fn put_v4(out: &mut impl Out, ip: std::net::Ipv4Addr, port: Option<u16>) {
+    let mut buf = [0u8; 22];
+    let mut at = 0;
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[at] = b'.';
+            at += 1;
+        }
+        let (text, n) = OCTETS[usize::from(o)];
+        buf[at..at + 3].copy_from_slice(&text);
+        at += usize::from(n);
+    }
+    if let Some(p) = port {
+        buf[at] = b':';
+        at = put_small(&mut buf, at + 1, p);
+    }
+    out.put(&buf[..at]);
+}
+
+fn put_ip(out: &mut impl Out, ip: IpAddr) {
     match ip {
-        IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                put_int(out, o);
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
+        IpAddr::V4(v4) => put_v4(out, v4, None),
+        IpAddr::V6(v6) => out.put(v6.to_string().as_bytes()),
     }
 }
 
 /// `ADDR:PORT`, `[V6]:PORT`.
-fn put_addr(out: &mut Vec<u8>, a: SocketAddr) {
-    if a.is_ipv6() {
-        out.push(b'[');
-        put_ip(out, a.ip());
-        out.push(b']');
-    } else {
-        put_ip(out, a.ip());
+fn put_addr(out: &mut impl Out, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => put_v4(out, *v4.ip(), Some(v4.port())),
+        SocketAddr::V6(_) => {
+            out.push(b'[');
+            put_ip(out, a.ip());
+            out.push(b']');
+            out.push(b':');
+            put_int(out, a.port());
+        }
     }
-    out.push(b':');
-    put_int(out, a.port());
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -453,10 +557,20 @@ fn version_str(v: Version) -> &'static str {
 }
 
 /// `$request_time` style: seconds with millisecond resolution.
-fn write_secs(out: &mut Vec<u8>, d: Duration) {
-    put_int(out, d.as_secs());
+fn write_secs(out: &mut impl Out, d: Duration) {
     let ms = d.subsec_millis();
-    out.extend_from_slice(&[
+    if d.as_secs() < 10 {
+        out.put(&[
+            b'0' + d.as_secs() as u8,
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+        ]);
+        return;
+    }
+    put_int(out, d.as_secs());
+    out.put(&[
         b'.',
         b'0' + (ms / 100) as u8,
         b'0' + (ms / 10 % 10) as u8,
@@ -473,10 +587,10 @@ enum TryField {
 }
 
 /// nginx's `, `-separated list of the tries (none: nothing is written).
-fn write_tries(out: &mut Vec<u8>, tries: &[Try], field: TryField) {
+fn write_tries(out: &mut impl Out, tries: &[Try], field: TryField) {
     for (i, t) in tries.iter().enumerate() {
         if i > 0 {
-            out.extend_from_slice(b", ");
+            out.put(b", ");
         }
         match field {
             TryField::Addr => put_addr(out, t.addr),
@@ -508,7 +622,7 @@ impl Formatter {
 
     /// Appends the line for `e`, with its newline, to `out`.
     pub fn line(&mut self, e: &Entry, out: &mut Vec<u8>) {
-        self.update_time(e.time.unwrap_or_else(SystemTime::now));
+        self.update_time(e.time.unwrap_or_else(crate::clock::coarse_wall));
         match self.format {
             AccessLogFormat::Combined => combined(e, &self.time, out),
             AccessLogFormat::Json => json(e, &self.time, out),
@@ -541,40 +655,62 @@ impl Formatter {
 }
 
 fn combined(e: &Entry, time: &str, out: &mut Vec<u8>) {
+    // Worst case: every text byte escaped to four, generous room for the rest.
+    let text = e.text.buf.len() + e.remote_user.as_ref().map_or(0, String::len);
+    let method = e.request.as_ref().map_or(0, |r| r.method.as_str().len());
+    let bound = 256 + time.len() + 4 * (text + method) + 128 * e.tries.len();
+    let start = out.len();
+    out.resize(start + bound, 0);
+    let mut line = Line {
+        buf: &mut out[start..],
+        at: 0,
+        overflow: false,
+    };
+    combined_into(e, time, &mut line);
+    let (end, overflow) = (start + line.at, line.overflow);
+    out.truncate(end);
+    if overflow {
+        // Not expected (the bound is generous): write it the slow way.
+        out.truncate(start);
+        combined_into(e, time, out);
+    }
+}
+
+fn combined_into(e: &Entry, time: &str, out: &mut impl Out) {
     put_ip(out, e.remote.ip());
-    out.extend_from_slice(b" - ");
+    out.put(b" - ");
     dash_or_escaped(out, e.remote_user.as_deref().map(str::as_bytes));
-    out.extend_from_slice(b" [");
-    out.extend_from_slice(time.as_bytes());
-    out.extend_from_slice(b"] \"");
+    out.put(b" [");
+    out.put(time.as_bytes());
+    out.put(b"] \"");
     match &e.request {
         Some(r) => {
             escape_into(out, r.method.as_str().as_bytes());
             out.push(b' ');
             escape_into(out, e.text.get(Field::Target).unwrap_or(b"/"));
             out.push(b' ');
-            out.extend_from_slice(version_str(r.version).as_bytes());
+            out.put(version_str(r.version).as_bytes());
         }
         None => out.push(b'-'),
     }
-    out.extend_from_slice(b"\" ");
+    out.put(b"\" ");
     put_int(out, e.status);
     out.push(b' ');
     put_int(out, e.body_bytes_sent);
-    out.extend_from_slice(b" \"");
+    out.put(b" \"");
     dash_or_escaped(out, e.text.get(Field::Referer));
-    out.extend_from_slice(b"\" \"");
+    out.put(b"\" \"");
     dash_or_escaped(out, e.text.get(Field::UserAgent));
     for (i, field) in [TryField::Addr, TryField::Status, TryField::Time]
         .into_iter()
         .enumerate()
     {
         if i == 2 {
-            out.extend_from_slice(b"\" ");
+            out.put(b"\" ");
             write_secs(out, e.request_time);
-            out.extend_from_slice(b" \"");
+            out.put(b" \"");
         } else {
-            out.extend_from_slice(b"\" \"");
+            out.put(b"\" \"");
         }
         if e.tries.is_empty() {
             out.push(b'-');
@@ -582,7 +718,7 @@ fn combined(e: &Entry, time: &str, out: &mut Vec<u8>) {
             write_tries(out, &e.tries, field);
         }
     }
-    out.extend_from_slice(b"\"\n");
+    out.put(b"\"\n");
 }
 
 /// Writes `"key":` then a JSON string of `v` (lossy UTF-8), or `null`.
@@ -783,6 +919,58 @@ mod tests {
         let empty = RequestText::new(&[b"/"], Some(b""), None, Some(b"ua"));
         assert_eq!(empty.get(Field::Host), Some(&b""[..]));
         assert_eq!(empty.get(Field::UserAgent), Some(&b"ua"[..]));
+    }
+
+    #[test]
+    fn presized_line_matches_the_growing_one() {
+        let ugly: Vec<u8> = (0u8..=255).cycle().take(3000).collect();
+        let mut e = entry();
+        e.remote = "[2001:db8::1]:4444".parse().unwrap();
+        e.remote_user = Some("\"al\\ice\u{7f}".into());
+        e.text = RequestText::new(
+            &[b"/\x01\"q\"", &ugly],
+            Some(b"h"),
+            Some(&ugly),
+            Some(&ugly),
+        );
+        e.request_time = Duration::from_secs(12_345);
+        for _ in 0..3 {
+            e.tries.push(Try {
+                addr: "[::ffff:10.0.0.1]:65535".parse().unwrap(),
+                status: 0,
+                time: Duration::from_secs(99_999),
+            });
+        }
+        let time = "29/Nov/2026:21:30:00 +0000";
+        let (mut fast, mut slow) = (b"prefix".to_vec(), b"prefix".to_vec());
+        combined(&e, time, &mut fast);
+        combined_into(&e, time, &mut slow);
+        assert_eq!(fast, slow);
+        assert!(fast.ends_with(b"\"\n") && fast.len() > 3 * 3000);
+        // Too little room: flagged, never a panic.
+        let mut small = [0u8; 40];
+        let mut line = Line {
+            buf: &mut small,
+            at: 0,
+            overflow: false,
+        };
+        combined_into(&e, time, &mut line);
+        assert!(line.overflow && line.at <= 40);
+    }
+
+    #[test]
+    fn v4_addresses_match_display() {
+        for o in [0u8, 1, 9, 10, 42, 99, 100, 199, 200, 255] {
+            for port in [0u16, 7, 10, 99, 100, 999, 1000, 9999, 10000, 65535] {
+                let a = SocketAddr::from(([o, 255 - o, o / 2, 9], port));
+                let mut out = Vec::new();
+                put_addr(&mut out, a);
+                assert_eq!(out, a.to_string().into_bytes());
+                out.clear();
+                put_ip(&mut out, a.ip());
+                assert_eq!(out, a.ip().to_string().into_bytes());
+            }
+        }
     }
 
     #[test]

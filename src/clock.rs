@@ -24,6 +24,21 @@ pub fn coarse_nanos() -> u64 {
     }
 }
 
+/// Wall-clock time, coarse like [`coarse_nanos`]: for log time stamps printed to the
+/// second (nginx prints its cached time there too).
+#[inline]
+pub fn coarse_wall() -> std::time::SystemTime {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        std::time::UNIX_EPOCH + Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        std::time::SystemTime::now()
+    }
+}
+
 /// An `Instant` and the coarse reading taken with it, to map one clock onto the other.
 fn base() -> &'static (Instant, u64) {
     static BASE: OnceLock<(Instant, u64)> = OnceLock::new();

@@ -78,11 +78,29 @@ fn log_entry<B>(meta: &ConnMeta, req: &Request<B>) -> Box<Entry> {
     let h = req.headers();
     let uri = req.uri();
     let pq = uri.path_and_query().map(|p| p.as_str().as_bytes());
-    let header = |n: header::HeaderName| h.get(n).map(|v| v.as_bytes());
+    // One pass over the headers instead of four map lookups; the first of repeated
+    // headers is the one nginx logs.
+    let (mut host, mut referer, mut ua, mut auth) = (None, None, None, None);
+    for (name, value) in h {
+        let slot = if name == header::HOST {
+            &mut host
+        } else if name == header::USER_AGENT {
+            &mut ua
+        } else if name == header::REFERER {
+            &mut referer
+        } else if name == header::AUTHORIZATION {
+            &mut auth
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
     let (host, referer, ua) = (
-        header(header::HOST),
-        header(header::REFERER),
-        header(header::USER_AGENT),
+        host.map(|v| v.as_bytes()),
+        referer.map(|v| v.as_bytes()),
+        ua.map(|v| v.as_bytes()),
     );
     // The target as the client wrote it: absolute-form and authority-form on HTTP/1,
     // the path on HTTP/2 (which has no request line; nginx logs the path).
@@ -111,7 +129,7 @@ fn log_entry<B>(meta: &ConnMeta, req: &Request<B>) -> Box<Entry> {
     Box::new(Entry {
         time: None,
         remote: meta.remote,
-        remote_user: h.get(header::AUTHORIZATION).and_then(basic_user),
+        remote_user: auth.and_then(basic_user),
         request: Some(RequestLine {
             method: req.method().clone(),
             version: req.version(),
@@ -168,13 +186,15 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
+        // One clock read serves the metrics, the request time and the last try's time.
+        let end = Instant::now();
+        let elapsed = end.saturating_duration_since(self.started);
         self.snap
             .request_metrics(self.info.site, self.listen_key)
             .record(self.status, elapsed);
         if let (Some(log), Some(mut e)) = (&self.snap.access_log, self.info.log.take()) {
             if let (Some(at), Some(t)) = (self.info.open_try, e.tries.last_mut()) {
-                t.time = at.elapsed();
+                t.time = end.saturating_duration_since(at);
             }
             e.status = self.status;
             e.body_bytes_sent = self.bytes;
