@@ -3,10 +3,12 @@
 //! (see [`crate::reload`]) can add and remove them one by one.
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -20,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::CoarseTimer;
 use crate::config::Config;
-use crate::proxy::service::{handle, ConnMeta};
+use crate::proxy::service::{handle, ConnMeta, IN_FLIGHT};
 use crate::reload::Control;
 use crate::state::Snapshot;
 use crate::upstream::Registry;
@@ -318,18 +320,21 @@ impl Instance {
 /// one saves a buffering layer and a state machine per request (about 5% of the
 /// instructions per proxied request).
 enum ConnBuilder {
-    Http1(hyper::server::conn::http1::Builder),
+    /// With its `client_header_timeout`, which [`watch_head`] enforces.
+    Http1(hyper::server::conn::http1::Builder, Duration),
     Auto(auto::Builder<TokioExecutor>),
 }
 
 fn conn_builder(opts: ListenOpts) -> ConnBuilder {
     if !opts.http2 {
         let mut b = hyper::server::conn::http1::Builder::new();
+        // hyper's own header timer costs a boxed sleep and two timer-wheel operations
+        // per request; `watch_head` keeps one timer per connection instead.
         b.timer(CoarseTimer::default())
-            .header_read_timeout(opts.header_timeout)
+            .header_read_timeout(None)
             .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
-        return ConnBuilder::Http1(b);
+        return ConnBuilder::Http1(b, opts.header_timeout);
     }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -419,6 +424,49 @@ impl Drain {
             .await
         }
     }
+}
+
+/// Serves an HTTP/1 connection, closing it once it has waited `timeout` for a request
+/// head: nginx's `client_header_timeout`, which (as with hyper's timer it replaces)
+/// also bounds an idle keep-alive connection. The request path only stores a time
+/// stamp in [`ConnMeta::waiting_since`]; the one timer per connection is re-armed
+/// when it fires, not per request. A request being served is never cut off.
+async fn watch_head<E>(
+    conn: impl std::future::Future<Output = Result<(), E>>,
+    meta: Arc<ConnMeta>,
+    timeout: Duration,
+) -> Result<(), E> {
+    let mut conn = std::pin::pin!(conn);
+    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
+    let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let since = meta.waiting_since.load(Ordering::Relaxed);
+            let now = crate::clock::coarse_nanos();
+            let wait = if since == IN_FLIGHT {
+                timeout
+            } else {
+                let due = since.saturating_add(timeout_ns);
+                if now >= due {
+                    tracing::debug!(remote = %meta.remote, "client_header_timeout: closing");
+                    return Poll::Ready(Ok(()));
+                }
+                // Past a tick of the coarse clock, so the next check sees it due.
+                Duration::from_nanos(due - now) + Duration::from_millis(10)
+            };
+            let now = tokio::time::Instant::now();
+            // A timeout of centuries would overflow the clock: a year is as good.
+            let at = now
+                .checked_add(wait)
+                .unwrap_or(now + Duration::from_secs(365 * 86_400));
+            timer.as_mut().reset(at);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Runs one downstream connection; the permit (`max_connections`) is held until it ends.
@@ -536,7 +584,9 @@ async fn accept_loop(
             listen_key: key,
             scheme: "http",
             head_guard: guard.clone(),
+            waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
         });
+        let watched = meta.clone();
         let stream = crate::proxy::framing::Guarded::new(stream, guard);
         let conn_shared = shared.clone();
         let svc = service_fn(move |req| handle(conn_shared.clone(), meta.clone(), req));
@@ -551,8 +601,12 @@ async fn accept_loop(
             _permit: permit,
         };
         match &builder {
-            ConnBuilder::Http1(b) => spawn_conn(
-                graceful.serve(b.serve_connection(io, svc).with_upgrades()),
+            ConnBuilder::Http1(b, header_timeout) => spawn_conn(
+                watch_head(
+                    graceful.serve(b.serve_connection(io, svc).with_upgrades()),
+                    watched,
+                    *header_timeout,
+                ),
                 end,
             ),
             ConnBuilder::Auto(b) => spawn_conn(

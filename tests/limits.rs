@@ -130,6 +130,31 @@ fn slow_headers_are_cut_off() {
 }
 
 #[test]
+fn client_header_timeout_spares_requests_in_flight_and_closes_idle_connections() {
+    let slow = Backend::with(Arc::new(|_, _| {
+        std::thread::sleep(Duration::from_millis(2500));
+        Response::new(Full::new(Bytes::from("late")))
+    }));
+    let f = Fulcrum::start(&simple(slow.addr, "", "client_header_timeout = \"1s\""));
+    let mut c = Conn::open(f.addr());
+    // The response takes 2.5 s, past the 1 s head timeout: it is not cut off.
+    let r = c.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"late");
+    // Idle afterwards, the keep-alive connection is closed after about a second.
+    let idle = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = c.s.read(&mut buf).unwrap_or(0);
+    let waited = idle.elapsed();
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(15), "closed after {waited:?}");
+}
+
+#[test]
 fn slow_upstream_past_read_timeout_is_504() {
     let slow = Backend::with(Arc::new(|_, _| {
         std::thread::sleep(Duration::from_secs(3));

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -147,7 +148,7 @@ fn log_entry<B>(meta: &ConnMeta, req: &Request<B>) -> Box<Entry> {
 pub struct Exchange {
     snap: Arc<Snapshot>,
     started: Instant,
-    listen_key: SocketAddr,
+    meta: Arc<ConnMeta>,
     info: ReqInfo,
     status: u16,
     bytes: u64,
@@ -155,13 +156,13 @@ pub struct Exchange {
 
 impl Exchange {
     /// Starts the bookkeeping of `req`, read on `meta`'s connection, under `snap`.
-    pub fn start<B>(snap: Arc<Snapshot>, meta: &ConnMeta, req: &Request<B>) -> Exchange {
-        let log = snap.access_log.as_ref().map(|_| log_entry(meta, req));
+    pub fn start<B>(snap: Arc<Snapshot>, meta: Arc<ConnMeta>, req: &Request<B>) -> Exchange {
+        let log = snap.access_log.as_ref().map(|_| log_entry(&meta, req));
         let started = Instant::now();
         Exchange {
             snap,
             started,
-            listen_key: meta.listen_key,
+            meta,
             info: ReqInfo {
                 log,
                 started: Some(started),
@@ -172,9 +173,10 @@ impl Exchange {
         }
     }
 
-    /// The snapshot to route with and the info to fill in, borrowed apart.
-    pub fn parts(&mut self) -> (&Snapshot, &mut ReqInfo) {
-        (&self.snap, &mut self.info)
+    /// The snapshot to route with, the connection, and the info to fill in, borrowed
+    /// apart.
+    pub fn parts(&mut self) -> (&Snapshot, &ConnMeta, &mut ReqInfo) {
+        (&self.snap, &self.meta, &mut self.info)
     }
 
     /// The response goes out; the exchange ends with its body.
@@ -190,8 +192,12 @@ impl Drop for Exchange {
         let end = Instant::now();
         let elapsed = end.saturating_duration_since(self.started);
         self.snap
-            .request_metrics(self.info.site, self.listen_key)
+            .request_metrics(self.info.site, self.meta.listen_key)
             .record(self.status, elapsed);
+        // The connection now waits for its next request head.
+        self.meta
+            .waiting_since
+            .store(crate::clock::coarse_nanos(), Ordering::Relaxed);
         if let (Some(log), Some(mut e)) = (&self.snap.access_log, self.info.log.take()) {
             if let (Some(at), Some(t)) = (self.info.open_try, e.tries.last_mut()) {
                 t.time = end.saturating_duration_since(at);

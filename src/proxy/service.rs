@@ -3,6 +3,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -42,7 +44,14 @@ pub struct ConnMeta {
     /// What [`super::framing::Guarded`] saw: a head with both `Content-Length`
     /// and `Transfer-Encoding`, or one over 64 KiB.
     pub head_guard: Arc<HeadGuard>,
+    /// Coarse time ([`crate::clock::coarse_nanos`]) since which the connection has
+    /// waited for a request head, or [`IN_FLIGHT`] while a request is being served:
+    /// what the HTTP/1 `client_header_timeout` watch reads.
+    pub waiting_since: AtomicU64,
 }
+
+/// [`ConnMeta::waiting_since`] while a request is being served.
+pub const IN_FLIGHT: u64 = u64::MAX;
 
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
@@ -50,9 +59,10 @@ pub async fn handle(
     meta: Arc<ConnMeta>,
     req: Request<Incoming>,
 ) -> Result<Response<Tracked>, Infallible> {
-    let mut ex = Exchange::start(shared.snapshot.load_full(), &meta, &req);
-    let (snap, info) = ex.parts();
-    let resp = route(&shared, snap, &meta, req, info).await;
+    meta.waiting_since.store(IN_FLIGHT, Relaxed);
+    let mut ex = Exchange::start(shared.snapshot.load_full(), meta, &req);
+    let (snap, meta, info) = ex.parts();
+    let resp = route(&shared, snap, meta, req, info).await;
     Ok(ex.respond(resp))
 }
 
@@ -84,7 +94,6 @@ async fn route(
     let (mut parts, body) = req.into_parts();
     let h1 = parts.version <= Version::HTTP_11;
     if h1 {
-        use std::sync::atomic::Ordering::Relaxed;
         // Request smuggling guard: both framings present is never forwarded.
         if parts.headers.contains_key(header::TRANSFER_ENCODING)
             && meta.head_guard.conflict.load(Relaxed)
