@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Throughput cost of metrics + the access log, with ../shared/bench/compare.sh.
 #
-# compare.sh always renders its templates/fulcrum.toml (access_log = "off"; metrics
-# are always on). This script runs it on a temp copy of the bench dir:
-#   1. (only with BASELINE_BIN) a fulcrum built without metrics and access log, e.g.
-#      main before the metrics merge: "both off";
-#   2. FULCRUM_BIN as shipped: metrics on, access log off;
-#   3. FULCRUM_BIN with access_log = a file in LOG_DIR, format FORMAT: both on.
+# compare.sh always renders its templates/fulcrum.toml (access_log = "off", admin on).
+# This script runs it on temp copies of the bench dir, all with the same FULCRUM_BIN:
+#   1. both off: `[admin] listen = "off"` (fulcrum then skips per-request counting:
+#      nothing could scrape it) and access_log = "off"; this copy's compare.sh waits
+#      for readiness on the proxy port, since there is no admin /readyz;
+#   2. metrics on, access log off (the template as shipped);
+#   3. both on: access_log = a file in LOG_DIR, format FORMAT.
+#   (With BASELINE_BIN, also that build with the template as shipped, first.)
 # Each run prints compare.sh's table (fulcrum's "vs nginx" column is the figure to
 # compare across runs: it is normalized to nginx within the same run), then the
 # access log's line count and size as a check that it was really written.
@@ -35,12 +37,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Two copies of the bench dir: one with the template as shipped, one with the log on.
+# Three copies of the bench dir: the template as shipped, metrics off, the log on.
 cp -r "$BENCH" "$WORK/off"
 cp -r "$BENCH" "$WORK/on"
+cp -r "$BENCH" "$WORK/none"
 TEMPLATE=$WORK/on/templates/fulcrum.toml
 grep -q '^access_log = "off"' "$TEMPLATE" || { echo "template has no access_log = \"off\" line" >&2; exit 1; }
 sed -i "s|^access_log = \"off\"|access_log = \"$LOG_DIR/access.log\"\naccess_log_format = \"$FORMAT\"|" "$TEMPLATE"
+NONE=$WORK/none
+grep -q '^listen = "127.0.0.1:@@ADMIN_PORT@@"' "$NONE/templates/fulcrum.toml" || { echo "template's admin listen line changed" >&2; exit 1; }
+sed -i 's|^listen = "127.0.0.1:@@ADMIN_PORT@@"|listen = "off"|' "$NONE/templates/fulcrum.toml"
+grep -q 'wait_http fulcrum "http://127.0.0.1:$ADMIN_PORT/readyz"' "$NONE/compare.sh" || { echo "compare.sh's fulcrum readiness line changed" >&2; exit 1; }
+sed -i 's|wait_http fulcrum "http://127.0.0.1:$ADMIN_PORT/readyz"|wait_http fulcrum "http://127.0.0.1:$FULCRUM_PORT/"|' "$NONE/compare.sh"
 
 run() { # title, bench dir, binary
     echo "## $1"
@@ -52,8 +60,9 @@ run() { # title, bench dir, binary
 echo "# fulcrum: cost of metrics and access log ($(date -u +%Y-%m-%dT%H:%MZ))"
 echo
 if [ -n "${BASELINE_BIN:-}" ]; then
-    run "Baseline: no metrics, no access log ($BASELINE_BIN)" "$WORK/off" "$(realpath "$BASELINE_BIN")"
+    run "Baseline build ($BASELINE_BIN), template as shipped" "$WORK/off" "$(realpath "$BASELINE_BIN")"
 fi
+run "Both off: admin (and so metrics) off, access log off" "$NONE" "$FULCRUM_BIN"
 run "Metrics on, access log off" "$WORK/off" "$FULCRUM_BIN"
 run "Metrics on, access log on ($FORMAT, to $LOG_DIR/access.log)" "$WORK/on" "$FULCRUM_BIN"
 if [ -f "$LOG_DIR/access.log" ]; then

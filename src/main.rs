@@ -92,6 +92,8 @@ fn run(cfg: config::Config) -> anyhow::Result<()> {
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let admin = cfg.admin.clone();
+    // Without the admin API nothing can scrape /metrics: requests skip the counting.
+    fulcrum::metrics::set_recording(admin.is_some());
     let demo_requests = cfg.demo_requests;
     if !cfg.demo.is_empty() {
         let addrs = fulcrum::demo::start(&cfg.demo).await?;

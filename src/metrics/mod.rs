@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -220,6 +220,23 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// Whether requests and tries are counted (see [`set_recording`]).
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Turns per-request counting on or off for the process. The binary turns it off when
+/// the admin API is (`[admin] listen = "off"`): nothing could scrape the figures, so
+/// requests skip the counter and histogram updates (atomic operations on shared cache
+/// lines). Health, reload and connection figures are kept either way.
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+/// Whether requests and tries are counted.
+#[inline]
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
 /// Handles of `fulcrum_http_requests_total` and `fulcrum_http_request_duration_seconds`
 /// for one (virtual server, upstream) pair; `upstream` is "" for answers fulcrum gives
 /// itself (`return`, 404, bad requests).
@@ -252,6 +269,9 @@ impl RequestMetrics {
     /// Counts one answered request.
     #[inline]
     pub fn record(&self, status: u16, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         self.codes[class(status)].inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
@@ -283,11 +303,15 @@ impl PeerMetrics {
         }
     }
 
-    /// Counts a response received from the server and the time its try took.
+    /// Counts a response received from the server and the time since its try
+    /// `started` (the clock is read only while counting).
     #[inline]
-    pub fn response(&self, status: u16, elapsed: Duration) {
+    pub fn response(&self, status: u16, started: std::time::Instant) {
+        if !recording() {
+            return;
+        }
         self.codes[class(status)].inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        self.duration.observe(started.elapsed().as_secs_f64());
     }
 
     /// Counts a failed try.

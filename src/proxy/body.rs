@@ -107,7 +107,7 @@ impl Drop for Attempt {
     fn drop(&mut self) {
         let peer = self.upstream.peer(self.pick);
         if self.status != 0 {
-            peer.metrics.response(self.status, self.started.elapsed());
+            peer.metrics.response(self.status, self.started);
         }
         if self.reusable {
             if let Some(c) = self.conn.take() {

@@ -188,16 +188,19 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        // The connection now waits for its next request head.
+        self.meta
+            .waiting_since
+            .store(crate::clock::coarse_nanos(), Ordering::Relaxed);
+        if !crate::metrics::recording() && self.snap.access_log.is_none() {
+            return;
+        }
         // One clock read serves the metrics, the request time and the last try's time.
         let end = Instant::now();
         let elapsed = end.saturating_duration_since(self.started);
         self.snap
             .request_metrics(self.info.site, self.meta.listen_key)
             .record(self.status, elapsed);
-        // The connection now waits for its next request head.
-        self.meta
-            .waiting_since
-            .store(crate::clock::coarse_nanos(), Ordering::Relaxed);
         if let (Some(log), Some(mut e)) = (&self.snap.access_log, self.info.log.take()) {
             if let (Some(at), Some(t)) = (self.info.open_try, e.tries.last_mut()) {
                 t.time = end.saturating_duration_since(at);
