@@ -13,7 +13,11 @@
 //! `a.b`. We reproduce that order.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+// The tables are built from the config; looking up a client's Host cannot grow them,
+// so a fast non-keyed hash is safe here.
+use rustc_hash::FxHashMap as HashMap;
 
 use regex::{Regex, RegexBuilder};
 
