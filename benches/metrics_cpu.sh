@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# CPU time per request of fulcrum with metrics only, and with the access log on
-# (combined and json), optionally against a baseline build without either. CPU time
+# CPU time per request of fulcrum with both off (admin API off, so no per-request
+# counting, and no access log), metrics only, and with the access log on (combined
+# and json), optionally also a baseline build. CPU time
 # (utime+stime of the whole process, writer thread included, per request served)
 # stays readable on a shared, noisy machine where req/s do not; compare.sh is the
 # throughput figure (benches/metrics_cost.sh).
@@ -40,13 +41,13 @@ http { access_log off; client_body_temp_path $D/be/tmp; proxy_temp_path $D/be/tm
   location / { return 200 "$BODY"; } } }
 CONF
 taskset -c 0 "$NGINX" -c "$D/be/nginx.conf" -p "$D/be" & PIDS+=($!)
-cfg() { # access_log lines
+cfg() { # access_log lines, [admin] listen
     cat <<CONF
 [global]
 worker_threads = 1
 $1
 [admin]
-listen = "127.0.0.1:$ADMIN"
+listen = "${2:-127.0.0.1:$ADMIN}"
 [upstream.backend]
 server = ["127.0.0.1:$B1", "127.0.0.1:$B2", "127.0.0.1:$B3"]
 keepalive = 64
@@ -58,6 +59,7 @@ proxy_pass = "http://backend"
 CONF
 }
 cfg 'access_log = "off"' > "$D/off.toml"
+cfg 'access_log = "off"' off > "$D/none.toml"
 cfg "access_log = \"$D/logs/access.log\"" > "$D/combined.toml"
 cfg "access_log = \"$D/logs/access.json\"
 access_log_format = \"json\"" > "$D/json.toml"
@@ -65,7 +67,8 @@ TCK=$(getconf CLK_TCK)
 run() { # name binary config
     RUST_LOG=warn taskset -c 1 "$2" --config "$3" 2>"$D/$1.err" & local p=$!
     local i
-    for i in $(seq 100); do curl -sf "127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+    # Ready when it proxies (the "none" run has no admin /readyz).
+    for i in $(seq 100); do curl -sf "127.0.0.1:$LB/" >/dev/null && break; sleep 0.1; done
     taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:$LB/" >/dev/null
     local t0 t1 out
     t0=$(awk '{print $14+$15}' "/proc/$p/stat")
@@ -79,11 +82,12 @@ run() { # name binary config
 }
 rows=()
 [ -n "${BASELINE_BIN:-}" ] && rows+=("baseline")
-rows+=(metrics log_combined log_json)
+rows+=(none metrics log_combined log_json)
 for r in $(seq "$ROUNDS"); do
     for row in "${rows[@]}"; do
         case $row in
             baseline) run baseline "$BASELINE_BIN" "$D/off.toml" ;;
+            none) run none "$FULCRUM_BIN" "$D/none.toml" ;;
             metrics) run metrics "$FULCRUM_BIN" "$D/off.toml" ;;
             log_combined) run log_combined "$FULCRUM_BIN" "$D/combined.toml" ;;
             log_json) run log_json "$FULCRUM_BIN" "$D/json.toml" ;;

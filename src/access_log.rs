@@ -65,8 +65,9 @@ pub enum Field {
 /// thread formats the line would keep hyper from reusing its read buffer.
 #[derive(Debug, Clone, Default)]
 pub struct RequestText {
-    /// Inline up to 256 bytes: one allocation (the entry's) for a typical request.
-    buf: SmallVec<[u8; 256]>,
+    /// One exact-size allocation: an inline array would make every entry a few
+    /// hundred bytes to zero and move.
+    buf: Vec<u8>,
     /// End offset of each field in `buf`; `u32::MAX` marks an absent field.
     ends: [u32; 4],
 }
@@ -82,22 +83,16 @@ impl RequestText {
         let headers = [host, referer, user_agent];
         let target_len = target.iter().map(|p| p.len()).sum::<usize>();
         let len = target_len + headers.iter().flatten().map(|h| h.len()).sum::<usize>();
-        // `SmallVec::extend_from_slice` is an insert (two copies); this is one per piece.
-        let mut buf: SmallVec<[u8; 256]> = SmallVec::from_elem(0, len);
-        let mut at = 0;
-        let mut put = |b: &[u8]| {
-            buf[at..at + b.len()].copy_from_slice(b);
-            at += b.len();
-            at as u32
-        };
+        let mut buf = Vec::with_capacity(len);
+        for p in target {
+            buf.extend_from_slice(p);
+        }
         let mut ends = [u32::MAX; 4];
         ends[0] = target_len as u32;
-        for p in target {
-            put(p);
-        }
         for (i, h) in headers.iter().enumerate() {
             if let Some(h) = h {
-                ends[i + 1] = put(h);
+                buf.extend_from_slice(h);
+                ends[i + 1] = buf.len() as u32;
             }
         }
         RequestText { buf, ends }
