@@ -378,7 +378,7 @@ impl ErrorReport {
 }
 
 /// Where a line is built: a `Vec` that grows, or a [`Line`] sized for it beforehand.
-trait Out {
+trait Out: Write {
     fn put(&mut self, b: &[u8]);
     #[inline]
     fn push(&mut self, c: u8) {
@@ -404,6 +404,16 @@ struct Line<'a> {
     buf: &'a mut [u8],
     at: usize,
     overflow: bool,
+}
+
+impl Write for Line<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.put(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Out for Line<'_> {
@@ -649,11 +659,14 @@ impl Formatter {
     }
 }
 
-fn combined(e: &Entry, time: &str, out: &mut Vec<u8>) {
-    // Worst case: every text byte escaped to four, generous room for the rest.
-    let text = e.text.buf.len() + e.remote_user.as_ref().map_or(0, String::len);
-    let method = e.request.as_ref().map_or(0, |r| r.method.as_str().len());
-    let bound = 256 + time.len() + 4 * (text + method) + 128 * e.tries.len();
+/// Appends a line written by `fast` into `bound` bytes reserved at the end of `out`;
+/// if the bound were ever short, by `slow` into `out` itself.
+fn presized(
+    out: &mut Vec<u8>,
+    bound: usize,
+    fast: impl FnOnce(&mut Line<'_>),
+    slow: impl FnOnce(&mut Vec<u8>),
+) {
     let start = out.len();
     out.resize(start + bound, 0);
     let mut line = Line {
@@ -661,14 +674,31 @@ fn combined(e: &Entry, time: &str, out: &mut Vec<u8>) {
         at: 0,
         overflow: false,
     };
-    combined_into(e, time, &mut line);
+    fast(&mut line);
     let (end, overflow) = (start + line.at, line.overflow);
     out.truncate(end);
     if overflow {
-        // Not expected (the bound is generous): write it the slow way.
         out.truncate(start);
-        combined_into(e, time, out);
+        slow(out);
     }
+}
+
+/// Bytes of the entry's request text, user and method: what escaping can multiply.
+fn text_len(e: &Entry) -> usize {
+    e.text.buf.len()
+        + e.remote_user.as_ref().map_or(0, String::len)
+        + e.request.as_ref().map_or(0, |r| r.method.as_str().len())
+}
+
+fn combined(e: &Entry, time: &str, out: &mut Vec<u8>) {
+    // Worst case: every text byte escaped to four, generous room for the rest.
+    let bound = 256 + time.len() + 4 * text_len(e) + 128 * e.tries.len();
+    presized(
+        out,
+        bound,
+        |l| combined_into(e, time, l),
+        |v| combined_into(e, time, v),
+    );
 }
 
 fn combined_into(e: &Entry, time: &str, out: &mut impl Out) {
@@ -717,27 +747,38 @@ fn combined_into(e: &Entry, time: &str, out: &mut impl Out) {
 }
 
 /// Writes `"key":` then a JSON string of `v` (lossy UTF-8), or `null`.
-fn json_field(out: &mut Vec<u8>, key: &str, v: Option<&[u8]>) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+fn json_field(out: &mut impl Out, key: &str, v: Option<&[u8]>) {
+    out.put(b",\"");
+    out.put(key.as_bytes());
+    out.put(b"\":");
     match v {
         Some(b) if b.iter().all(|&c| plain(c)) => {
             out.push(b'"');
-            out.extend_from_slice(b);
+            out.put(b);
             out.push(b'"');
         }
         Some(b) => {
             let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(b));
         }
-        None => out.extend_from_slice(b"null"),
+        None => out.put(b"null"),
     }
 }
 
 fn json(e: &Entry, time: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"time\":");
+    // Worst case: every byte as `\u00XX`; the target is written twice.
+    let bound = 512 + 6 * (time.len() + 2 * text_len(e)) + 128 * e.tries.len();
+    presized(
+        out,
+        bound,
+        |l| json_into(e, time, l),
+        |v| json_into(e, time, v),
+    );
+}
+
+fn json_into(e: &Entry, time: &str, out: &mut impl Out) {
+    out.put(b"{\"time\":");
     let _ = serde_json::to_writer(&mut *out, time);
-    out.extend_from_slice(b",\"remote_addr\":\"");
+    out.put(b",\"remote_addr\":\"");
     put_ip(out, e.remote.ip());
     out.push(b'"');
     json_field(
@@ -751,9 +792,9 @@ fn json(e: &Entry, time: &str, out: &mut Vec<u8>) {
             let method = r.method.as_str().as_bytes();
             let version = version_str(r.version).as_bytes();
             if method.iter().chain(target).all(|&c| plain(c)) {
-                out.extend_from_slice(b",\"request\":\"");
+                out.put(b",\"request\":\"");
                 for part in [method, b" ", target, b" ", version] {
-                    out.extend_from_slice(part);
+                    out.put(part);
                 }
                 out.push(b'"');
             } else {
@@ -764,28 +805,27 @@ fn json(e: &Entry, time: &str, out: &mut Vec<u8>) {
             json_field(out, "uri", Some(target));
             json_field(out, "protocol", Some(version_str(r.version).as_bytes()));
         }
-        None => out
-            .extend_from_slice(b",\"request\":null,\"method\":null,\"uri\":null,\"protocol\":null"),
+        None => out.put(b",\"request\":null,\"method\":null,\"uri\":null,\"protocol\":null"),
     }
     json_field(out, "host", e.text.get(Field::Host));
-    out.extend_from_slice(b",\"status\":");
+    out.put(b",\"status\":");
     put_int(out, e.status);
-    out.extend_from_slice(b",\"body_bytes_sent\":");
+    out.put(b",\"body_bytes_sent\":");
     put_int(out, e.body_bytes_sent);
     json_field(out, "http_referer", e.text.get(Field::Referer));
     json_field(out, "http_user_agent", e.text.get(Field::UserAgent));
-    out.extend_from_slice(b",\"request_time\":");
+    out.put(b",\"request_time\":");
     write_secs(out, e.request_time);
     for (key, field) in [
         ("upstream_addr", TryField::Addr),
         ("upstream_status", TryField::Status),
         ("upstream_response_time", TryField::Time),
     ] {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
+        out.put(b",\"");
+        out.put(key.as_bytes());
+        out.put(b"\":");
         if e.tries.is_empty() {
-            out.extend_from_slice(b"null");
+            out.put(b"null");
         } else {
             // Addresses, numbers and "-": nothing to escape.
             out.push(b'"');
@@ -793,7 +833,7 @@ fn json(e: &Entry, time: &str, out: &mut Vec<u8>) {
             out.push(b'"');
         }
     }
-    out.extend_from_slice(b"}\n");
+    out.put(b"}\n");
 }
 
 /// `$remote_user`: the user name of a Basic `Authorization` header.
@@ -942,6 +982,12 @@ mod tests {
         combined_into(&e, time, &mut slow);
         assert_eq!(fast, slow);
         assert!(fast.ends_with(b"\"\n") && fast.len() > 3 * 3000);
+        let (mut fast, mut slow) = (Vec::new(), Vec::new());
+        json(&e, time, &mut fast);
+        json_into(&e, time, &mut slow);
+        assert_eq!(fast, slow);
+        let v: serde_json::Value = serde_json::from_slice(&fast).expect("json line");
+        assert_eq!(v["upstream_status"], "502, 200, -, -, -");
         // Too little room: flagged, never a panic.
         let mut small = [0u8; 40];
         let mut line = Line {
