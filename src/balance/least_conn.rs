@@ -1,30 +1,109 @@
 //! nginx `least_conn` (`ngx_http_upstream_get_least_conn_peer`): the eligible peer
 //! with the fewest in-flight attempts per unit of weight; ties are broken by nginx's
 //! round-robin pass over the tied peers, starting at the first of them.
+//!
+//! nginx scans every peer. fulcrum does too while some server is impaired (or on a
+//! retry, or while an effective weight recovers), but while every server is available
+//! and at full weight it answers from an index in O(distinct weights × log n):
+//!
+//! - Peers are grouped by their ratio `conns / weight` (a *class*: the peers nginx
+//!   would find tied). The least loaded class is the first of an ordered map.
+//! - A pass over a class adds each member's weight to its `current_weight`, the same
+//!   amount to every member of one weight, so a class keeps a pass counter and each
+//!   member stores `current − passes × weight`. Within a class and a weight, members
+//!   sit in a binary heap on (stored desc, index asc); the pass's winner is the best
+//!   of the heaps' tops, and it gives back the class's total weight.
+//! - A class of one peer is nginx's unique minimum: no pass, no weight changes.
+//!
+//! In-flight counts stay in `PeerState::conns` (the truth for `max_conns` and
+//! metrics). Every change there marks the peer in a dirty set ([`Balancer::on_conns`]),
+//! and a pick first moves the dirty peers to the class of their current count, so a
+//! single thread sees nginx's exact sequence. Changes made through an older snapshot's
+//! balancer (requests in flight across a reload) reach only that balancer's dirty set:
+//! each pick also re-reads one peer in turn, so such drift heals within `n` picks.
+//!
+//! Leaving the index (something became impaired) writes the exact weights back to
+//! the round-robin state the scan uses; coming back rebuilds the index from it.
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
-use super::round_robin::{smooth_pass, RoundRobin};
+use super::round_robin::{smooth_pass, RoundRobin, Weights};
 use super::{eligible, Balancer, PickState};
 use crate::upstream::Tier;
+
+/// Smallest tier given an index: below, nginx's scan is as fast.
+pub const INDEX_MIN_PEERS: usize = 8;
+/// Most distinct weights an index handles (a pass visits one heap per weight).
+const INDEX_MAX_WEIGHTS: usize = 64;
 
 /// Weighted least connections.
 #[derive(Debug)]
 pub struct LeastConn {
     rr: RoundRobin,
+    index: Option<Index>,
 }
 
 impl LeastConn {
     /// A balancer for `tier`.
     pub fn new(tier: &Tier) -> Self {
-        LeastConn {
-            rr: RoundRobin::new(tier),
+        Self::with_index_min(tier, INDEX_MIN_PEERS)
+    }
+
+    /// A balancer for `tier` that indexes tiers of at least `min_peers` peers.
+    pub fn with_index_min(tier: &Tier, min_peers: usize) -> Self {
+        let rr = RoundRobin::new(tier);
+        let index = (tier.peers.len() >= min_peers.max(2))
+            .then(|| Tree::new(tier))
+            .flatten()
+            .map(|tree| Index {
+                dirty: Dirty::new(tier.peers.len()),
+                valid: AtomicBool::new(false),
+                tree: Mutex::new(tree),
+            });
+        LeastConn { rr, index }
+    }
+
+    /// Whether picks are currently answered by the index (tests).
+    pub fn is_indexed(&self) -> bool {
+        self.index
+            .as_ref()
+            .is_some_and(|ix| ix.valid.load(Ordering::Acquire))
+    }
+
+    /// The index's pick, or `None` when the scan must answer (and then the index's
+    /// weights have been handed back to the round-robin state).
+    fn indexed_pick(&self, ix: &Index, tier: &Tier, req: &PickState<'_>) -> Option<usize> {
+        let mut tree = ix.lock();
+        if !ix.valid.load(Ordering::Relaxed) {
+            ix.dirty.clear();
+            self.rr.with_weights(tier, |w| tree.build(tier, w));
+            ix.valid.store(true, Ordering::Release);
+        }
+        ix.dirty.drain(|i| tree.sync(tier, i));
+        let s = tree.scrub;
+        tree.scrub = if s + 1 >= tier.peers.len() { 0 } else { s + 1 };
+        tree.sync(tier, s);
+        if let Some((slot, i)) = tree.peek() {
+            if eligible(&tier.peers[i], i, req) {
+                tree.commit(slot, i);
+                return Some(i);
+            }
+        }
+        self.leave(ix, tree, tier);
+        None
+    }
+
+    /// Hands the index's weights back to the round-robin state the scan uses.
+    fn leave(&self, ix: &Index, tree: MutexGuard<'_, Tree>, tier: &Tier) {
+        if ix.valid.swap(false, Ordering::AcqRel) {
+            self.rr.with_weights(tier, |w| tree.materialize(tier, w));
         }
     }
-}
 
-impl Balancer for LeastConn {
-    fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
+    /// nginx's scan over every eligible peer.
+    fn scan(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         // (conns, weight) of the best so far; ratios compared by cross products.
         let mut best: Option<(usize, u64, u64)> = None;
         // Eligible peers, and how many share the best ratio.
@@ -69,8 +148,408 @@ impl Balancer for LeastConn {
             smooth_pass(w, tier, tied).map_or(first, |(b, _)| b)
         }))
     }
+}
+
+impl Balancer for LeastConn {
+    fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
+        if let Some(ix) = &self.index {
+            // The index assumes every non-down peer eligible at full weight, and a
+            // retry's pass leaves the tried peers out.
+            let clean = tier.pool.impaired() == 0 && req.tried.is_empty() && !self.rr.has_deficit();
+            if clean {
+                if let Some(i) = self.indexed_pick(ix, tier, req) {
+                    return Some(i);
+                }
+            } else if ix.valid.load(Ordering::Acquire) {
+                self.leave(ix, ix.lock(), tier);
+            }
+        }
+        self.scan(tier, req)
+    }
 
     fn on_failure(&self, tier: &Tier, idx: usize) {
+        if let Some(ix) = &self.index {
+            if ix.valid.load(Ordering::Acquire) {
+                self.leave(ix, ix.lock(), tier);
+            }
+        }
         self.rr.on_failure(tier, idx);
+    }
+
+    #[cfg(test)]
+    fn indexed(&self) -> bool {
+        self.is_indexed()
+    }
+
+    #[inline]
+    fn on_conns(&self, _tier: &Tier, idx: usize) {
+        if let Some(ix) = &self.index {
+            ix.dirty.insert(idx);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Index {
+    tree: Mutex<Tree>,
+    /// Whether `tree` holds nginx's weights (else the round-robin state does).
+    valid: AtomicBool,
+    /// Peers whose in-flight count changed since the tree last looked.
+    dirty: Dirty,
+}
+
+impl Index {
+    fn lock(&self) -> MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A two-level atomic bitset of peers: one bit per peer, one summary bit per word.
+#[derive(Debug)]
+struct Dirty {
+    words: Box<[AtomicU64]>,
+    summary: Box<[AtomicU64]>,
+}
+
+impl Dirty {
+    fn new(n: usize) -> Dirty {
+        let words = n.div_ceil(64);
+        Dirty {
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            summary: (0..words.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Marks peer `i`; after its count changed (release: a drain that sees the bit
+    /// sees the count).
+    #[inline]
+    fn insert(&self, i: usize) {
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        if let Some(word) = self.words.get(w) {
+            word.fetch_or(b, Ordering::AcqRel);
+            let (s, sb) = (w / 64, 1u64 << (w % 64));
+            let sum = &self.summary[s];
+            if sum.load(Ordering::Relaxed) & sb == 0 {
+                sum.fetch_or(sb, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Takes every marked peer.
+    #[inline]
+    fn drain(&self, mut f: impl FnMut(usize)) {
+        for (s, sum) in self.summary.iter().enumerate() {
+            if sum.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut ws = sum.swap(0, Ordering::AcqRel);
+            while ws != 0 {
+                let w = s * 64 + ws.trailing_zeros() as usize;
+                ws &= ws - 1;
+                let mut bits = self.words[w].swap(0, Ordering::AcqRel);
+                while bits != 0 {
+                    f(w * 64 + bits.trailing_zeros() as usize);
+                    bits &= bits - 1;
+                }
+            }
+        }
+    }
+
+    fn clear(&self) {
+        for a in self.summary.iter().chain(self.words.iter()) {
+            a.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// `conns / weight` in lowest terms, ordered by value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ratio {
+    num: u32,
+    den: u32,
+}
+
+impl Ratio {
+    fn new(conns: u32, weight: u32) -> Ratio {
+        let (mut a, mut b) = (conns, weight);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        let g = a.max(1);
+        Ratio {
+            num: conns / g,
+            den: weight / g,
+        }
+    }
+}
+
+impl Ord for Ratio {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (u64::from(self.num) * u64::from(o.den)).cmp(&(u64::from(o.num) * u64::from(self.den)))
+    }
+}
+
+impl PartialOrd for Ratio {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// Peers tied at one ratio.
+#[derive(Debug, Default)]
+struct Class {
+    /// Passes run over this class since it was created.
+    passes: i64,
+    /// Σ weight of the members (nginx's `total` of a pass).
+    total: i64,
+    members: u32,
+    /// One max-heap of peers per distinct weight.
+    heaps: Vec<Vec<u32>>,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// The index proper (under the mutex).
+#[derive(Debug)]
+struct Tree {
+    /// Per peer: weight, weight id, count it is filed under, `current − passes ×
+    /// weight`, class slot (`NONE` for down peers), position in its heap.
+    weight: Vec<i64>,
+    wid: Vec<u16>,
+    seen: Vec<u32>,
+    stored: Vec<i64>,
+    class: Vec<u32>,
+    pos: Vec<u32>,
+    /// Distinct weights by id.
+    weights: Vec<i64>,
+    slots: Vec<Class>,
+    free: Vec<u32>,
+    by_ratio: BTreeMap<Ratio, u32>,
+    /// The next peer re-read against its live count.
+    scrub: usize,
+}
+
+impl Tree {
+    fn new(tier: &Tier) -> Option<Tree> {
+        let mut weights: Vec<i64> = Vec::new();
+        let mut wid = Vec::with_capacity(tier.peers.len());
+        for p in &tier.peers {
+            let w = i64::from(p.conf.weight);
+            let id = match weights.iter().position(|&x| x == w) {
+                Some(id) => id,
+                None => {
+                    weights.push(w);
+                    weights.len() - 1
+                }
+            };
+            wid.push(id as u16);
+        }
+        if weights.len() > INDEX_MAX_WEIGHTS {
+            return None;
+        }
+        let n = tier.peers.len();
+        Some(Tree {
+            weight: tier
+                .peers
+                .iter()
+                .map(|p| i64::from(p.conf.weight))
+                .collect(),
+            wid,
+            seen: vec![0; n],
+            stored: vec![0; n],
+            class: vec![NONE; n],
+            pos: vec![0; n],
+            weights,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_ratio: BTreeMap::new(),
+            scrub: 0,
+        })
+    }
+
+    /// Files every non-down peer by its live count, with nginx's weights `w`.
+    fn build(&mut self, tier: &Tier, w: &[Weights]) {
+        self.by_ratio.clear();
+        self.free.clear();
+        for (slot, c) in self.slots.iter_mut().enumerate() {
+            c.passes = 0;
+            c.total = 0;
+            c.members = 0;
+            c.heaps.iter_mut().for_each(Vec::clear);
+            self.free.push(slot as u32);
+        }
+        self.class.fill(NONE);
+        for (i, p) in tier.peers.iter().enumerate() {
+            if p.conf.down {
+                continue;
+            }
+            let conns = p.state.conns.load(Ordering::Acquire);
+            self.file(i, conns, w[i].current);
+        }
+    }
+
+    /// Writes nginx's weights back (every peer at full effective weight).
+    fn materialize(&self, tier: &Tier, w: &mut [Weights]) {
+        for (i, p) in tier.peers.iter().enumerate() {
+            if self.class[i] == NONE {
+                continue;
+            }
+            let c = &self.slots[self.class[i] as usize];
+            w[i] = Weights {
+                current: self.stored[i] + c.passes * self.weight[i],
+                effective: i64::from(p.conf.weight),
+            };
+        }
+    }
+
+    /// Moves peer `i` to the class of its live count, if that changed.
+    #[inline]
+    fn sync(&mut self, tier: &Tier, i: usize) {
+        let slot = self.class[i];
+        if slot == NONE {
+            return;
+        }
+        let conns = tier.peers[i].state.conns.load(Ordering::Acquire);
+        if conns == self.seen[i] {
+            return;
+        }
+        let current = self.stored[i] + self.slots[slot as usize].passes * self.weight[i];
+        self.unfile(i);
+        self.file(i, conns, current);
+    }
+
+    /// Adds peer `i` (count `conns`, nginx `current_weight`) to its class.
+    fn file(&mut self, i: usize, conns: u32, current: i64) {
+        let ratio = Ratio::new(conns, self.weight[i] as u32);
+        let slot = match self.by_ratio.get(&ratio) {
+            Some(&s) => s,
+            None => {
+                let s = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slots.push(Class {
+                            heaps: vec![Vec::new(); self.weights.len()],
+                            ..Class::default()
+                        });
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.by_ratio.insert(ratio, s);
+                s
+            }
+        };
+        let c = &mut self.slots[slot as usize];
+        c.members += 1;
+        c.total += self.weight[i];
+        self.stored[i] = current - c.passes * self.weight[i];
+        self.seen[i] = conns;
+        self.class[i] = slot;
+        let heap = &mut c.heaps[self.wid[i] as usize];
+        heap.push(i as u32);
+        let at = heap.len() - 1;
+        self.pos[i] = at as u32;
+        self.sift_up(slot, self.wid[i], at);
+    }
+
+    /// Takes peer `i` out of its class (freeing the class when it empties).
+    fn unfile(&mut self, i: usize) {
+        let slot = self.class[i];
+        let wid = self.wid[i];
+        let at = self.pos[i] as usize;
+        let c = &mut self.slots[slot as usize];
+        c.members -= 1;
+        c.total -= self.weight[i];
+        let heap = &mut c.heaps[wid as usize];
+        let last = heap.pop().unwrap_or(i as u32);
+        if last as usize != i {
+            heap[at] = last;
+            self.pos[last as usize] = at as u32;
+            self.sift_down(slot, wid, at);
+            let at = self.pos[last as usize] as usize;
+            self.sift_up(slot, wid, at);
+        }
+        self.class[i] = NONE;
+        if self.slots[slot as usize].members == 0 {
+            let c = &mut self.slots[slot as usize];
+            c.passes = 0;
+            c.total = 0;
+            self.by_ratio
+                .remove(&Ratio::new(self.seen[i], self.weight[i] as u32));
+            self.free.push(slot);
+        }
+    }
+
+    /// Whether peer `a` ranks before `b` in one heap (larger stored weight, then
+    /// lower index: nginx's strict `>` lets the earlier peer win a tie).
+    #[inline]
+    fn before(&self, a: u32, b: u32) -> bool {
+        let (sa, sb) = (self.stored[a as usize], self.stored[b as usize]);
+        sa > sb || (sa == sb && a < b)
+    }
+
+    fn sift_up(&mut self, slot: u32, wid: u16, mut at: usize) {
+        let mut heap = std::mem::take(&mut self.slots[slot as usize].heaps[wid as usize]);
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if !self.before(heap[at], heap[parent]) {
+                break;
+            }
+            heap.swap(at, parent);
+            self.pos[heap[at] as usize] = at as u32;
+            self.pos[heap[parent] as usize] = parent as u32;
+            at = parent;
+        }
+        self.slots[slot as usize].heaps[wid as usize] = heap;
+    }
+
+    fn sift_down(&mut self, slot: u32, wid: u16, mut at: usize) {
+        let mut heap = std::mem::take(&mut self.slots[slot as usize].heaps[wid as usize]);
+        loop {
+            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let mut top = at;
+            if l < heap.len() && self.before(heap[l], heap[top]) {
+                top = l;
+            }
+            if r < heap.len() && self.before(heap[r], heap[top]) {
+                top = r;
+            }
+            if top == at {
+                break;
+            }
+            heap.swap(at, top);
+            self.pos[heap[at] as usize] = at as u32;
+            self.pos[heap[top] as usize] = top as u32;
+            at = top;
+        }
+        self.slots[slot as usize].heaps[wid as usize] = heap;
+    }
+
+    /// nginx's choice without changing anything: the least loaded class, and in it
+    /// the winner of the next pass (or its only member).
+    #[inline]
+    fn peek(&self) -> Option<(u32, usize)> {
+        let (_, &slot) = self.by_ratio.first_key_value()?;
+        let c = &self.slots[slot as usize];
+        let passes = c.passes + i64::from(c.members > 1);
+        let mut best: Option<(i64, u32)> = None;
+        for (heap, w) in c.heaps.iter().zip(&self.weights) {
+            let Some(&top) = heap.first() else { continue };
+            let current = self.stored[top as usize] + passes * w;
+            if best.map_or(true, |(bc, bi)| current > bc || (current == bc && top < bi)) {
+                best = Some((current, top));
+            }
+        }
+        best.map(|(_, i)| (slot, i as usize))
+    }
+
+    /// Runs the pass [`Tree::peek`] previewed (none for a lone minimum).
+    #[inline]
+    fn commit(&mut self, slot: u32, i: usize) {
+        let c = &mut self.slots[slot as usize];
+        if c.members > 1 {
+            c.passes += 1;
+            self.stored[i] -= c.total;
+            self.sift_down(slot, self.wid[i], self.pos[i] as usize);
+        }
     }
 }

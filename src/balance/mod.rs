@@ -102,6 +102,17 @@ pub trait Balancer: Send + Sync + Debug {
 
     /// A try on peer `idx` failed (nginx lowers the round-robin effective weight).
     fn on_failure(&self, _tier: &Tier, _idx: usize) {}
+
+    /// Peer `idx`'s in-flight count (`PeerState::conns`) just changed (least_conn's
+    /// index refiles it).
+    #[inline]
+    fn on_conns(&self, _tier: &Tier, _idx: usize) {}
+
+    /// Whether least_conn's index answers picks now.
+    #[cfg(test)]
+    fn indexed(&self) -> bool {
+        false
+    }
 }
 
 /// Per-request selection state, carried across the retries of one request.

@@ -145,7 +145,7 @@ impl PeerState {
     }
 
     /// Forgets failures (nginx `fails = 0`).
-    fn reset_failures(&self) {
+    pub(crate) fn reset_failures(&self) {
         if self.fails.swap(0, Ordering::Relaxed) != 0 {
             self.impair(IMPAIRED_FAILING, false);
             // A failure counted meanwhile must keep the server flagged.
@@ -414,6 +414,7 @@ impl Upstream {
                 if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
                     s.note_conns(p.conf.max_conns);
                 }
+                tier.balancer().on_conns(tier, idx);
                 s.requests.fetch_add(1, Ordering::Relaxed);
                 // `checked` matters only once failures were counted (the failure
                 // window, and whether a success resets `fails`): a healthy server
@@ -467,6 +468,7 @@ impl Upstream {
         if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
             s.note_conns(p.conf.max_conns);
         }
+        tier.balancer().on_conns(tier, pick.idx);
     }
 
     /// Whether the balancer wants response times ([`Upstream::observe_rtt`]).
