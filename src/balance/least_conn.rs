@@ -20,14 +20,15 @@
 //! and a pick first moves the dirty peers to the class of their current count, so a
 //! single thread sees nginx's exact sequence. Changes made through an older snapshot's
 //! balancer (requests in flight across a reload) reach only that balancer's dirty set:
-//! each pick also re-reads one peer in turn, so such drift heals within `n` picks.
+//! every fourth pick also re-reads one peer in turn, so such drift heals within
+//! `4n` picks.
 //!
 //! Leaving the index (something became impaired) writes the exact weights back to
 //! the round-robin state the scan uses; coming back rebuilds the index from it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::round_robin::{smooth_pass, RoundRobin, Weights};
 use super::{eligible, Balancer, PickState};
@@ -35,6 +36,9 @@ use crate::upstream::Tier;
 
 /// Smallest tier given an index: below, nginx's scan is as fast.
 pub const INDEX_MIN_PEERS: usize = 8;
+/// One pick in this many re-reads the next peer's live count (healing changes the
+/// dirty set missed) within `SCRUB_EVERY × n` picks.
+const SCRUB_EVERY: u32 = 4;
 /// Most distinct weights an index handles (a pass visits one heap per weight).
 const INDEX_MAX_WEIGHTS: usize = 64;
 
@@ -59,6 +63,7 @@ impl LeastConn {
             .flatten()
             .map(|tree| Index {
                 dirty: Dirty::new(tier.peers.len()),
+                seen: tree.seen.clone(),
                 valid: AtomicBool::new(false),
                 tree: Mutex::new(tree),
             });
@@ -81,10 +86,16 @@ impl LeastConn {
             self.rr.with_weights(tier, |w| tree.build(tier, w));
             ix.valid.store(true, Ordering::Release);
         }
+        while let Some(i) = tree.picked.pop() {
+            tree.sync(tier, i as usize);
+        }
         ix.dirty.drain(|i| tree.sync(tier, i));
-        let s = tree.scrub;
-        tree.scrub = if s + 1 >= tier.peers.len() { 0 } else { s + 1 };
-        tree.sync(tier, s);
+        tree.ticks = tree.ticks.wrapping_add(1);
+        if tree.ticks % SCRUB_EVERY == 0 {
+            let s = tree.scrub;
+            tree.scrub = if s + 1 >= tier.peers.len() { 0 } else { s + 1 };
+            tree.sync(tier, s);
+        }
         if let Some((slot, i)) = tree.peek() {
             if eligible(&tier.peers[i], i, req) {
                 tree.commit(slot, i);
@@ -182,9 +193,17 @@ impl Balancer for LeastConn {
     }
 
     #[inline]
-    fn on_conns(&self, _tier: &Tier, idx: usize) {
+    fn on_finish(&self, tier: &Tier, idx: usize) {
         if let Some(ix) = &self.index {
-            ix.dirty.insert(idx);
+            // The index already files the peer under its count (its request ended
+            // before a pick looked at it): nothing to move. A pick filing it at this
+            // moment re-reads the count after publishing `seen` (`Tree::sync`), so
+            // one of the two sees the other (both sides SeqCst, with the decrement
+            // in `Upstream::finish`).
+            let now = tier.peers[idx].state.conns.load(Ordering::SeqCst);
+            if ix.seen[idx].load(Ordering::SeqCst) != now {
+                ix.dirty.insert(idx);
+            }
         }
     }
 }
@@ -196,6 +215,8 @@ struct Index {
     valid: AtomicBool,
     /// Peers whose in-flight count changed since the tree last looked.
     dirty: Dirty,
+    /// The count each peer is filed under (the tree's; written under the lock).
+    seen: Arc<[AtomicU32]>,
 }
 
 impl Index {
@@ -204,53 +225,77 @@ impl Index {
     }
 }
 
-/// A two-level atomic bitset of peers: one bit per peer, one summary bit per word.
+/// An atomic bitset of peers: one bit per peer, and above [`SUMMARY_MIN_WORDS`]
+/// words one summary bit per word, so a drain need not read every word.
 #[derive(Debug)]
 struct Dirty {
     words: Box<[AtomicU64]>,
     summary: Box<[AtomicU64]>,
 }
 
+const SUMMARY_MIN_WORDS: usize = 8;
+
 impl Dirty {
     fn new(n: usize) -> Dirty {
         let words = n.div_ceil(64);
+        let summary = if words > SUMMARY_MIN_WORDS {
+            words.div_ceil(64)
+        } else {
+            0
+        };
         Dirty {
             words: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            summary: (0..words.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            summary: (0..summary).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// Marks peer `i`; after its count changed (release: a drain that sees the bit
-    /// sees the count).
+    /// Marks peer `i`, after its count changed (a drain that sees the bit sees the
+    /// count).
     #[inline]
     fn insert(&self, i: usize) {
         let (w, b) = (i / 64, 1u64 << (i % 64));
         if let Some(word) = self.words.get(w) {
             word.fetch_or(b, Ordering::AcqRel);
-            let (s, sb) = (w / 64, 1u64 << (w % 64));
-            let sum = &self.summary[s];
-            if sum.load(Ordering::Relaxed) & sb == 0 {
-                sum.fetch_or(sb, Ordering::AcqRel);
+            if let Some(sum) = self.summary.get(w / 64) {
+                let sb = 1u64 << (w % 64);
+                if sum.load(Ordering::Relaxed) & sb == 0 {
+                    sum.fetch_or(sb, Ordering::AcqRel);
+                }
             }
+        }
+    }
+
+    /// Takes the marked peers of word `w`.
+    #[inline]
+    fn drain_word(&self, w: usize, f: &mut impl FnMut(usize)) {
+        let word = &self.words[w];
+        if word.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut bits = word.swap(0, Ordering::AcqRel);
+        while bits != 0 {
+            f(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
         }
     }
 
     /// Takes every marked peer.
     #[inline]
     fn drain(&self, mut f: impl FnMut(usize)) {
+        if self.summary.is_empty() {
+            for w in 0..self.words.len() {
+                self.drain_word(w, &mut f);
+            }
+            return;
+        }
         for (s, sum) in self.summary.iter().enumerate() {
             if sum.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let mut ws = sum.swap(0, Ordering::AcqRel);
             while ws != 0 {
-                let w = s * 64 + ws.trailing_zeros() as usize;
+                self.drain_word(s * 64 + ws.trailing_zeros() as usize, &mut f);
                 ws &= ws - 1;
-                let mut bits = self.words[w].swap(0, Ordering::AcqRel);
-                while bits != 0 {
-                    f(w * 64 + bits.trailing_zeros() as usize);
-                    bits &= bits - 1;
-                }
             }
         }
     }
@@ -295,6 +340,97 @@ impl PartialOrd for Ratio {
     }
 }
 
+/// A heap entry: a peer and its `current − passes × weight`.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: i64,
+    idx: u32,
+}
+
+impl Entry {
+    /// Whether `self` ranks before `o` (larger weight, then lower index: nginx's
+    /// strict `>` lets the earlier peer win a tie).
+    #[inline]
+    fn before(self, o: Entry) -> bool {
+        self.rank() > o.rank()
+    }
+
+    /// The order as one integer (one comparison, which compiles without a branch).
+    #[inline]
+    fn rank(self) -> u128 {
+        let key = (self.key as u64) ^ (1 << 63);
+        (u128::from(key) << 32) | u128::from(u32::MAX - self.idx)
+    }
+}
+
+/// The better child of `at` (`l = 2 at + 1` exists), chosen without a branch: which
+/// child wins is a coin toss the predictor would miss half the time.
+#[inline]
+fn better_child(heap: &[Entry], l: usize) -> usize {
+    match heap.get(l + 1) {
+        Some(r) => l + usize::from(r.rank() > heap[l].rank()),
+        None => l,
+    }
+}
+
+/// Moves the entry at `at` up to its place.
+#[inline]
+fn sift_up(heap: &mut [Entry], pos: &mut [u32], mut at: usize) {
+    let e = heap[at];
+    while at > 0 {
+        let parent = (at - 1) / 2;
+        if !e.before(heap[parent]) {
+            break;
+        }
+        heap[at] = heap[parent];
+        pos[heap[at].idx as usize] = at as u32;
+        at = parent;
+    }
+    heap[at] = e;
+    pos[e.idx as usize] = at as u32;
+}
+
+/// Moves the entry at `at` down to its place.
+#[inline]
+fn sift_down(heap: &mut [Entry], pos: &mut [u32], mut at: usize) {
+    let e = heap[at];
+    loop {
+        let l = 2 * at + 1;
+        if l >= heap.len() {
+            break;
+        }
+        let c = better_child(heap, l);
+        if !heap[c].before(e) {
+            break;
+        }
+        heap[at] = heap[c];
+        pos[heap[at].idx as usize] = at as u32;
+        at = c;
+    }
+    heap[at] = e;
+    pos[e.idx as usize] = at as u32;
+}
+
+/// [`sift_down`] for an entry that just lost a pass's total and most likely
+/// belongs near the bottom: the hole goes down the better children to a leaf, then
+/// the entry climbs back (one comparison per level instead of two).
+#[inline]
+fn sink(heap: &mut [Entry], pos: &mut [u32], mut at: usize) {
+    let e = heap[at];
+    loop {
+        let l = 2 * at + 1;
+        if l >= heap.len() {
+            break;
+        }
+        let c = better_child(heap, l);
+        heap[at] = heap[c];
+        pos[heap[at].idx as usize] = at as u32;
+        at = c;
+    }
+    heap[at] = e;
+    sift_up(heap, pos, at);
+}
+
 /// Peers tied at one ratio.
 #[derive(Debug, Default)]
 struct Class {
@@ -303,8 +439,8 @@ struct Class {
     /// Σ weight of the members (nginx's `total` of a pass).
     total: i64,
     members: u32,
-    /// One max-heap of peers per distinct weight.
-    heaps: Vec<Vec<u32>>,
+    /// One max-heap of members per distinct weight.
+    heaps: Vec<Vec<Entry>>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -312,12 +448,11 @@ const NONE: u32 = u32::MAX;
 /// The index proper (under the mutex).
 #[derive(Debug)]
 struct Tree {
-    /// Per peer: weight, weight id, count it is filed under, `current − passes ×
-    /// weight`, class slot (`NONE` for down peers), position in its heap.
+    /// Per peer: weight, weight id, count it is filed under, class slot (`NONE` for
+    /// down peers), position in its heap.
     weight: Vec<i64>,
     wid: Vec<u16>,
-    seen: Vec<u32>,
-    stored: Vec<i64>,
+    seen: Arc<[AtomicU32]>,
     class: Vec<u32>,
     pos: Vec<u32>,
     /// Distinct weights by id.
@@ -325,8 +460,12 @@ struct Tree {
     slots: Vec<Class>,
     free: Vec<u32>,
     by_ratio: BTreeMap<Ratio, u32>,
-    /// The next peer re-read against its live count.
+    /// Peers picked since the last pick: their count has grown (or is about to).
+    picked: Vec<u32>,
+    /// The next peer re-read against its live count, and picks since the tree
+    /// was made.
     scrub: usize,
+    ticks: u32,
 }
 
 impl Tree {
@@ -355,15 +494,16 @@ impl Tree {
                 .map(|p| i64::from(p.conf.weight))
                 .collect(),
             wid,
-            seen: vec![0; n],
-            stored: vec![0; n],
+            seen: (0..n).map(|_| AtomicU32::new(0)).collect(),
             class: vec![NONE; n],
             pos: vec![0; n],
             weights,
             slots: Vec::new(),
             free: Vec::new(),
             by_ratio: BTreeMap::new(),
+            picked: Vec::new(),
             scrub: 0,
+            ticks: 0,
         })
     }
 
@@ -371,6 +511,7 @@ impl Tree {
     fn build(&mut self, tier: &Tier, w: &[Weights]) {
         self.by_ratio.clear();
         self.free.clear();
+        self.picked.clear();
         for (slot, c) in self.slots.iter_mut().enumerate() {
             c.passes = 0;
             c.total = 0;
@@ -388,34 +529,41 @@ impl Tree {
         }
     }
 
+    /// Peer `i`'s nginx `current_weight` (`i` filed).
+    #[inline]
+    fn current(&self, i: usize) -> i64 {
+        let c = &self.slots[self.class[i] as usize];
+        c.heaps[self.wid[i] as usize][self.pos[i] as usize].key + c.passes * self.weight[i]
+    }
+
     /// Writes nginx's weights back (every peer at full effective weight).
     fn materialize(&self, tier: &Tier, w: &mut [Weights]) {
         for (i, p) in tier.peers.iter().enumerate() {
-            if self.class[i] == NONE {
-                continue;
+            if self.class[i] != NONE {
+                w[i] = Weights {
+                    current: self.current(i),
+                    effective: i64::from(p.conf.weight),
+                };
             }
-            let c = &self.slots[self.class[i] as usize];
-            w[i] = Weights {
-                current: self.stored[i] + c.passes * self.weight[i],
-                effective: i64::from(p.conf.weight),
-            };
         }
     }
 
     /// Moves peer `i` to the class of its live count, if that changed.
     #[inline]
     fn sync(&mut self, tier: &Tier, i: usize) {
-        let slot = self.class[i];
-        if slot == NONE {
+        if self.class[i] == NONE {
             return;
         }
-        let conns = tier.peers[i].state.conns.load(Ordering::Acquire);
-        if conns == self.seen[i] {
-            return;
+        let conns = &tier.peers[i].state.conns;
+        let mut now = conns.load(Ordering::SeqCst);
+        while now != self.seen[i].load(Ordering::Relaxed) {
+            let current = self.current(i);
+            self.unfile(i);
+            self.file(i, now, current);
+            // A finish that read the old `seen` and skipped marking the peer
+            // changed the count before that read: read it again (see `on_finish`).
+            now = conns.load(Ordering::SeqCst);
         }
-        let current = self.stored[i] + self.slots[slot as usize].passes * self.weight[i];
-        self.unfile(i);
-        self.file(i, conns, current);
     }
 
     /// Adds peer `i` (count `conns`, nginx `current_weight`) to its class.
@@ -441,87 +589,43 @@ impl Tree {
         let c = &mut self.slots[slot as usize];
         c.members += 1;
         c.total += self.weight[i];
-        self.stored[i] = current - c.passes * self.weight[i];
-        self.seen[i] = conns;
+        self.seen[i].store(conns, Ordering::SeqCst);
         self.class[i] = slot;
         let heap = &mut c.heaps[self.wid[i] as usize];
-        heap.push(i as u32);
+        heap.push(Entry {
+            key: current - c.passes * self.weight[i],
+            idx: i as u32,
+        });
         let at = heap.len() - 1;
-        self.pos[i] = at as u32;
-        self.sift_up(slot, self.wid[i], at);
+        sift_up(heap, &mut self.pos, at);
     }
 
     /// Takes peer `i` out of its class (freeing the class when it empties).
     fn unfile(&mut self, i: usize) {
         let slot = self.class[i];
-        let wid = self.wid[i];
         let at = self.pos[i] as usize;
         let c = &mut self.slots[slot as usize];
         c.members -= 1;
         c.total -= self.weight[i];
-        let heap = &mut c.heaps[wid as usize];
-        let last = heap.pop().unwrap_or(i as u32);
-        if last as usize != i {
-            heap[at] = last;
-            self.pos[last as usize] = at as u32;
-            self.sift_down(slot, wid, at);
-            let at = self.pos[last as usize] as usize;
-            self.sift_up(slot, wid, at);
+        let heap = &mut c.heaps[self.wid[i] as usize];
+        if let Some(last) = heap.pop() {
+            if last.idx as usize != i {
+                heap[at] = last;
+                sift_down(heap, &mut self.pos, at);
+                let at = self.pos[last.idx as usize] as usize;
+                sift_up(heap, &mut self.pos, at);
+            }
         }
         self.class[i] = NONE;
-        if self.slots[slot as usize].members == 0 {
-            let c = &mut self.slots[slot as usize];
+        if c.members == 0 {
             c.passes = 0;
             c.total = 0;
-            self.by_ratio
-                .remove(&Ratio::new(self.seen[i], self.weight[i] as u32));
+            self.by_ratio.remove(&Ratio::new(
+                self.seen[i].load(Ordering::Relaxed),
+                self.weight[i] as u32,
+            ));
             self.free.push(slot);
         }
-    }
-
-    /// Whether peer `a` ranks before `b` in one heap (larger stored weight, then
-    /// lower index: nginx's strict `>` lets the earlier peer win a tie).
-    #[inline]
-    fn before(&self, a: u32, b: u32) -> bool {
-        let (sa, sb) = (self.stored[a as usize], self.stored[b as usize]);
-        sa > sb || (sa == sb && a < b)
-    }
-
-    fn sift_up(&mut self, slot: u32, wid: u16, mut at: usize) {
-        let mut heap = std::mem::take(&mut self.slots[slot as usize].heaps[wid as usize]);
-        while at > 0 {
-            let parent = (at - 1) / 2;
-            if !self.before(heap[at], heap[parent]) {
-                break;
-            }
-            heap.swap(at, parent);
-            self.pos[heap[at] as usize] = at as u32;
-            self.pos[heap[parent] as usize] = parent as u32;
-            at = parent;
-        }
-        self.slots[slot as usize].heaps[wid as usize] = heap;
-    }
-
-    fn sift_down(&mut self, slot: u32, wid: u16, mut at: usize) {
-        let mut heap = std::mem::take(&mut self.slots[slot as usize].heaps[wid as usize]);
-        loop {
-            let (l, r) = (2 * at + 1, 2 * at + 2);
-            let mut top = at;
-            if l < heap.len() && self.before(heap[l], heap[top]) {
-                top = l;
-            }
-            if r < heap.len() && self.before(heap[r], heap[top]) {
-                top = r;
-            }
-            if top == at {
-                break;
-            }
-            heap.swap(at, top);
-            self.pos[heap[at] as usize] = at as u32;
-            self.pos[heap[top] as usize] = top as u32;
-            at = top;
-        }
-        self.slots[slot as usize].heaps[wid as usize] = heap;
     }
 
     /// nginx's choice without changing anything: the least loaded class, and in it
@@ -531,25 +635,32 @@ impl Tree {
         let (_, &slot) = self.by_ratio.first_key_value()?;
         let c = &self.slots[slot as usize];
         let passes = c.passes + i64::from(c.members > 1);
-        let mut best: Option<(i64, u32)> = None;
+        let mut best: Option<Entry> = None;
         for (heap, w) in c.heaps.iter().zip(&self.weights) {
-            let Some(&top) = heap.first() else { continue };
-            let current = self.stored[top as usize] + passes * w;
-            if best.map_or(true, |(bc, bi)| current > bc || (current == bc && top < bi)) {
-                best = Some((current, top));
+            let Some(top) = heap.first() else { continue };
+            let e = Entry {
+                key: top.key + passes * w,
+                idx: top.idx,
+            };
+            if best.map_or(true, |b| e.before(b)) {
+                best = Some(e);
             }
         }
-        best.map(|(_, i)| (slot, i as usize))
+        best.map(|e| (slot, e.idx as usize))
     }
 
-    /// Runs the pass [`Tree::peek`] previewed (none for a lone minimum).
+    /// Runs the pass [`Tree::peek`] previewed (none for a lone minimum), and notes
+    /// the pick: its count grows next.
     #[inline]
     fn commit(&mut self, slot: u32, i: usize) {
         let c = &mut self.slots[slot as usize];
         if c.members > 1 {
             c.passes += 1;
-            self.stored[i] -= c.total;
-            self.sift_down(slot, self.wid[i], self.pos[i] as usize);
+            let heap = &mut c.heaps[self.wid[i] as usize];
+            let at = self.pos[i] as usize;
+            heap[at].key -= c.total;
+            sink(heap, &mut self.pos, at);
         }
+        self.picked.push(i as u32);
     }
 }

@@ -103,10 +103,10 @@ pub trait Balancer: Send + Sync + Debug {
     /// A try on peer `idx` failed (nginx lowers the round-robin effective weight).
     fn on_failure(&self, _tier: &Tier, _idx: usize) {}
 
-    /// Peer `idx`'s in-flight count (`PeerState::conns`) just changed (least_conn's
-    /// index refiles it).
+    /// An attempt on peer `idx` ended: its in-flight count (`PeerState::conns`) just
+    /// dropped (least_conn's index refiles it; a pick's own increment it expects).
     #[inline]
-    fn on_conns(&self, _tier: &Tier, _idx: usize) {}
+    fn on_finish(&self, _tier: &Tier, _idx: usize) {}
 
     /// Whether least_conn's index answers picks now.
     #[cfg(test)]

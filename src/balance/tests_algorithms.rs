@@ -675,7 +675,7 @@ fn least_conn_index_picks_what_nginx_picks() {
 }
 
 /// Requests that started through an older snapshot and finish there after a reload
-/// reach only the older balancer: the new index re-reads every peer within n picks,
+/// reach only the older balancer: the new index re-reads every peer within 4n picks,
 /// so those servers are not left looking busy.
 #[test]
 fn least_conn_index_heals_counts_changed_through_an_older_snapshot() {
@@ -697,7 +697,7 @@ fn least_conn_index_heals_counts_changed_through_an_older_snapshot() {
     for p in held {
         old.finish(p, false);
     }
-    for _ in 0..20 {
+    for _ in 0..80 {
         one();
     }
     // All idle again: round robin over all twenty reaches the formerly busy ones.

@@ -414,7 +414,6 @@ impl Upstream {
                 if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
                     s.note_conns(p.conf.max_conns);
                 }
-                tier.balancer().on_conns(tier, idx);
                 s.requests.fetch_add(1, Ordering::Relaxed);
                 // `checked` matters only once failures were counted (the failure
                 // window, and whether a success resets `fails`): a healthy server
@@ -464,11 +463,12 @@ impl Upstream {
         } else if failed {
             s.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let conns = s.conns.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst: least_conn's index pairs it with its own reads (`on_finish`).
+        let conns = s.conns.fetch_sub(1, Ordering::SeqCst);
         if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
             s.note_conns(p.conf.max_conns);
         }
-        tier.balancer().on_conns(tier, pick.idx);
+        tier.balancer().on_finish(tier, pick.idx);
     }
 
     /// Whether the balancer wants response times ([`Upstream::observe_rtt`]).
