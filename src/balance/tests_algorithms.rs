@@ -706,3 +706,42 @@ fn least_conn_index_heals_counts_changed_through_an_older_snapshot() {
     seen.dedup();
     assert_eq!(seen, (0..20).collect::<Vec<_>>());
 }
+
+/// Threads starting and ending overlapping requests on one indexed pool: once they
+/// are done, the index files every server as idle again (no server is left looking
+/// busy or idle when it is not), which n held requests show by reaching n servers.
+#[test]
+fn least_conn_index_stays_consistent_under_concurrent_picks() {
+    let servers = (0..100)
+        .map(|i| ServerConf {
+            weight: 1 + (i % 3) as u32,
+            ..server(i)
+        })
+        .collect();
+    let up = pool((Balance::LeastConn, false), servers);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let up = &up;
+            s.spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                for k in 0..20_000u64 {
+                    held.push_back(up.select(&mut Selection::default(), None, None).unwrap());
+                    // 1 to 8 requests of this thread in flight.
+                    while held.len() > 1 + ((k * 7 + t) % 8) as usize {
+                        up.finish(held.pop_front().unwrap(), false);
+                    }
+                }
+                for p in held {
+                    up.finish(p, false);
+                }
+            });
+        }
+    });
+    assert!(up.primary.balancer().indexed());
+    let held: Vec<Pick> = (0..100)
+        .map(|_| up.select(&mut Selection::default(), None, None).unwrap())
+        .collect();
+    let mut idx: Vec<usize> = held.iter().map(|p| p.idx).collect();
+    idx.sort_unstable();
+    assert_eq!(idx, (0..100).collect::<Vec<_>>());
+}
