@@ -307,32 +307,37 @@ impl Dirty {
     }
 }
 
-/// `conns / weight` in lowest terms, ordered by value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `conns / weight`, ordered (and equal) by value: cross products, no division.
+#[derive(Debug, Clone, Copy)]
 struct Ratio {
     num: u32,
     den: u32,
 }
 
 impl Ratio {
+    #[inline]
     fn new(conns: u32, weight: u32) -> Ratio {
-        let (mut a, mut b) = (conns, weight);
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        let g = a.max(1);
         Ratio {
-            num: conns / g,
-            den: weight / g,
+            num: conns,
+            den: weight,
         }
     }
 }
 
 impl Ord for Ratio {
+    #[inline]
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (u64::from(self.num) * u64::from(o.den)).cmp(&(u64::from(o.num) * u64::from(self.den)))
     }
 }
+
+impl PartialEq for Ratio {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
+
+impl Eq for Ratio {}
 
 impl PartialOrd for Ratio {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
