@@ -16,11 +16,12 @@
 //! - A class of one peer is nginx's unique minimum: no pass, no weight changes.
 //!
 //! In-flight counts stay in `PeerState::conns` (the truth for `max_conns` and
-//! metrics). Every change there marks the peer in a dirty set ([`Balancer::on_conns`]),
-//! and a pick first moves the dirty peers to the class of their current count, so a
-//! single thread sees nginx's exact sequence. Changes made through an older snapshot's
-//! balancer (requests in flight across a reload) reach only that balancer's dirty set:
-//! every fourth pick also re-reads one peer in turn, so such drift heals within
+//! metrics). A pick expects its own start and refiles that peer at the next pick; an
+//! end marks the peer in a dirty set ([`Balancer::on_finish`]) unless the index never
+//! saw the request start, and the next pick refiles the marked peers first, so a
+//! single thread sees nginx's exact sequence. Ends reported to an older snapshot's
+//! balancer (requests in flight across a reload) reach only that balancer's dirty
+//! set: every fourth pick also re-reads one peer in turn, so such drift heals within
 //! `4n` picks.
 //!
 //! Leaving the index (something became impaired) writes the exact weights back to
@@ -52,13 +53,8 @@ pub struct LeastConn {
 impl LeastConn {
     /// A balancer for `tier`.
     pub fn new(tier: &Tier) -> Self {
-        Self::with_index_min(tier, INDEX_MIN_PEERS)
-    }
-
-    /// A balancer for `tier` that indexes tiers of at least `min_peers` peers.
-    pub fn with_index_min(tier: &Tier, min_peers: usize) -> Self {
         let rr = RoundRobin::new(tier);
-        let index = (tier.peers.len() >= min_peers.max(2))
+        let index = (tier.peers.len() >= INDEX_MIN_PEERS)
             .then(|| Tree::new(tier))
             .flatten()
             .map(|tree| Index {
