@@ -266,7 +266,7 @@ proxy_pass = "http://backend"
 }
 
 fn backends(n: usize) -> Vec<(&'static str, Backend)> {
-    ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"][..n]
+    ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"][..n]
         .iter()
         .map(|name| (*name, Backend::start(name)))
         .collect()
@@ -406,14 +406,15 @@ fn least_conn_with_held_requests_matches_nginx() {
     println!("least_conn: {}", seq.join(" "));
 }
 
-/// Ten servers: large enough for fulcrum's indexed least_conn (classes of tied
+/// Twelve servers: enough for fulcrum's indexed least_conn (classes of tied
 /// servers, lazy round-robin weights), still nginx's picks.
 #[test]
 fn least_conn_indexed_pool_with_held_requests_matches_nginx() {
     let Some(bin) = nginx_bin() else { return };
-    let b = backends(10);
+    let b = backends(12);
     let weights = [
-        "", "weight=2", "", "weight=3", "weight=2", "", "weight=5", "", "weight=2", "",
+        "", "weight=2", "", "weight=3", "weight=2", "", "weight=5", "", "weight=2", "", "",
+        "weight=3",
     ];
     let (ngx, ful) = servers(&b, &weights);
     let q = Step::Quick(Ipv4Addr::LOCALHOST);
@@ -429,5 +430,5 @@ fn least_conn_indexed_pool_with_held_requests_matches_nginx() {
         &format!("balance = \"least_conn\"\n{ful}"),
         &steps,
     );
-    println!("least_conn (10 servers): {}", seq.join(" "));
+    println!("least_conn (12 servers): {}", seq.join(" "));
 }

@@ -35,8 +35,9 @@ use super::round_robin::{smooth_pass, RoundRobin, Weights};
 use super::{eligible, Balancer, PickState};
 use crate::upstream::Tier;
 
-/// Smallest tier given an index: below, nginx's scan is as fast.
-pub const INDEX_MIN_PEERS: usize = 8;
+/// Smallest tier given an index: below, nginx's scan is faster (measured: 86 ns a
+/// pick at 8 servers against the index's ~100; 125 ns at 16 against ~97).
+pub const INDEX_MIN_PEERS: usize = 12;
 /// One pick in this many re-reads the next peer's live count (healing changes the
 /// dirty set missed) within `SCRUB_EVERY × n` picks.
 const SCRUB_EVERY: u32 = 4;

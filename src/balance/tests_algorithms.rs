@@ -573,7 +573,7 @@ fn least_conn_index_picks_what_nginx_picks() {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % m
     };
-    let sizes = [1usize, 2, 3, 7, 8, 9, 17, 40, 64, 65, 130, 300];
+    let sizes = [1usize, 2, 3, 7, 11, 12, 13, 17, 40, 64, 65, 130, 300];
     let (mut indexed_picks, mut picks) = (0usize, 0usize);
     for (round, &n) in sizes.iter().cycle().take(2 * sizes.len()).enumerate() {
         let servers: Vec<ServerConf> = (0..n)
