@@ -114,6 +114,27 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        if balance == Balance::LeastConn {
+            // Requests overlap (16 in flight): each start and end refiles its server
+            // in least_conn's index, which back-to-back requests never need.
+            for n in SIZES {
+                let up = pool(balance, consistent, n);
+                let mut ring = std::collections::VecDeque::with_capacity(16);
+                let mut i = 0usize;
+                group.bench_function(BenchmarkId::new("1thread_16_in_flight", n), |b| {
+                    b.iter(|| {
+                        i = i.wrapping_add(1);
+                        let p = up.select(&mut Selection::default(), None, None);
+                        ring.extend(black_box(p));
+                        if ring.len() >= 16 {
+                            if let Some(old) = ring.pop_front() {
+                                up.finish(old, false);
+                            }
+                        }
+                    })
+                });
+            }
+        }
         group.finish();
     }
 }

@@ -266,7 +266,7 @@ proxy_pass = "http://backend"
 }
 
 fn backends(n: usize) -> Vec<(&'static str, Backend)> {
-    ["a", "b", "c", "d", "e"][..n]
+    ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"][..n]
         .iter()
         .map(|name| (*name, Backend::start(name)))
         .collect()
@@ -404,4 +404,31 @@ fn least_conn_with_held_requests_matches_nginx() {
         &steps,
     );
     println!("least_conn: {}", seq.join(" "));
+}
+
+/// Twelve servers: enough for fulcrum's indexed least_conn (classes of tied
+/// servers, lazy round-robin weights), still nginx's picks.
+#[test]
+fn least_conn_indexed_pool_with_held_requests_matches_nginx() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = backends(12);
+    let weights = [
+        "", "weight=2", "", "weight=3", "weight=2", "", "weight=5", "", "weight=2", "", "",
+        "weight=3",
+    ];
+    let (ngx, ful) = servers(&b, &weights);
+    let q = Step::Quick(Ipv4Addr::LOCALHOST);
+    let h = Step::Hold;
+    let steps = [
+        q, q, h, q, h, h, q, q, h, q, h, h, h, q, q, q, h, q, h, q, q, h, h, q, q, q, h, q, q, h,
+        q, h, q, q, q, h, h, q, q, q,
+    ];
+    let seq = differential(
+        &bin,
+        &b,
+        &format!("        least_conn;\n{ngx}"),
+        &format!("balance = \"least_conn\"\n{ful}"),
+        &steps,
+    );
+    println!("least_conn (12 servers): {}", seq.join(" "));
 }

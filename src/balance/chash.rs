@@ -16,7 +16,8 @@ pub struct ConsistentHash {
     rr: RoundRobin,
     /// Point hashes, sorted, distinct.
     hashes: Vec<u32>,
-    /// The server id of each point.
+    /// Each point's owner: the peer index of a server with one address, else
+    /// [`MULTI`] over the server id.
     owners: Vec<u32>,
     /// `first[b]`: the first point whose hash's top `bits` bits are ≥ `b`, so a
     /// lookup searches one small bucket (a 10,000-server ring has 3 million points).
@@ -24,7 +25,12 @@ pub struct ConsistentHash {
     bits: u32,
     /// Peer indexes of each server id (a hostname with several addresses has several).
     servers: Vec<Vec<u32>>,
+    /// A fresh CRC-32 hasher, cloned per key (the CPU feature check done once).
+    crc: crc32fast::Hasher,
 }
+
+/// Marks an owner that is a server id (several peers), not a peer index.
+const MULTI: u32 = 1 << 31;
 
 /// Splits a `server` name as nginx does for the ring: `unix:` path, else a trailing
 /// `:digits` port, else no port.
@@ -79,7 +85,13 @@ impl ConsistentHash {
         // to qsort; collisions between different servers are rare).
         points.sort_by_key(|p| p.0);
         points.dedup_by_key(|p| p.0);
-        let (hashes, owners): (Vec<u32>, Vec<u32>) = points.into_iter().unzip();
+        let (hashes, owners): (Vec<u32>, Vec<u32>) = points
+            .into_iter()
+            .map(|(h, id)| match servers[id as usize].as_slice() {
+                [one] if *one < MULTI => (h, *one),
+                _ => (h, MULTI | id),
+            })
+            .unzip();
         // About 8 points per bucket, at most 2^16 buckets.
         let bits = (usize::BITS - (hashes.len() / 8).leading_zeros()).min(16);
         let first = (0..=1u64 << bits)
@@ -95,6 +107,7 @@ impl ConsistentHash {
             first,
             bits,
             servers,
+            crc: crc32fast::Hasher::new(),
         }
     }
 
@@ -114,11 +127,19 @@ impl Balancer for ConsistentHash {
         }
         if !req.scratch.started {
             req.scratch.started = true;
-            req.scratch.hash = self.find_point(crc32fast::hash(key)) as u32;
+            let mut crc = self.crc.clone();
+            crc.update(key);
+            req.scratch.hash = self.find_point(crc.finalize()) as u32;
         }
         loop {
             let n = self.hashes.len();
-            let server = &self.servers[self.owners[req.scratch.hash as usize % n] as usize];
+            let owner = &self.owners[req.scratch.hash as usize % n];
+            // A server with one address is its own candidate list.
+            let server: &[u32] = if owner & MULTI == 0 {
+                std::slice::from_ref(owner)
+            } else {
+                &self.servers[(owner & !MULTI) as usize]
+            };
             let mut candidates = server
                 .iter()
                 .map(|&i| i as usize)
@@ -187,6 +208,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_name_with_several_addresses_shares_its_points_round_robin() {
+        use crate::config::{Balance, ServerConf, Upstream as UpConf};
+        use crate::upstream::{Registry, Selection, Upstream};
+        let named = |i: u8, name: &str| ServerConf {
+            name: name.into(),
+            ..ServerConf::new(([10, 1, 0, i], 80).into())
+        };
+        let servers = vec![named(1, "multi"), named(2, "multi"), named(3, "single")];
+        let mut conf = UpConf::new("r", servers, Balance::Hash);
+        conf.hash_key = Some(crate::route::template::Template::compile("$request_uri").unwrap());
+        conf.consistent = true;
+        let up = Upstream::new(conf, &Registry::default());
+        let ring = ConsistentHash::new(&up.primary);
+        assert_eq!(ring.servers.len(), 2);
+        let owner_of =
+            |key: &[u8]| ring.owners[ring.find_point(crc32fast::hash(key)) % ring.hashes.len()];
+        let key_of = |multi: bool| {
+            (0..1000)
+                .map(|i| format!("/k{i}"))
+                .find(|k| (owner_of(k.as_bytes()) & MULTI != 0) == multi)
+                .unwrap()
+        };
+        let pick = |key: &str| {
+            let p = up
+                .select(&mut Selection::default(), Some(key.as_bytes()), None)
+                .unwrap();
+            up.finish(p, false);
+            p.idx
+        };
+        // The shared name's key alternates between its two addresses (nginx's pass
+        // over equal weights); the single address's key always lands on it.
+        let (m, s) = (key_of(true), key_of(false));
+        assert_eq!(
+            (0..4).map(|_| pick(&m)).collect::<Vec<_>>(),
+            vec![0, 1, 0, 1]
+        );
+        assert!((0..4).all(|_| pick(&s) == 2));
     }
 
     #[test]

@@ -102,6 +102,17 @@ pub trait Balancer: Send + Sync + Debug {
 
     /// A try on peer `idx` failed (nginx lowers the round-robin effective weight).
     fn on_failure(&self, _tier: &Tier, _idx: usize) {}
+
+    /// An attempt on peer `idx` ended: its in-flight count (`PeerState::conns`) just
+    /// dropped (least_conn's index refiles it; a pick's own increment it expects).
+    #[inline]
+    fn on_finish(&self, _tier: &Tier, _idx: usize) {}
+
+    /// Whether least_conn's index answers picks now.
+    #[cfg(test)]
+    fn indexed(&self) -> bool {
+        false
+    }
 }
 
 /// Per-request selection state, carried across the retries of one request.

@@ -491,3 +491,257 @@ fn round_robin_stays_exact_while_a_server_sits_at_max_conns() {
     }
     assert_eq!(up.primary.pool.impaired(), 0);
 }
+
+/// nginx's least_conn (NGINX_COMPAT.md §2) written out plainly, O(n) per pick, with
+/// its own in-flight counts and round-robin weights.
+struct LeastConnReference {
+    weight: Vec<i64>,
+    current: Vec<i64>,
+    effective: Vec<i64>,
+    conns: Vec<i64>,
+}
+
+impl LeastConnReference {
+    fn new(weights: &[u32]) -> Self {
+        let weight: Vec<i64> = weights.iter().map(|w| i64::from(*w)).collect();
+        LeastConnReference {
+            current: vec![0; weight.len()],
+            effective: weight.clone(),
+            conns: vec![0; weight.len()],
+            weight,
+        }
+    }
+
+    fn pick(&mut self, eligible: &[bool]) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        let mut many = false;
+        for i in (0..eligible.len()).filter(|&i| eligible[i]) {
+            match best {
+                Some(b) if self.conns[i] * self.weight[b] < self.conns[b] * self.weight[i] => {
+                    best = Some(i);
+                    many = false;
+                }
+                Some(b) if self.conns[i] * self.weight[b] == self.conns[b] * self.weight[i] => {
+                    many = true;
+                }
+                Some(_) => {}
+                None => best = Some(i),
+            }
+        }
+        let mut best = best?;
+        if many {
+            let first = best;
+            let mut total = 0;
+            for (i, &ok) in eligible.iter().enumerate().skip(first) {
+                let tied = self.conns[i] * self.weight[first] == self.conns[first] * self.weight[i];
+                if !ok || !tied {
+                    continue;
+                }
+                self.current[i] += self.effective[i];
+                total += self.effective[i];
+                if self.effective[i] < self.weight[i] {
+                    self.effective[i] += 1;
+                }
+                if self.current[i] > self.current[best] {
+                    best = i;
+                }
+            }
+            self.current[best] -= total;
+        }
+        self.conns[best] += 1;
+        Some(best)
+    }
+
+    /// nginx `free_round_robin_peer` on a failed try.
+    fn failed(&mut self, i: usize, max_fails: u32) {
+        if max_fails != 0 {
+            self.effective[i] -= self.weight[i] / i64::from(max_fails);
+        }
+        self.effective[i] = self.effective[i].max(0);
+    }
+}
+
+/// The indexed least_conn and the plain reference through the same long random
+/// sequences of picks, finishes, failures, retries, drains, health changes and
+/// recoveries, over mixed weights and pool sizes: the same pick at every step.
+#[test]
+fn least_conn_index_picks_what_nginx_picks() {
+    let mut seed = 0x5eed_1e57u64;
+    let mut rnd = move |m: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % m
+    };
+    let sizes = [1usize, 2, 3, 7, 11, 12, 13, 17, 40, 64, 65, 130, 300];
+    let (mut indexed_picks, mut picks) = (0usize, 0usize);
+    for (round, &n) in sizes.iter().cycle().take(2 * sizes.len()).enumerate() {
+        let servers: Vec<ServerConf> = (0..n)
+            .map(|i| ServerConf {
+                weight: 1 + rnd(5) as u32,
+                max_fails: [0, 2, 3][rnd(3) as usize],
+                max_conns: if rnd(30) == 0 { 2 + rnd(3) as u32 } else { 0 },
+                down: n > 2 && rnd(25) == 0,
+                ..server(i)
+            })
+            .collect();
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        let max_fails: Vec<u32> = servers.iter().map(|s| s.max_fails).collect();
+        let up = pool((Balance::LeastConn, false), servers);
+        let tier = &up.primary;
+        let mut reference = LeastConnReference::new(&weights);
+        // Requests in flight: their selection (for retries) and current pick.
+        let mut flight: Vec<(Selection, Pick, Vec<usize>)> = Vec::new();
+        let steps = if n > 100 { 2500 } else { 1500 };
+        let eligible = |tried: &[usize]| -> Vec<bool> {
+            let now = crate::upstream::now_secs();
+            tier.peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| !tried.contains(&i) && p.available(now))
+                .collect()
+        };
+        let mut start = |mut sel: Selection,
+                         mut tried: Vec<usize>,
+                         flight: &mut Vec<(Selection, Pick, Vec<usize>)>,
+                         reference: &mut LeastConnReference| {
+            let want = reference.pick(&eligible(&tried));
+            let indexed = tier.balancer().indexed();
+            let got = up.select(&mut sel, None, None);
+            assert_eq!(
+                got.map(|p| p.idx),
+                want,
+                "round {round}, {n} peers, weights {weights:?}"
+            );
+            picks += usize::from(n >= super::least_conn::INDEX_MIN_PEERS);
+            indexed_picks += usize::from(indexed && tier.balancer().indexed());
+            if let Some(p) = got {
+                tried.push(p.idx);
+                flight.push((sel, p, tried));
+            }
+        };
+        for _ in 0..steps {
+            let op = rnd(100);
+            let i = rnd(n as u64) as usize;
+            let st = &tier.peers[i].state;
+            match op {
+                0..=44 => start(
+                    Selection::default(),
+                    Vec::new(),
+                    &mut flight,
+                    &mut reference,
+                ),
+                45..=88 if !flight.is_empty() => {
+                    let (_, p, _) = flight.swap_remove(rnd(flight.len() as u64) as usize);
+                    up.finish(p, false);
+                    reference.conns[p.idx] -= 1;
+                }
+                89..=91 if !flight.is_empty() => {
+                    let (sel, p, tried) = flight.swap_remove(rnd(flight.len() as u64) as usize);
+                    up.finish(p, true);
+                    reference.conns[p.idx] -= 1;
+                    reference.failed(p.idx, max_fails[p.idx]);
+                    if rnd(2) == 0 {
+                        start(sel, tried, &mut flight, &mut reference);
+                    }
+                }
+                92 => {
+                    st.set_draining(!st.draining.load(std::sync::atomic::Ordering::Relaxed));
+                }
+                93 => {
+                    st.set_unhealthy(!st.unhealthy.load(std::sync::atomic::Ordering::Relaxed));
+                }
+                94..=96 => st.reset_failures(),
+                _ => {
+                    // Everything recovers (nginx: fail_timeout passed, checks pass).
+                    for p in &tier.peers {
+                        p.state.set_draining(false);
+                        p.state.set_unhealthy(false);
+                        p.state.reset_failures();
+                    }
+                }
+            }
+        }
+        for (_, p, _) in flight.drain(..) {
+            up.finish(p, false);
+        }
+    }
+    // In indexed pools, the index answered a good share of the picks (the rest
+    // were the scan's, while something was impaired).
+    assert!(
+        indexed_picks * 4 > picks,
+        "{indexed_picks} of {picks} picks indexed"
+    );
+}
+
+/// Requests that started through an older snapshot and finish there after a reload
+/// reach only the older balancer: the new index re-reads every peer within 4n picks,
+/// so those servers are not left looking busy.
+#[test]
+fn least_conn_index_heals_counts_changed_through_an_older_snapshot() {
+    let registry = Registry::default();
+    let conf = || UpConf::new("p", (0..20).map(server).collect(), Balance::LeastConn);
+    let old = Upstream::new(conf(), &registry);
+    let held: Vec<Pick> = (0..10)
+        .map(|_| old.select(&mut Selection::default(), None, None).unwrap())
+        .collect();
+    let new = Upstream::new(conf(), &registry);
+    let one = || {
+        let p = new.select(&mut Selection::default(), None, None).unwrap();
+        new.finish(p, false);
+        p.idx
+    };
+    // The ten busy servers are avoided while busy.
+    assert!((0..5).all(|_| one() >= 10));
+    assert!(new.primary.balancer().indexed());
+    for p in held {
+        old.finish(p, false);
+    }
+    for _ in 0..80 {
+        one();
+    }
+    // All idle again: round robin over all twenty reaches the formerly busy ones.
+    let mut seen: Vec<usize> = (0..60).map(|_| one()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+}
+
+/// Threads starting and ending overlapping requests on one indexed pool: once they
+/// are done, the index files every server as idle again (no server is left looking
+/// busy or idle when it is not), which n held requests show by reaching n servers.
+#[test]
+fn least_conn_index_stays_consistent_under_concurrent_picks() {
+    let servers = (0..100)
+        .map(|i| ServerConf {
+            weight: 1 + (i % 3) as u32,
+            ..server(i)
+        })
+        .collect();
+    let up = pool((Balance::LeastConn, false), servers);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let up = &up;
+            s.spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                for k in 0..20_000u64 {
+                    held.push_back(up.select(&mut Selection::default(), None, None).unwrap());
+                    // 1 to 8 requests of this thread in flight.
+                    while held.len() > 1 + ((k * 7 + t) % 8) as usize {
+                        up.finish(held.pop_front().unwrap(), false);
+                    }
+                }
+                for p in held {
+                    up.finish(p, false);
+                }
+            });
+        }
+    });
+    assert!(up.primary.balancer().indexed());
+    let held: Vec<Pick> = (0..100)
+        .map(|_| up.select(&mut Selection::default(), None, None).unwrap())
+        .collect();
+    let mut idx: Vec<usize> = held.iter().map(|p| p.idx).collect();
+    idx.sort_unstable();
+    assert_eq!(idx, (0..100).collect::<Vec<_>>());
+}

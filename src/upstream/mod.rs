@@ -145,7 +145,7 @@ impl PeerState {
     }
 
     /// Forgets failures (nginx `fails = 0`).
-    fn reset_failures(&self) {
+    pub(crate) fn reset_failures(&self) {
         if self.fails.swap(0, Ordering::Relaxed) != 0 {
             self.impair(IMPAIRED_FAILING, false);
             // A failure counted meanwhile must keep the server flagged.
@@ -463,10 +463,12 @@ impl Upstream {
         } else if failed {
             s.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let conns = s.conns.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst: least_conn's index pairs it with its own reads (`on_finish`).
+        let conns = s.conns.fetch_sub(1, Ordering::SeqCst);
         if p.conf.max_conns != 0 && conns >= p.conf.max_conns {
             s.note_conns(p.conf.max_conns);
         }
+        tier.balancer().on_finish(tier, pick.idx);
     }
 
     /// Whether the balancer wants response times ([`Upstream::observe_rtt`]).
