@@ -35,7 +35,7 @@ pub fn parse_size_str(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size \"{s}\" (use bytes, or a number with k, m or g)"))
 }
 
-/// Parses a listen address: "addr:port", "[v6]:port", or a bare port ("8080" = 0.0.0.0:8080).
+/// Parses a listen address: "addr:port", `[v6]:port`, or a bare port ("8080" = 0.0.0.0:8080).
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
@@ -49,7 +49,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid listen address \"{s}\" (expected ip:port)"))
 }
 
-/// Splits "host[:port]" into host and optional port, accepting "[v6]:port".
+/// Splits `host[:port]` into host and optional port, accepting `[v6]:port`.
 pub fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
     if let Some(rest) = s.strip_prefix('[') {
         let end = rest
@@ -79,7 +79,7 @@ pub fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
     }
 }
 
-/// Resolves "host[:port]" to every address it names (a hostname may give several,
+/// Resolves `host[:port]` to every address it names (a hostname may give several,
 /// which become several servers, as in nginx).
 pub fn resolve(s: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
     let (host, port) = split_host_port(s)?;
@@ -160,7 +160,7 @@ impl ServerParams {
         Ok(())
     }
 
-    /// Parses "host[:port] [weight=N] [max_fails=N] [fail_timeout=T] [max_conns=N] [backup] [down]".
+    /// Parses `host[:port] [weight=N] [max_fails=N] [fail_timeout=T] [max_conns=N] [backup] [down]`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut words = s.split_ascii_whitespace();
         let addr = words

@@ -38,7 +38,7 @@ pub enum Verdict {
     Fine,
     /// A head with both `Content-Length` and `Transfer-Encoding` went by.
     Conflict,
-    /// A head went over [`MAX_HEAD`] bytes.
+    /// A head went over `MAX_HEAD` (64 KiB).
     TooLarge,
 }
 
