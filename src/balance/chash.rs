@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::round_robin::{smooth_pass, RoundRobin};
-use super::{eligible, Balancer, PickState, MAX_TRIES};
+use super::{eligible, Balancer, PickState};
 use crate::upstream::Tier;
 
 /// Ketama consistent hashing.
@@ -122,7 +122,7 @@ impl ConsistentHash {
 impl Balancer for ConsistentHash {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         let key = req.key.unwrap_or_default();
-        if req.scratch.tries > MAX_TRIES || key.is_empty() || self.hashes.is_empty() {
+        if req.scratch.gave_up() || key.is_empty() || self.hashes.is_empty() {
             return self.rr.pick(tier, req);
         }
         if !req.scratch.started {
@@ -159,8 +159,7 @@ impl Balancer for ConsistentHash {
                 }));
             }
             req.scratch.hash = req.scratch.hash.wrapping_add(1);
-            req.scratch.tries += 1;
-            if req.scratch.tries > MAX_TRIES {
+            if req.scratch.give_up() {
                 return self.rr.pick(tier, req);
             }
         }

@@ -3,7 +3,7 @@
 //! unusable peer rehashes with the next counter, and after 20 round robin takes over.
 
 use super::round_robin::RoundRobin;
-use super::{eligible, Balancer, PickState, WeightWalk, MAX_TRIES};
+use super::{eligible, Balancer, PickState, WeightWalk};
 use crate::upstream::Tier;
 
 /// Key affinity by modulo over the weights.
@@ -45,7 +45,7 @@ impl Balancer for Hash {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         let key = req.key.unwrap_or_default();
         let total = self.walk.total();
-        if req.scratch.tries > MAX_TRIES || key.is_empty() || total == 0 {
+        if req.scratch.gave_up() || key.is_empty() || total == 0 {
             return self.rr.pick(tier, req);
         }
         loop {
@@ -58,8 +58,7 @@ impl Balancer for Hash {
             if eligible(&tier.peers[i], i, req) {
                 return Some(i);
             }
-            req.scratch.tries += 1;
-            if req.scratch.tries > MAX_TRIES {
+            if req.scratch.give_up() {
                 return self.rr.pick(tier, req);
             }
         }

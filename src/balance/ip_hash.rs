@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::round_robin::RoundRobin;
-use super::{eligible, Balancer, PickState, WeightWalk, MAX_TRIES};
+use super::{eligible, Balancer, PickState, WeightWalk};
 use crate::upstream::Tier;
 
 /// Client-address affinity.
@@ -42,7 +42,7 @@ fn hashed_bytes(ip: Option<IpAddr>) -> ([u8; 16], usize) {
 impl Balancer for IpHash {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
         let total = self.walk.total();
-        if req.scratch.tries > MAX_TRIES || total == 0 {
+        if req.scratch.gave_up() || total == 0 {
             return self.rr.pick(tier, req);
         }
         if !req.scratch.started {
@@ -61,8 +61,7 @@ impl Balancer for IpHash {
                 req.scratch.hash = h;
                 return Some(i);
             }
-            req.scratch.tries += 1;
-            if req.scratch.tries > MAX_TRIES {
+            if req.scratch.give_up() {
                 return self.rr.pick(tier, req);
             }
         }

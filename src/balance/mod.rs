@@ -169,6 +169,22 @@ pub struct Scratch {
     pub started: bool,
 }
 
+impl Scratch {
+    /// Counts one more unusable candidate; true once past [`MAX_TRIES`], when nginx
+    /// gives up and falls back to round robin.
+    #[inline]
+    pub fn give_up(&mut self) -> bool {
+        self.tries += 1;
+        self.gave_up()
+    }
+
+    /// Whether an earlier try already gave up (retries go straight to round robin).
+    #[inline]
+    pub fn gave_up(&self) -> bool {
+        self.tries > MAX_TRIES
+    }
+}
+
 /// A bitset of tried peers: inline for up to 64 peers, allocated beyond.
 #[derive(Debug, Default, Clone)]
 pub struct Tried {

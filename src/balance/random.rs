@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::round_robin::RoundRobin;
-use super::{eligible, Balancer, PickState, WeightWalk, MAX_TRIES};
+use super::{eligible, Balancer, PickState, WeightWalk};
 use crate::upstream::Tier;
 
 /// Weighted random, optionally the less loaded of two samples.
@@ -35,7 +35,7 @@ impl Random {
 
 impl Balancer for Random {
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize> {
-        if req.scratch.tries > MAX_TRIES || self.walk.total() == 0 {
+        if req.scratch.gave_up() || self.walk.total() == 0 {
             return self.rr.pick(tier, req);
         }
         if !self.two {
@@ -44,8 +44,7 @@ impl Balancer for Random {
                 if eligible(&tier.peers[i], i, req) {
                     return Some(i);
                 }
-                req.scratch.tries += 1;
-                if req.scratch.tries > MAX_TRIES {
+                if req.scratch.give_up() {
                     return self.rr.pick(tier, req);
                 }
             }
@@ -67,8 +66,7 @@ impl Balancer for Random {
                 prev = Some(i);
             }
             // Every sample but the accepted second costs a try, as in nginx.
-            req.scratch.tries += 1;
-            if req.scratch.tries > MAX_TRIES {
+            if req.scratch.give_up() {
                 return self.rr.pick(tier, req);
             }
         }
