@@ -124,18 +124,23 @@ pub struct RoundRobin {
     deficit: AtomicU32,
 }
 
+/// Length of nginx's smooth round-robin cycle: Σ weight of the peers not `down`.
+fn period(weights: &[u32], down: &[bool]) -> u64 {
+    weights
+        .iter()
+        .zip(down)
+        .filter(|(_, d)| !**d)
+        .map(|(w, _)| u64::from(*w))
+        .sum()
+}
+
 impl RoundRobin {
     /// A balancer for `tier`, every peer at its full weight, walking a precomputed
     /// cycle while every peer is available.
     pub fn new(tier: &Tier) -> Self {
         let weights: Vec<u32> = tier.peers.iter().map(|p| p.conf.weight).collect();
         let down: Vec<bool> = tier.peers.iter().map(|p| p.conf.down).collect();
-        let period: u64 = weights
-            .iter()
-            .zip(&down)
-            .filter(|(_, d)| !**d)
-            .map(|(w, _)| u64::from(*w))
-            .sum();
+        let period = period(&weights, &down);
         let cycles = period > 0 && period <= MAX_CYCLE;
         let canonical = cycles
             .then(|| canonical_cycle(&weights, &down, period))
@@ -409,12 +414,7 @@ mod tests {
             let n = 1 + rnd(12) as usize;
             let weights: Vec<u32> = (0..n).map(|_| 1 + rnd(7) as u32).collect();
             let down: Vec<bool> = (0..n).map(|_| rnd(5) == 0).collect();
-            let period: u64 = weights
-                .iter()
-                .zip(&down)
-                .filter(|(_, d)| !**d)
-                .map(|(w, _)| u64::from(*w))
-                .sum();
+            let period = period(&weights, &down);
             if period == 0 {
                 continue;
             }
