@@ -192,16 +192,7 @@ impl ServerConf {
     /// A server at `addr` named as its address, with nginx's defaults (weight 1,
     /// max_fails 1, fail_timeout 10s).
     pub fn new(addr: SocketAddr) -> ServerConf {
-        ServerConf {
-            name: addr.to_string(),
-            addr,
-            weight: 1,
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
-            max_conns: 0,
-            backup: false,
-            down: false,
-        }
+        values::ServerParams::new(addr.to_string()).server(addr)
     }
 }
 

@@ -326,16 +326,7 @@ impl Validator<'_> {
                 continue;
             };
             match values::resolve(&p.addr, 80) {
-                Ok(addrs) => servers.extend(addrs.into_iter().map(|addr| ServerConf {
-                    name: p.addr.clone(),
-                    addr,
-                    weight: p.weight,
-                    max_fails: p.max_fails,
-                    fail_timeout: p.fail_timeout,
-                    max_conns: p.max_conns,
-                    backup: p.backup,
-                    down: p.down,
-                })),
+                Ok(addrs) => servers.extend(addrs.into_iter().map(|addr| p.server(addr))),
                 Err(e) => self.r.error(span_of(entry), e),
             }
         }

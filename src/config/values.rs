@@ -136,6 +136,20 @@ impl ServerParams {
         }
     }
 
+    /// The server these parameters describe at one resolved address.
+    pub fn server(&self, addr: SocketAddr) -> super::ServerConf {
+        super::ServerConf {
+            name: self.addr.clone(),
+            addr,
+            weight: self.weight,
+            max_fails: self.max_fails,
+            fail_timeout: self.fail_timeout,
+            max_conns: self.max_conns,
+            backup: self.backup,
+            down: self.down,
+        }
+    }
+
     /// Applies one `key=value` (or flag) parameter; messages follow nginx's wording.
     pub fn apply(&mut self, key: &str, value: Option<&str>) -> Result<(), String> {
         let num = |v: Option<&str>| -> Result<u32, String> {
