@@ -49,25 +49,30 @@ impl Delayed {
 const CLIENTS: usize = 8;
 const PER_CLIENT: usize = 60;
 
-/// Drives `CLIENTS` keep-alive clients through a fulcrum balancing with `balance`;
-/// returns the slow backend's share of the requests and the elapsed time.
-fn share_of_slow(balance: &str, fast: &[&Delayed], slow: &Delayed) -> (f64, Duration) {
-    let before = slow.hits.load(Ordering::SeqCst);
-    let f = Fulcrum::start(&format!(
+/// A fulcrum balancing over `servers` with `balance`.
+fn start(balance: &str, servers: [SocketAddr; 3]) -> Fulcrum {
+    let [a, b, c] = servers;
+    Fulcrum::start(&format!(
         r#"
 [admin]
 listen = "off"
 [upstream.backend]
 balance = "{balance}"
-server = ["{}", "{}", "{}"]
+server = ["{a}", "{b}", "{c}"]
 [[server]]
 listen = ["127.0.0.1:0"]
 [[server.location]]
 path = "/"
 proxy_pass = "http://backend"
-"#,
-        fast[0].addr, slow.addr, fast[1].addr
-    ));
+"#
+    ))
+}
+
+/// Drives `CLIENTS` keep-alive clients through a fulcrum balancing with `balance`;
+/// returns the slow backend's share of the requests and the elapsed time.
+fn share_of_slow(balance: &str, fast: &[&Delayed], slow: &Delayed) -> (f64, Duration) {
+    let before = slow.hits.load(Ordering::SeqCst);
+    let f = start(balance, [fast[0].addr, slow.addr, fast[1].addr]);
     let addr = f.addr();
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
@@ -112,21 +117,7 @@ fn peak_ewma_sheds_a_backend_within_a_second_of_it_turning_slow() {
     let b: Vec<Delayed> = (0..3)
         .map(|_| Delayed::start(Duration::from_millis(2)))
         .collect();
-    let f = Fulcrum::start(&format!(
-        r#"
-[admin]
-listen = "off"
-[upstream.backend]
-balance = "peak_ewma"
-server = ["{}", "{}", "{}"]
-[[server]]
-listen = ["127.0.0.1:0"]
-[[server.location]]
-path = "/"
-proxy_pass = "http://backend"
-"#,
-        b[0].addr, b[1].addr, b[2].addr
-    ));
+    let f = start("peak_ewma", [b[0].addr, b[1].addr, b[2].addr]);
     let addr = f.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
