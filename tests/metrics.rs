@@ -7,9 +7,7 @@ mod common;
 use common::*;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,41 +106,6 @@ fn scrape(f: &Fulcrum) -> Scrape {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
     Scrape::parse(r.text())
-}
-
-/// `promtool check metrics` on the exposition; skipped (with a note) when promtool
-/// is missing unless FULCRUM_REQUIRE_TOOLS is set.
-fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var_os("FULCRUM_REQUIRE_TOOLS").is_none(),
-                "promtool is required (FULCRUM_REQUIRE_TOOLS) but cannot run: {e}"
-            );
-            eprintln!("note: promtool not found, skipping `promtool check metrics`");
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A backend answering `status` to everything but `/health`, which answers the
@@ -353,7 +316,7 @@ fn known_traffic_moves_every_family_by_exact_amounts() {
         .get("fulcrum_upstream_server_up", &[("upstream", "checked")])
         == 0.0));
     let after = scrape(&f);
-    promtool_check(&after.text);
+    promtool(&["check", "metrics"], Some(after.text.as_bytes()));
 
     // Every family with its type and exactly its labels.
     for (family, ty, labels) in FAMILIES {
@@ -603,7 +566,7 @@ fn series_of_removed_servers_vanish_after_reload() {
     std::fs::write(&f.config, two_pools(&format!("\"{sa}\""), false)).unwrap();
     assert_eq!(post_reload(&f).status, 200);
     let after = scrape(&f);
-    promtool_check(&after.text);
+    promtool(&["check", "metrics"], Some(after.text.as_bytes()));
     assert_eq!(
         after.get("fulcrum_config_reloads_total", &[("result", "failure")]),
         1.0

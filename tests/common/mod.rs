@@ -451,3 +451,44 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `promtool ARGS` (with `stdin` piped in, if any) and asserts it succeeds.
+/// Returns false, after a note, when promtool is missing and FULCRUM_REQUIRE_TOOLS
+/// is unset (the check is skipped); with it set a missing promtool fails the test.
+#[allow(dead_code)]
+pub fn promtool(args: &[&str], stdin: Option<&[u8]>) -> bool {
+    let child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("FULCRUM_REQUIRE_TOOLS").is_none(),
+                "promtool is required (FULCRUM_REQUIRE_TOOLS) but cannot run: {e}"
+            );
+            eprintln!(
+                "note: promtool not found, skipping `promtool {}`",
+                args.join(" ")
+            );
+            return false;
+        }
+    };
+    let mut input = child.stdin.take().expect("promtool stdin");
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).expect("write to promtool");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
