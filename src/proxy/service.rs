@@ -124,11 +124,7 @@ async fn route(
         // The listener was removed by a reload while this connection stayed open.
         return close_response(StatusCode::MISDIRECTED_REQUEST);
     };
-    // One server on the listener: it is the answer whatever the Host.
-    let vs_idx = match routes.servers.as_slice() {
-        [only] => *only,
-        servers => servers[routes.names.find(&host)],
-    };
+    let vs_idx = routes.servers[routes.names.find(&host)];
     let vs = &snap.servers[vs_idx];
     info.site = Site::Server(vs_idx);
     // Taken before the URI is borrowed below; only upgrade requests carry it.

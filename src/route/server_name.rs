@@ -100,6 +100,8 @@ pub struct ServerNameTable {
     regexes: Vec<(Regex, usize)>,
     /// Names ignored as `conflicting server name`, as written.
     conflicts: Vec<String>,
+    /// One server on the address: it answers every Host, no lookup needed.
+    single: bool,
 }
 
 impl ServerNameTable {
@@ -109,7 +111,10 @@ impl ServerNameTable {
     /// Errors, in nginx's wording: `server name "*" is invalid`, `invalid server name or
     /// wildcard "a.*.b"`, `empty regex in server name "~"`, or an invalid regex.
     pub fn new(servers: &[Vec<String>]) -> Result<Self, String> {
-        let mut table = Self::default();
+        let mut table = Self {
+            single: servers.len() == 1,
+            ..Self::default()
+        };
         // ngx_hash_add_key's conflict sets, kept apart from what lookups use.
         let mut claimed_exact: HashSet<String> = HashSet::new();
         let mut claimed_head: HashSet<String> = HashSet::new();
@@ -171,6 +176,9 @@ impl ServerNameTable {
     /// Index of the server for a normalized host (see [`normalize_host`]); `""` for HTTP/1.0
     /// without `Host`. Allocation-free.
     pub fn find(&self, host: &str) -> usize {
+        if self.single {
+            return 0;
+        }
         if let Some(&i) = self.exact.get(host) {
             return i;
         }
