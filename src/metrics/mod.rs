@@ -585,6 +585,33 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_counted_while_recording_is_off() {
+        // No other unit test records requests, so toggling the process-wide switch
+        // here cannot disturb them.
+        let req = RequestMetrics::new("recording.test", "rec-pool");
+        let peer = PeerMetrics::new("rec-pool", "10.9.9.9:1".parse().expect("addr"));
+        let m = global();
+        let served = || {
+            m.http_requests
+                .with_label_values(&["recording.test", "rec-pool", "2xx"])
+                .get()
+        };
+        let tried = || {
+            m.upstream_requests
+                .with_label_values(&["rec-pool", "10.9.9.9:1", "2xx"])
+                .get()
+        };
+        set_recording(false);
+        req.record(200, Duration::from_millis(1));
+        peer.response(200, std::time::Instant::now());
+        set_recording(true);
+        assert_eq!((served(), tried()), (0, 0));
+        req.record(200, Duration::from_millis(1));
+        peer.response(200, std::time::Instant::now());
+        assert_eq!((served(), tried()), (1, 1));
+    }
+
+    #[test]
     fn prune_removes_only_rejected_label_sets() {
         let m = global();
         let names = ["upstream", "server", "reason"];
