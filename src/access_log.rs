@@ -532,7 +532,9 @@ fn put_v4(out: &mut impl Out, ip: std::net::Ipv4Addr, port: Option<u16>) {
 fn put_ip(out: &mut impl Out, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => put_v4(out, v4, None),
-        IpAddr::V6(v6) => out.put(v6.to_string().as_bytes()),
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
