@@ -315,26 +315,18 @@ impl Instance {
     }
 }
 
-/// How a listener serves its connections: hyper's HTTP/1 server directly, or
-/// hyper-util's protocol-sniffing one when the listener also speaks h2c. The direct
-/// one saves a buffering layer and a state machine per request (about 5% of the
-/// instructions per proxied request).
+/// How a listener serves its connections: fulcrum's own HTTP/1 server
+/// ([`crate::proxy::server`]), or hyper-util's protocol-sniffing one when the
+/// listener also speaks h2c.
 enum ConnBuilder {
     /// With its `client_header_timeout`, which [`watch_head`] enforces.
-    Http1(hyper::server::conn::http1::Builder, Duration),
-    Auto(auto::Builder<TokioExecutor>),
+    Http1(Duration),
+    Auto(Box<auto::Builder<TokioExecutor>>),
 }
 
 fn conn_builder(opts: ListenOpts) -> ConnBuilder {
     if !opts.http2 {
-        let mut b = hyper::server::conn::http1::Builder::new();
-        // hyper's own header timer costs a boxed sleep and two timer-wheel operations
-        // per request; `watch_head` keeps one timer per connection instead.
-        b.timer(CoarseTimer::default())
-            .header_read_timeout(None)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .keep_alive(true);
-        return ConnBuilder::Http1(b, opts.header_timeout);
+        return ConnBuilder::Http1(opts.header_timeout);
     }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -344,7 +336,7 @@ fn conn_builder(opts: ListenOpts) -> ConnBuilder {
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder.http2().timer(CoarseTimer::default());
-    ConnBuilder::Auto(builder)
+    ConnBuilder::Auto(Box::new(builder))
 }
 
 /// The drain handle of one listener's connections: signals them to finish their
@@ -509,14 +501,7 @@ trait GracefulConn {
     fn begin_shutdown(self: std::pin::Pin<&mut Self>);
 }
 
-impl<I, S> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl<F: std::future::Future> GracefulConn for crate::proxy::server::Connection<F> {
     fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -585,12 +570,8 @@ async fn accept_loop(
             scheme: "http",
             head_guard: guard.clone(),
             waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
+            closing: AtomicBool::new(false),
         });
-        let watched = meta.clone();
-        let stream = crate::proxy::framing::Guarded::new(stream, guard);
-        let conn_shared = shared.clone();
-        let svc = service_fn(move |req| handle(conn_shared.clone(), meta.clone(), req));
-        let io = TokioIo::new(stream);
         metrics.total.inc();
         metrics.active.inc();
         let end = ConnEnd {
@@ -601,18 +582,35 @@ async fn accept_loop(
             _permit: permit,
         };
         match &builder {
-            ConnBuilder::Http1(b, header_timeout) => spawn_conn(
+            ConnBuilder::Http1(header_timeout) => spawn_conn(
                 watch_head(
-                    graceful.serve(b.serve_connection(io, svc).with_upgrades()),
-                    watched,
+                    graceful.serve(crate::proxy::server::serve(
+                        stream,
+                        shared.clone(),
+                        meta.clone(),
+                    )),
+                    meta,
                     *header_timeout,
                 ),
                 end,
             ),
-            ConnBuilder::Auto(b) => spawn_conn(
-                graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
-                end,
-            ),
+            ConnBuilder::Auto(b) => {
+                // hyper hides a request's conflicting framing headers: the stream is
+                // watched on its way in (see `proxy::framing`).
+                let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
+                let conn_shared = shared.clone();
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    handle(
+                        conn_shared.clone(),
+                        meta.clone(),
+                        req.map(crate::proxy::body::ReqBody::Hyper),
+                    )
+                });
+                spawn_conn(
+                    graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
+                    end,
+                )
+            }
         }
     }
 }

@@ -26,7 +26,60 @@ pub struct BodyTooLarge;
 /// Reading the client's body failed.
 #[derive(Debug, thiserror::Error)]
 #[error("client body read failed: {0}")]
-pub struct ClientBodyError(#[source] pub hyper::Error);
+pub struct ClientBodyError(#[source] pub BoxError);
+
+/// A request body as the downstream server hands it over.
+pub enum ReqBody {
+    /// None (no `Content-Length` or `Transfer-Encoding`, or a length of 0).
+    Empty,
+    /// From hyper's server (h2c listeners).
+    Hyper(Incoming),
+    /// From fulcrum's HTTP/1 server.
+    H1(Box<super::server::H1Body>),
+}
+
+impl std::fmt::Debug for ReqBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReqBody::Empty => "ReqBody::Empty",
+            ReqBody::Hyper(_) => "ReqBody::Hyper",
+            ReqBody::H1(_) => "ReqBody::H1",
+        })
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::H1(b) => Pin::new(&mut **b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Hyper(b) => b.is_end_stream(),
+            ReqBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Hyper(b) => b.size_hint(),
+            ReqBody::H1(b) => b.size_hint(),
+        }
+    }
+}
 
 /// The request body sent upstream.
 #[derive(Debug)]
@@ -36,7 +89,7 @@ pub enum UpBody {
     /// The client's body, streamed, with the bytes still allowed.
     Stream {
         /// The client body.
-        inner: Incoming,
+        inner: ReqBody,
         /// Bytes left under `client_max_body_size` (u64::MAX = no limit).
         left: u64,
     },

@@ -276,6 +276,13 @@ pub fn parser_rejected(
     } else {
         return;
     };
+    rejected(snap, listen_key, remote, status);
+}
+
+/// Counts and logs a request answered `status` because its head could not be read
+/// (400) or was too large (431): for the listener's default server with
+/// `upstream=""`, and with `"-"` for the request in the log, as nginx logs it.
+pub fn rejected(snap: &Snapshot, listen_key: SocketAddr, remote: SocketAddr, status: u16) {
     snap.request_metrics(Site::Listener, listen_key)
         .record(status, std::time::Duration::ZERO);
     if let Some(log) = &snap.access_log {

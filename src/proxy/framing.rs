@@ -1,4 +1,6 @@
-//! Request-smuggling guard for HTTP/1 downstream connections.
+//! Request-smuggling guard for HTTP/1 on listeners that hyper serves (those with
+//! `http2 = true`, which sniff for h2c); fulcrum's own HTTP/1 server
+//! ([`super::server`]) sees both headers itself and sets the same flag.
 //!
 //! hyper follows RFC 9112 §6.1 for a request carrying both `Content-Length` and
 //! `Transfer-Encoding`: it drops the length, reads the body as chunked and closes

@@ -6,7 +6,8 @@
 //! request head is encoded straight from the parts the proxy already holds, the
 //! response head is parsed with `httparse` in the request's own task, and the body
 //! is decoded from the socket as the client takes it (RFC 9112 §6: length,
-//! chunked, or until close). The downstream side stays hyper's.
+//! chunked, or until close). The downstream side is [`super::server`]; it shares
+//! the body decoder and the header-name cache.
 
 use std::io;
 use std::pin::Pin;
@@ -18,7 +19,6 @@ use http::{Method, StatusCode, Uri, Version};
 
 use super::forward;
 use tokio::io::AsyncRead;
-use tokio::net::TcpStream;
 
 /// Longest response head accepted (as the downstream limit).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -259,7 +259,9 @@ impl NameCache {
     /// Positions remembered.
     const MAX: usize = 32;
 
-    fn get(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, Invalid> {
+    /// The name at position `i` of a head, parsed only if it differs from the one
+    /// remembered there.
+    pub fn get(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, Invalid> {
         if let Some((r, n)) = self.0.get(i) {
             if **r == *raw {
                 return Ok(n.clone());
@@ -275,20 +277,23 @@ impl NameCache {
     }
 }
 
-/// What the framing headers of a response said.
+/// What the framing headers of a message said (responses here, requests in
+/// [`super::server`]).
 #[derive(Debug, Default)]
-struct FramingHeaders {
+pub(crate) struct FramingHeaders {
     /// `Content-Length`, when present and consistent.
-    length: Option<u64>,
+    pub length: Option<u64>,
     /// `Transfer-Encoding` present; whether its last coding is chunked.
-    te: Option<bool>,
-    close: bool,
-    keep_alive: bool,
+    pub te: Option<bool>,
+    /// `Connection: close`.
+    pub close: bool,
+    /// `Connection: keep-alive`.
+    pub keep_alive: bool,
 }
 
 impl FramingHeaders {
     /// Reads `Connection` tokens; other names it lists are hop-by-hop too.
-    fn connection(&mut self, v: &HeaderValue, named: &mut Vec<HeaderName>) {
+    pub fn connection(&mut self, v: &HeaderValue, named: &mut Vec<HeaderName>) {
         for t in v.as_bytes().split(|&b| b == b',') {
             let t = t.trim_ascii();
             if t.eq_ignore_ascii_case(b"close") {
@@ -303,7 +308,8 @@ impl FramingHeaders {
         }
     }
 
-    fn transfer_encoding(&mut self, v: &HeaderValue) {
+    /// Reads `Transfer-Encoding`: only its last coding matters for framing.
+    pub fn transfer_encoding(&mut self, v: &HeaderValue) {
         let last = v
             .as_bytes()
             .rsplit(|&b| b == b',')
@@ -313,7 +319,7 @@ impl FramingHeaders {
     }
 
     /// Several values (or lines) must all agree (RFC 9110 §8.6).
-    fn content_length(&mut self, v: &HeaderValue) -> Result<(), Invalid> {
+    pub fn content_length(&mut self, v: &HeaderValue) -> Result<(), Invalid> {
         for part in v.as_bytes().split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
@@ -414,9 +420,9 @@ impl BodyDecoder {
 
     /// The next piece of body data; `None` at the end. Data is split off `buf`
     /// without copying.
-    pub fn poll_data(
+    pub fn poll_data<R: AsyncRead + Unpin>(
         &mut self,
-        io: &mut TcpStream,
+        io: &mut R,
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Bytes>>> {
@@ -501,9 +507,9 @@ impl BodyDecoder {
         }
     }
 
-    fn fill_more(
+    fn fill_more<R: AsyncRead + Unpin>(
         &self,
-        io: &mut TcpStream,
+        io: &mut R,
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
@@ -525,6 +531,7 @@ fn eof() -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     fn head(s: &str) -> Result<Option<ResponseHead>, Invalid> {
         parse_head(

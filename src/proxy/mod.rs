@@ -7,5 +7,6 @@ pub mod exchange;
 pub mod forward;
 pub mod framing;
 pub mod h1;
+pub mod server;
 pub mod service;
 pub mod upgrade;

@@ -3,23 +3,23 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Attempt, ProxyBody, UpBody, UpstreamBody};
+use super::body::{Attempt, ProxyBody, ReqBody, UpBody, UpstreamBody};
 use super::client::{self, Conn, ExchangeError, Outgoing};
 use super::error::{body_for, AttemptError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
 use super::framing::HeadGuard;
 use super::h1::{Framing, HeadWriter, ResponseHead};
+use super::upgrade::ClientUpgrade;
 use crate::config::{Action, ProxyPass, Return};
 use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
@@ -48,6 +48,8 @@ pub struct ConnMeta {
     /// waited for a request head, or [`IN_FLIGHT`] while a request is being served:
     /// what the HTTP/1 `client_header_timeout` watch reads.
     pub waiting_since: AtomicU64,
+    /// Set by a graceful shutdown: finish the request in flight, take no more.
+    pub closing: AtomicBool,
 }
 
 /// [`ConnMeta::waiting_since`] while a request is being served.
@@ -57,7 +59,7 @@ pub const IN_FLIGHT: u64 = u64::MAX;
 pub async fn handle(
     shared: Arc<Shared>,
     meta: Arc<ConnMeta>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
     let mut ex = Exchange::start(shared.snapshot.load_full(), meta, &req);
@@ -88,7 +90,7 @@ async fn route(
     shared: &Shared,
     snap: &Snapshot,
     meta: &ConnMeta,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     info: &mut ReqInfo,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
@@ -129,7 +131,7 @@ async fn route(
     info.site = Site::Server(vs_idx);
     // Taken before the URI is borrowed below; only upgrade requests carry it.
     let on_upgrade = if h1 && forward::is_upgrade(&parts.headers) {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        ClientUpgrade::take(&mut parts.extensions)
     } else {
         None
     };
@@ -302,7 +304,7 @@ struct Forward<'a> {
     client_ip: std::net::IpAddr,
     /// The evaluated `hash_key`, for "hash" pools.
     hash_key: Option<Vec<u8>>,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    on_upgrade: Option<ClientUpgrade>,
 }
 
 impl Forward<'_> {
@@ -371,7 +373,7 @@ async fn obtain(up: &Upstream, pick: Pick) -> Result<(Conn, bool), AttemptError>
 async fn forward_request(
     up: &Arc<Upstream>,
     mut fwd: Forward<'_>,
-    body: Incoming,
+    body: ReqBody,
     info: &mut ReqInfo,
 ) -> Response<ProxyBody> {
     let max = fwd.vs.conf.client_max_body_size;
@@ -525,7 +527,7 @@ fn respond(
     up: &Arc<Upstream>,
     mut attempt: Attempt,
     head: ResponseHead,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    on_upgrade: Option<ClientUpgrade>,
 ) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = head.status;

@@ -3,23 +3,47 @@
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::body::Attempt;
 use super::client::Conn;
+use super::server::PendingUpgrade;
+
+/// The client side of an upgrade, as the server that read the request hands it over.
+pub enum ClientUpgrade {
+    /// hyper's server (h2c listeners).
+    Hyper(OnUpgrade),
+    /// fulcrum's HTTP/1 server.
+    Own(PendingUpgrade),
+}
+
+impl ClientUpgrade {
+    /// Takes the upgrade handle out of a request's extensions, if it has one.
+    pub fn take(ext: &mut http::Extensions) -> Option<ClientUpgrade> {
+        if let Some(u) = ext.remove::<PendingUpgrade>() {
+            return Some(ClientUpgrade::Own(u));
+        }
+        ext.remove::<OnUpgrade>().map(ClientUpgrade::Hyper)
+    }
+}
 
 /// Joins the client's upgraded connection with the upstream connection that answered
 /// 101. The attempt stays open (counted in flight, as nginx counts it) until the
 /// tunnel closes.
-pub async fn tunnel(client: OnUpgrade, mut upstream: Conn, attempt: Attempt) {
-    let c = match client.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut c = TokioIo::new(c);
+pub async fn tunnel(client: ClientUpgrade, upstream: Conn, attempt: Attempt) {
+    match client {
+        ClientUpgrade::Hyper(on) => match on.await {
+            Ok(c) => join(TokioIo::new(c), upstream, attempt).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        },
+        ClientUpgrade::Own(pending) => match pending.upgraded().await {
+            Some(c) => join(c, upstream, attempt).await,
+            None => tracing::debug!("upgrade failed: the client connection ended"),
+        },
+    }
+}
+
+async fn join<C: AsyncRead + AsyncWrite + Unpin>(mut c: C, mut upstream: Conn, attempt: Attempt) {
     // Bytes the upstream sent right after its 101 head belong to the new protocol.
     if !upstream.buf.is_empty() {
         if let Err(e) = c.write_all(&upstream.buf).await {
