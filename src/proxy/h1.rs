@@ -181,18 +181,20 @@ pub fn parse_head(
         }
         // Offsets first: the values then share the head's one allocation.
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let n = resp.headers.len();
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        // Inline and uninitialised up to 32: no 2 KiB array zeroed per response.
+        // Filled in place: collecting would move the 512-byte array.
+        let mut spans = smallvec::SmallVec::<[(u32, u32, u32, u32); 32]>::new();
+        for h in resp.headers.iter() {
             let ns = h.name.as_ptr() as usize - base;
             let vs = h.value.as_ptr() as usize - base;
-            *span = (
+            spans.push((
                 ns as u32,
                 (ns + h.name.len()) as u32,
                 vs as u32,
                 (vs + h.value.len()) as u32,
-            );
+            ));
         }
+        let n = spans.len();
         let head = buf.split_to(len).freeze();
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         if switching && !upgrade {
@@ -201,7 +203,7 @@ pub fn parse_head(
         let mut headers = HeaderMap::with_capacity(n);
         let mut f = FramingHeaders::default();
         let mut named = Vec::new();
-        for (i, &(ns, ne, vs, ve)) in spans[..n].iter().enumerate() {
+        for (i, &(ns, ne, vs, ve)) in spans.iter().enumerate() {
             let name = names.get(i, &head[ns as usize..ne as usize])?;
             // httparse has already refused the bytes a header value may not hold.
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
