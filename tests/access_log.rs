@@ -214,19 +214,24 @@ fn client_gone_before_the_response_is_logged_as_499() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let f = Fulcrum::start(&config(&log, "json", dead_addr(), slow.addr));
-    {
+    // Without a body, and with one (read to its end before the client leaves).
+    let requests: [&[u8]; 2] = [
+        b"GET /broken/gone HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /broken/gone HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    ];
+    for (i, req) in requests.into_iter().enumerate() {
         use std::io::Write;
         let mut s = std::net::TcpStream::connect(f.addr()).unwrap();
-        s.write_all(b"GET /broken/gone HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        s.write_all(req).unwrap();
         // Wait until the request reached the backend, then hang up.
-        assert!(eventually(10, || slow.hits() == 1));
+        assert!(eventually(10, || slow.hits() == i + 1));
+        drop(s);
+        let got = lines(&log, i + 1);
+        let e: serde_json::Value = serde_json::from_str(&got[i]).unwrap();
+        assert_eq!(e["status"], 499, "{e}");
+        assert_eq!(e["body_bytes_sent"], 0);
+        assert_eq!(e["upstream_addr"], slow.addr.to_string());
     }
-    let got = lines(&log, 1);
-    let e: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
-    assert_eq!(e["status"], 499, "{e}");
-    assert_eq!(e["body_bytes_sent"], 0);
-    assert_eq!(e["upstream_addr"], slow.addr.to_string());
 }
 
 #[test]

@@ -262,7 +262,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
                 drop(snap);
                 error_head(&mut out, status);
                 wr.write_all(&out).await?;
-                return linger(wr, reader).await;
+                return linger(wr, reader, true).await;
             }
         };
         let ReqHead {
@@ -300,10 +300,18 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         let resp = {
             let fut = handle(shared.clone(), meta.clone(), req);
             let mut fut = std::pin::pin!(fut);
-            let mut watch = reader.as_ref().is_some_and(|r| r.buf.is_empty());
+            let mut watch = reader.as_ref().map_or(true, |r| r.buf.is_empty());
             poll_fn(|cx| {
                 if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                     return Poll::Ready(Some(r));
+                }
+                // A body read to its end hands the reader back: watch from then on.
+                if let (true, None, Some(h)) = (watch, reader.as_ref(), home.as_ref()) {
+                    let mut slot = lock(h);
+                    if matches!(*slot, Some((_, true))) {
+                        reader = slot.take().map(|(r, _)| r);
+                        watch = reader.as_ref().is_some_and(|r| r.buf.is_empty());
+                    }
                 }
                 if let (true, Some(r)) = (watch, reader.as_mut()) {
                     let mut one = [MaybeUninit::uninit()];
@@ -339,7 +347,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         let status = parts.status;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(tx), Some(r)) = (upgrade_tx, reader.take()) {
-                encode_head(&mut out, &parts, version, Some(0), false, true);
+                encode_head(&mut out, &parts, version, None, false, true);
                 wr.write_all(&out).await?;
                 drop(body);
                 let _ = tx.send(Upgraded {
@@ -363,7 +371,13 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         if keep_alive && says_close(&parts.headers) {
             keep_alive = false;
         }
-        let declared = if status == StatusCode::NO_CONTENT || status.is_informational() {
+        // No length where none may be sent, nor for an upstream's empty answer to
+        // HEAD (its own Content-Length, if any, is among the headers).
+        let declared = if status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || status.is_informational()
+            || (is_head && length == Some(0))
+        {
             None
         } else {
             length
@@ -385,7 +399,8 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
             Err(e) => return Err(e),
         }
         if !keep_alive {
-            return linger(wr, reader).await;
+            let pending = unread || reader.as_ref().is_some_and(|r| !r.buf.is_empty());
+            return linger(wr, reader, pending).await;
         }
         if out.capacity() > FLUSH_AT * 2 {
             out = Vec::with_capacity(2048);
@@ -633,12 +648,14 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Res
     Ok(())
 }
 
-/// Closes the connection: the write side first, then (when the client may still be
-/// sending a body nobody read) reads and drops what arrives for a short while, so
-/// that the client reads the response before the socket closes.
-async fn linger(mut wr: OwnedWriteHalf, reader: Option<Reader>) -> io::Result<()> {
+/// Closes the connection: the write side first, then, when the client may still be
+/// sending (`pending`: a body nobody read, or bytes past the last request), reads
+/// and drops what arrives for a short while, so that the client reads the response
+/// before the socket closes. (Closing a socket with unread data sends a reset,
+/// which can destroy the response in the client's receive buffer.)
+async fn linger(mut wr: OwnedWriteHalf, reader: Option<Reader>, pending: bool) -> io::Result<()> {
     let _ = wr.shutdown().await;
-    let Some(mut r) = reader else {
+    let (Some(mut r), true) = (reader, pending) else {
         return Ok(());
     };
     let drain = async {
@@ -711,11 +728,16 @@ impl Body for H1Body {
         let Some(r) = this.reader.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(this.decoder.poll_data(&mut r.io, &mut r.buf, cx)) {
-            None => Poll::Ready(None),
-            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+        let frame = match ready!(this.decoder.poll_data(&mut r.io, &mut r.buf, cx)) {
+            None => None,
+            Some(Ok(data)) => Some(Ok(Frame::data(data))),
+            Some(Err(e)) => Some(Err(Box::new(e) as BoxError)),
+        };
+        if this.decoder.is_done() {
+            // Read to the end: the connection may watch its socket again.
+            this.go_home();
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -730,11 +752,17 @@ impl Body for H1Body {
     }
 }
 
-impl Drop for H1Body {
-    fn drop(&mut self) {
+impl H1Body {
+    fn go_home(&mut self) {
         if let Some(r) = self.reader.take() {
             *lock(&self.home) = Some((r, self.decoder.is_done()));
         }
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        self.go_home();
     }
 }
 
