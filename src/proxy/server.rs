@@ -902,6 +902,39 @@ mod tests {
     }
 
     #[test]
+    fn heads_split_anywhere_parse_the_same() {
+        let two = b"GET /one HTTP/1.1\r\nHost: a\r\nX-Long: 0123456789\r\n\r\n\
+            POST /two HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\n\r\nabc";
+        for cut in 0..two.len() {
+            let mut names = NameCache::default();
+            let mut buf = BytesMut::from(&two[..cut]);
+            let mut heads = Vec::new();
+            let mut fed = cut;
+            loop {
+                match parse_head(&mut buf, &mut names) {
+                    Ok(Some(h)) => heads.push(h),
+                    Ok(None) if fed < two.len() => {
+                        buf.extend_from_slice(&two[fed..]);
+                        fed = two.len();
+                    }
+                    Ok(None) => break,
+                    Err(e) => panic!("cut {cut}: {e}"),
+                }
+                if heads.len() == 2 {
+                    break;
+                }
+            }
+            assert_eq!(heads.len(), 2, "cut {cut}");
+            buf.extend_from_slice(&two[fed..]);
+            assert_eq!(heads[0].req.uri(), "/one");
+            assert_eq!(heads[0].req.headers()["x-long"], "0123456789");
+            assert_eq!(heads[1].req.method(), Method::POST);
+            assert_eq!(heads[1].framing, Framing::Length(3));
+            assert_eq!(&buf[..], b"abc", "cut {cut}: the body stays in the buffer");
+        }
+    }
+
+    #[test]
     fn both_framings_are_flagged_for_the_request_path() {
         let h = parse("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap()
