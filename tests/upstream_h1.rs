@@ -145,7 +145,10 @@ fn truncated_body_cuts_the_client_response_short() {
     }
     let text = String::from_utf8_lossy(&got);
     if let Some(i) = text.find("\r\n\r\n") {
-        assert!(text.contains("content-length: 100"), "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("content-length: 100"),
+            "{text}"
+        );
         assert!(got.len() - (i + 4) < 100, "{text}");
     }
 }

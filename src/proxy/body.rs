@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::client::Conn;
-use super::h1::{BodyDecoder, Framing};
+use super::h1::{BodyDecoder, Framing, PassHeaders};
 use crate::upstream::{Pick, Upstream};
 
 /// Boxed error type of bodies.
@@ -179,9 +179,12 @@ pub enum ProxyBody {
     Upstream(Box<UpstreamBody>),
 }
 
-/// An upstream response body, decoded from the attempt's connection as the client
-/// reads it, and what must happen when it ends.
+/// An upstream response: its headers to pass on, its body decoded from the
+/// attempt's connection as the client reads it, and what must happen when it ends.
 pub struct UpstreamBody {
+    /// The upstream's header lines for the client (fulcrum's HTTP/1 server writes
+    /// them as they are; see [`PassHeaders`]).
+    pub headers: PassHeaders,
     /// Holds the connection; `None` once the body ended.
     attempt: Option<Attempt>,
     decoder: BodyDecoder,
@@ -195,16 +198,31 @@ impl UpstreamBody {
     /// the attempt when the body ends or is dropped. `keep_alive`: the connection
     /// may be pooled once the body is complete.
     pub fn new(
+        headers: PassHeaders,
         attempt: Attempt,
         framing: Framing,
         keep_alive: bool,
         read_timeout: Duration,
     ) -> Self {
         UpstreamBody {
+            headers,
             attempt: Some(attempt),
             decoder: BodyDecoder::new(framing),
             keep_alive,
             read_timeout,
+            sleep: None,
+        }
+    }
+
+    /// A response without a body (or whose connection went to a tunnel): only its
+    /// headers.
+    pub fn headers_only(headers: PassHeaders) -> Self {
+        UpstreamBody {
+            headers,
+            attempt: None,
+            decoder: BodyDecoder::new(Framing::Empty),
+            keep_alive: false,
+            read_timeout: Duration::ZERO,
             sleep: None,
         }
     }
@@ -268,6 +286,14 @@ impl ProxyBody {
     /// No body.
     pub fn empty() -> Self {
         ProxyBody::Full(None)
+    }
+
+    /// The upstream's headers, for an upstream response.
+    pub fn pass_headers(&self) -> Option<&PassHeaders> {
+        match self {
+            ProxyBody::Upstream(u) => Some(&u.headers),
+            ProxyBody::Full(_) => None,
+        }
     }
 }
 

@@ -35,8 +35,6 @@ pub struct Conn {
     pub buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     head: Vec<u8>,
-    /// Response header names seen on this connection.
-    names: h1::NameCache,
     send_timeout: Duration,
     /// Bounds the wait for a response head (`read_timeout`).
     timer: LazyTimer,
@@ -154,7 +152,6 @@ impl Conn {
             io,
             buf,
             head,
-            names,
             send_timeout,
             timer,
         } = self;
@@ -162,7 +159,6 @@ impl Conn {
             io,
             buf,
             head,
-            names,
             send_timeout: *send_timeout,
         };
         let work = exchange_io(parts, req, fresh, body, chunked);
@@ -197,7 +193,6 @@ struct IoParts<'a> {
     io: &'a mut TcpStream,
     buf: &'a mut BytesMut,
     head: &'a [u8],
-    names: &'a mut h1::NameCache,
     send_timeout: Duration,
 }
 
@@ -213,7 +208,6 @@ async fn exchange_io(
         io,
         buf,
         head,
-        names,
         send_timeout,
     } = p;
     let (method, upgrade) = (req.method, req.upgrade);
@@ -225,7 +219,7 @@ async fn exchange_io(
             return Err(write_error(e, fresh, false));
         }
         if !streamed {
-            return read_head(&mut rd, buf, names, method, upgrade, fresh, false).await;
+            return read_head(&mut rd, buf, method, upgrade, fresh, false).await;
         }
         let Some(mut up) = body.take() else {
             return Err(ExchangeError::Closed { body_sent: true });
@@ -234,7 +228,7 @@ async fn exchange_io(
         // before taking the whole body.
         let answer = {
             let upload = upload(&mut wr, &mut up, chunked);
-            let early = read_head(&mut rd, buf, names, method, upgrade, fresh, true);
+            let early = read_head(&mut rd, buf, method, upgrade, fresh, true);
             tokio::pin!(upload, early);
             tokio::select! {
                 biased;
@@ -267,7 +261,6 @@ fn write_error(e: io::Error, fresh: bool, body_sent: bool) -> ExchangeError {
 async fn read_head(
     rd: &mut tokio::net::tcp::ReadHalf<'_>,
     buf: &mut BytesMut,
-    names: &mut h1::NameCache,
     method: &Method,
     upgrade: bool,
     fresh: bool,
@@ -276,7 +269,7 @@ async fn read_head(
     let mut got_any = !buf.is_empty();
     loop {
         if !buf.is_empty() {
-            if let Some(h) = h1::parse_head(buf, method, upgrade, names)? {
+            if let Some(h) = h1::parse_head(buf, method, upgrade)? {
                 return Ok(h);
             }
         }
@@ -412,7 +405,6 @@ pub async fn connect(
         io,
         buf: BytesMut::new(),
         head: Vec::new(),
-        names: h1::NameCache::default(),
         send_timeout,
         timer: LazyTimer::default(),
     })

@@ -220,6 +220,13 @@ pub struct Tracked {
     ex: Exchange,
 }
 
+impl Tracked {
+    /// The upstream's headers, for an upstream response.
+    pub fn pass_headers(&self) -> Option<&crate::proxy::h1::PassHeaders> {
+        self.body.pass_headers()
+    }
+}
+
 impl Body for Tracked {
     type Data = Bytes;
     type Error = BoxError;

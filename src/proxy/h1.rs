@@ -17,7 +17,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use super::forward;
 use tokio::io::AsyncRead;
 
 /// Longest response head accepted (as the downstream limit).
@@ -115,8 +114,8 @@ pub struct ResponseHead {
     pub status: StatusCode,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// Headers as received (hop-by-hop ones still in).
-    pub headers: HeaderMap,
+    /// The headers to pass on: as received, minus hop-by-hop ones.
+    pub headers: PassHeaders,
     /// How the body is delimited.
     pub framing: Framing,
     /// Whether the connection may carry another request after this exchange.
@@ -143,7 +142,6 @@ pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
     upgrade: bool,
-    names: &mut NameCache,
 ) -> Result<Option<ResponseHead>, Invalid> {
     loop {
         // Uninitialised slots: httparse fills what it uses, so the 4 KiB array is not
@@ -183,7 +181,7 @@ pub fn parse_head(
         let base = buf.as_ptr() as usize;
         // Inline and uninitialised up to 32: no 2 KiB array zeroed per response.
         // Filled in place: collecting would move the 512-byte array.
-        let mut spans = smallvec::SmallVec::<[(u32, u32, u32, u32); 32]>::new();
+        let mut spans = smallvec::SmallVec::<[Span; 32]>::new();
         for h in resp.headers.iter() {
             let ns = h.name.as_ptr() as usize - base;
             let vs = h.value.as_ptr() as usize - base;
@@ -194,45 +192,55 @@ pub fn parse_head(
                 (vs + h.value.len()) as u32,
             ));
         }
-        let n = spans.len();
         let head = buf.split_to(len).freeze();
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         if switching && !upgrade {
             return Err(Invalid::UnexpectedUpgrade);
         }
-        let mut headers = HeaderMap::with_capacity(n);
+        let mut lines = Vec::with_capacity(spans.len());
         let mut f = FramingHeaders::default();
-        let mut named = Vec::new();
-        for (i, &(ns, ne, vs, ve)) in spans.iter().enumerate() {
-            let name = names.get(i, &head[ns as usize..ne as usize])?;
-            // httparse has already refused the bytes a header value may not hold.
-            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-                .map_err(|_| Invalid::Head)?;
+        // `Connection` values, whose other tokens name more hop-by-hop headers.
+        let mut listing = smallvec::SmallVec::<[Span; 2]>::new();
+        for &span in &spans {
+            let (ns, ne, vs, ve) = span;
+            let value = &head[vs as usize..ve as usize];
             // Hop-by-hop headers are read here and never reach the client; a 101
             // keeps its Upgrade and Connection for the client's handshake.
-            if name == header::CONNECTION {
-                f.connection(&value, &mut named);
-                if !switching {
+            match Hop::of(&head[ns as usize..ne as usize]) {
+                Hop::Connection => {
+                    f.connection(value);
+                    listing.push(span);
+                    if !switching {
+                        continue;
+                    }
+                }
+                Hop::TransferEncoding => {
+                    f.transfer_encoding(value);
                     continue;
                 }
-            } else if name == header::TRANSFER_ENCODING {
-                f.transfer_encoding(&value);
-                continue;
-            } else if name == header::CONTENT_LENGTH {
-                f.content_length(&value)?;
-            } else if forward::is_hop_by_hop(&name) && !(switching && name == header::UPGRADE) {
-                continue;
+                Hop::ContentLength => f.content_length(value)?,
+                Hop::Upgrade if switching => {}
+                Hop::Upgrade | Hop::Other => continue,
+                Hop::No => {}
             }
-            headers.append(name, value);
+            lines.push(span);
         }
-        for n in &named {
-            headers.remove(n);
+        if !listing.is_empty() {
+            lines.retain(|&(ns, ne, ..)| {
+                let name = &head[ns as usize..ne as usize];
+                !listing.iter().any(|&(_, _, vs, ve)| {
+                    connection_tokens(&head[vs as usize..ve as usize])
+                        .any(|t| t.eq_ignore_ascii_case(name))
+                })
+            });
         }
         let framing = f.framing(status, method);
         if matches!(framing, Framing::Chunked | Framing::Close) && f.length.is_some() {
             // A length next to Transfer-Encoding is wrong by definition and must not
             // reach the client (RFC 9112 §6.3).
-            headers.remove(header::CONTENT_LENGTH);
+            lines.retain(|&(ns, ne, ..)| {
+                Hop::of(&head[ns as usize..ne as usize]) != Hop::ContentLength
+            });
         }
         let framing_reusable = match framing {
             Framing::Close => false,
@@ -244,11 +252,109 @@ pub fn parse_head(
         return Ok(Some(ResponseHead {
             status,
             version,
-            headers,
+            headers: PassHeaders { head, lines },
             framing,
             keep_alive,
         }));
     }
+}
+
+/// Offsets of a header line in a head: name start and end, value start and end.
+type Span = (u32, u32, u32, u32);
+
+/// The response headers passed on to the client: the upstream's header lines as it
+/// sent them (names in its case, as nginx passes them), minus hop-by-hop ones, kept
+/// as offsets into the head's bytes. fulcrum's HTTP/1 server writes them straight
+/// out; only hyper's server (h2c listeners) needs them as a `HeaderMap`.
+#[derive(Debug, Clone, Default)]
+pub struct PassHeaders {
+    head: Bytes,
+    lines: Vec<Span>,
+}
+
+impl PassHeaders {
+    /// Name and value of each header, in the upstream's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.lines.iter().map(|&(ns, ne, vs, ve)| {
+            (
+                &self.head[ns as usize..ne as usize],
+                &self.head[vs as usize..ve as usize],
+            )
+        })
+    }
+
+    /// The first value of `name` (ASCII case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Number of header lines.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The headers as a map (values share the head's bytes).
+    pub fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.lines.len());
+        for &(ns, ne, vs, ve) in &self.lines {
+            // httparse only lets tokens through as names and allowed bytes as values.
+            let name = HeaderName::from_bytes(&self.head[ns as usize..ne as usize]);
+            let value = HeaderValue::from_maybe_shared(self.head.slice(vs as usize..ve as usize));
+            if let (Ok(n), Ok(v)) = (name, value) {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+}
+
+/// What a response header name is to the proxy: RFC 9110 §7.6.1's hop-by-hop set
+/// (as [`super::forward::is_hop_by_hop`] has it, compared on the raw bytes), with the ones
+/// that carry framing told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Connection,
+    TransferEncoding,
+    ContentLength,
+    Upgrade,
+    /// Another hop-by-hop header: dropped.
+    Other,
+    /// End to end: passed on.
+    No,
+}
+
+impl Hop {
+    fn of(name: &[u8]) -> Hop {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        match name.len() {
+            2 if is(b"te") => Hop::Other,
+            7 if is(b"trailer") => Hop::Other,
+            7 if is(b"upgrade") => Hop::Upgrade,
+            10 if is(b"connection") => Hop::Connection,
+            10 if is(b"keep-alive") => Hop::Other,
+            14 if is(b"content-length") => Hop::ContentLength,
+            16 if is(b"proxy-connection") => Hop::Other,
+            17 if is(b"transfer-encoding") => Hop::TransferEncoding,
+            _ => Hop::No,
+        }
+    }
+}
+
+/// The tokens of a `Connection` value that name other headers.
+fn connection_tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| {
+        !t.is_empty()
+            && !t.eq_ignore_ascii_case(b"close")
+            && !t.eq_ignore_ascii_case(b"keep-alive")
+            && !t.eq_ignore_ascii_case(b"upgrade")
+    })
 }
 
 /// The header names of the previous response on a connection, by position: an
@@ -294,35 +400,27 @@ pub(crate) struct FramingHeaders {
 }
 
 impl FramingHeaders {
-    /// Reads `Connection` tokens; other names it lists are hop-by-hop too.
-    pub fn connection(&mut self, v: &HeaderValue, named: &mut Vec<HeaderName>) {
-        for t in v.as_bytes().split(|&b| b == b',') {
+    /// Reads `Connection`'s `close` and `keep-alive` tokens.
+    pub fn connection(&mut self, v: &[u8]) {
+        for t in v.split(|&b| b == b',') {
             let t = t.trim_ascii();
             if t.eq_ignore_ascii_case(b"close") {
                 self.close = true;
             } else if t.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
-                if let Ok(n) = HeaderName::from_bytes(t) {
-                    named.push(n);
-                }
             }
         }
     }
 
     /// Reads `Transfer-Encoding`: only its last coding matters for framing.
-    pub fn transfer_encoding(&mut self, v: &HeaderValue) {
-        let last = v
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .unwrap_or_default();
+    pub fn transfer_encoding(&mut self, v: &[u8]) {
+        let last = v.rsplit(|&b| b == b',').next().unwrap_or_default();
         self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
     }
 
     /// Several values (or lines) must all agree (RFC 9110 §8.6).
-    pub fn content_length(&mut self, v: &HeaderValue) -> Result<(), Invalid> {
-        for part in v.as_bytes().split(|&b| b == b',') {
+    pub fn content_length(&mut self, v: &[u8]) -> Result<(), Invalid> {
+        for part in v.split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(Invalid::ContentLength);
@@ -536,12 +634,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     fn head(s: &str) -> Result<Option<ResponseHead>, Invalid> {
-        parse_head(
-            &mut BytesMut::from(s),
-            &Method::GET,
-            true,
-            &mut NameCache::default(),
-        )
+        parse_head(&mut BytesMut::from(s), &Method::GET, true)
     }
 
     #[test]
@@ -570,27 +663,38 @@ mod tests {
     #[test]
     fn name_cache_follows_the_header_set() {
         let mut c = NameCache::default();
-        let mut parse = |s: &str| {
-            parse_head(&mut BytesMut::from(s), &Method::GET, false, &mut c)
-                .unwrap()
-                .unwrap()
-                .headers
-        };
-        let h = parse("HTTP/1.1 200 OK\r\nX-A: 1\r\nServer: s\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(h["x-a"], "1");
-        // Same names from the cache; a changed position is parsed afresh.
-        let h = parse("HTTP/1.1 200 OK\r\nX-A: 2\r\nX-B: 3\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(
-            (h["x-a"].as_bytes(), h["x-b"].as_bytes()),
-            (&b"2"[..], &b"3"[..])
-        );
-        assert!(!h.contains_key("server"));
-        let h = parse("HTTP/1.1 200 OK\r\nX-A: 4\r\nServer: t\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(
-            (h["x-a"].as_bytes(), h["server"].as_bytes()),
-            (&b"4"[..], &b"t"[..])
-        );
-        assert!(!h.contains_key("x-b"));
+        assert_eq!(c.get(0, b"X-A").unwrap(), "x-a");
+        assert_eq!(c.get(1, b"Server").unwrap(), "server");
+        // The same bytes at a position come from the cache; others are parsed afresh.
+        assert_eq!(c.get(0, b"X-A").unwrap(), "x-a");
+        assert_eq!(c.get(1, b"X-B").unwrap(), "x-b");
+        assert_eq!(c.get(1, b"X-B").unwrap(), "x-b");
+        assert!(c.get(2, b"bad name").is_err());
+    }
+
+    #[test]
+    fn raw_hop_by_hop_names_match_the_header_name_set() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "content-length",
+            "server",
+            "x-te",
+            "tea",
+        ] {
+            let hop = Hop::of(name.to_ascii_uppercase().as_bytes());
+            let n = HeaderName::from_static(name);
+            assert_eq!(
+                !matches!(hop, Hop::No | Hop::ContentLength),
+                super::super::forward::is_hop_by_hop(&n),
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -601,7 +705,7 @@ mod tests {
         assert_eq!(h.status, 200);
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
-        assert_eq!(h.headers["x-a"], "b");
+        assert_eq!(h.headers.get("x-a"), Some(&b"b"[..]));
         assert!(head("HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
         let h = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n")
             .unwrap()
@@ -633,8 +737,9 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-keep"]);
+        // Passed on as the upstream wrote it.
+        let names: Vec<&[u8]> = h.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"X-Keep"[..]]);
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
         // A 101 keeps the upgrade pair.
         let h = head(
@@ -642,12 +747,13 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h.headers["upgrade"], "websocket");
-        assert_eq!(h.headers["connection"], "Upgrade");
+        assert_eq!(h.headers.get("upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(h.headers.get("connection"), Some(&b"Upgrade"[..]));
+        assert_eq!(h.headers.to_map()["upgrade"], "websocket");
         // ...and only when the request asked for it.
         let mut b = BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
         assert_eq!(
-            parse_head(&mut b, &Method::GET, false, &mut NameCache::default()).unwrap_err(),
+            parse_head(&mut b, &Method::GET, false).unwrap_err(),
             Invalid::UnexpectedUpgrade
         );
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
@@ -656,7 +762,6 @@ mod tests {
             &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
             &Method::HEAD,
             false,
-            &mut NameCache::default(),
         )
         .unwrap()
         .unwrap();

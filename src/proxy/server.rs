@@ -50,7 +50,7 @@ use tokio::sync::oneshot;
 use super::body::{BoxError, ReqBody};
 use super::error::body_for;
 use super::exchange::{rejected, Tracked};
-use super::h1::{poll_fill, BodyDecoder, Framing, FramingHeaders, NameCache};
+use super::h1::{poll_fill, BodyDecoder, Framing, FramingHeaders, NameCache, PassHeaders};
 use super::service::{handle, ConnMeta};
 use crate::runtime::{Shared, MAX_HEADER_BYTES};
 
@@ -212,13 +212,13 @@ impl Framer {
     fn header(&mut self, name: &header::HeaderName, v: &HeaderValue) -> Result<(), StatusCode> {
         if name == header::CONTENT_LENGTH {
             self.f
-                .content_length(v)
+                .content_length(v.as_bytes())
                 .map_err(|_| StatusCode::BAD_REQUEST)?;
         } else if name == header::TRANSFER_ENCODING {
-            self.f.transfer_encoding(v);
+            self.f.transfer_encoding(v.as_bytes());
         } else if name == header::CONNECTION {
             // Names it lists stay with the request: `forward` drops them on the way up.
-            self.f.connection(v, &mut Vec::new());
+            self.f.connection(v.as_bytes());
         } else if name == header::UPGRADE {
             self.upgrade = true;
         } else if name == header::EXPECT {
@@ -347,7 +347,15 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         let status = parts.status;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(tx), Some(r)) = (upgrade_tx, reader.take()) {
-                encode_head(&mut out, &parts, version, None, false, true);
+                encode_head(
+                    &mut out,
+                    &parts,
+                    body.pass_headers(),
+                    version,
+                    None,
+                    false,
+                    true,
+                );
                 wr.write_all(&out).await?;
                 drop(body);
                 let _ = tx.send(Upgraded {
@@ -382,7 +390,10 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         } else {
             length
         };
-        encode_head(&mut out, &parts, version, declared, chunked, keep_alive);
+        let pass = body.pass_headers();
+        encode_head(
+            &mut out, &parts, pass, version, declared, chunked, keep_alive,
+        );
         drop(parts);
         let sent = if no_body {
             wr.write_all(&out).await.map(|()| true)
@@ -457,11 +468,14 @@ fn says_close(h: &HeaderMap) -> bool {
     })
 }
 
-/// Writes a response head into `out` (cleared first). `length`: the body's length,
-/// written as `Content-Length` unless the headers carry one.
+/// Writes a response head into `out` (cleared first): the status line, the headers
+/// of `parts`, an upstream's header lines as it sent them (`pass`), then what the
+/// framing and connection need. `length`: the body's length, written as
+/// `Content-Length` unless the headers carry one.
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
+    pass: Option<&PassHeaders>,
     version: Version,
     length: Option<u64>,
     chunked: bool,
@@ -474,43 +488,68 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let (mut has_length, mut has_date, mut has_connection) = (false, false, false);
+    let mut seen = Seen::default();
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH {
-            has_length = true;
-        } else if name == header::DATE {
-            has_date = true;
-        } else if name == header::CONNECTION {
-            has_connection = true;
-        } else if name == header::TRANSFER_ENCODING {
-            // The framing is this server's to choose.
-            continue;
+        if seen.header(name.as_str().as_bytes()) {
+            line(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in pass.into_iter().flat_map(PassHeaders::iter) {
+        if seen.header(name) {
+            line(out, name, value);
+        }
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if let (false, Some(n)) = (has_length, length) {
+    } else if let (false, Some(n)) = (seen.length, length) {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !has_connection {
+    if !seen.connection {
         if !keep_alive {
             out.extend_from_slice(b"connection: close\r\n");
         } else if version == Version::HTTP_10 {
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
     }
-    if !has_date {
+    if !seen.date {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The headers of a response head that the server would otherwise add.
+#[derive(Default)]
+struct Seen {
+    length: bool,
+    date: bool,
+    connection: bool,
+}
+
+impl Seen {
+    /// Notes `name`; false if the header is not to be written (the framing is this
+    /// server's to choose).
+    fn header(&mut self, name: &[u8]) -> bool {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        match name.len() {
+            4 if is(b"date") => self.date = true,
+            10 if is(b"connection") => self.connection = true,
+            14 if is(b"content-length") => self.length = true,
+            17 if is(b"transfer-encoding") => return false,
+            _ => {}
+        }
+        true
+    }
 }
 
 /// The head and body of an error this server answers itself (then it closes).
@@ -524,6 +563,7 @@ fn error_head(out: &mut Vec<u8>, status: StatusCode) {
     encode_head(
         out,
         &parts,
+        None,
         Version::HTTP_11,
         Some(body.len() as u64),
         false,
@@ -949,13 +989,21 @@ mod tests {
         parts
             .headers
             .insert(header::SERVER, HeaderValue::from_static("x"));
-        encode_head(&mut out, &parts, Version::HTTP_10, Some(3), false, true);
+        encode_head(
+            &mut out,
+            &parts,
+            None,
+            Version::HTTP_10,
+            Some(3),
+            false,
+            true,
+        );
         let s = String::from_utf8(out.clone()).unwrap();
         assert!(s.starts_with(
             "HTTP/1.1 200 OK\r\nserver: x\r\ncontent-length: 3\r\nconnection: keep-alive\r\ndate: "
         ));
         assert!(s.ends_with(" GMT\r\n\r\n"));
-        encode_head(&mut out, &parts, Version::HTTP_11, None, true, false);
+        encode_head(&mut out, &parts, None, Version::HTTP_11, None, true, false);
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("transfer-encoding: chunked\r\nconnection: close\r\n"));
     }

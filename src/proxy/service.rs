@@ -62,9 +62,17 @@ pub async fn handle(
     req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
+    let via_hyper = matches!(req.body(), ReqBody::Hyper(_));
     let mut ex = Exchange::start(shared.snapshot.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let resp = route(&shared, snap, meta, req, info).await;
+    let mut resp = route(&shared, snap, meta, req, info).await;
+    if via_hyper {
+        // hyper writes a response from its `HeaderMap` only.
+        if let Some(h) = resp.body().pass_headers() {
+            let map = h.to_map();
+            resp.headers_mut().extend(map);
+        }
+    }
     Ok(ex.respond(resp))
 }
 
@@ -529,26 +537,29 @@ fn respond(
     head: ResponseHead,
     on_upgrade: Option<ClientUpgrade>,
 ) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::empty());
-    *resp.status_mut() = head.status;
-    *resp.headers_mut() = head.headers;
-    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+    let ResponseHead {
+        status,
+        headers,
+        framing,
+        keep_alive,
+        ..
+    } = head;
+    let body = if status == StatusCode::SWITCHING_PROTOCOLS
+        && on_upgrade.is_some()
+        && attempt.conn.is_some()
+    {
         if let (Some(client_side), Some(conn)) = (on_upgrade, attempt.conn.take()) {
             tokio::spawn(super::upgrade::tunnel(client_side, conn, attempt));
-            return resp;
         }
-    }
-    if head.framing == Framing::Empty {
-        attempt.reusable =
-            head.keep_alive && attempt.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        UpstreamBody::headers_only(headers)
+    } else if framing == Framing::Empty {
+        attempt.reusable = keep_alive && attempt.conn.as_ref().is_some_and(|c| c.buf.is_empty());
         drop(attempt);
+        UpstreamBody::headers_only(headers)
     } else {
-        *resp.body_mut() = ProxyBody::Upstream(Box::new(UpstreamBody::new(
-            attempt,
-            head.framing,
-            head.keep_alive,
-            up.conf.read_timeout,
-        )));
-    }
+        UpstreamBody::new(headers, attempt, framing, keep_alive, up.conf.read_timeout)
+    };
+    let mut resp = Response::new(ProxyBody::Upstream(Box::new(body)));
+    *resp.status_mut() = status;
     resp
 }
