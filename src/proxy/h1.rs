@@ -209,7 +209,9 @@ pub fn parse_head(
             match Hop::of(&head[ns as usize..ne as usize]) {
                 Hop::Connection => {
                     f.connection(value);
-                    listing.push(span);
+                    if connection_tokens(value).next().is_some() {
+                        listing.push(span);
+                    }
                     if !switching {
                         continue;
                     }

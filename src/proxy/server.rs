@@ -296,39 +296,11 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
             upgrade_tx = Some(tx);
         }
 
-        // The request runs while the socket is watched for the client leaving.
-        let resp = {
-            let fut = handle(shared.clone(), meta.clone(), req);
-            let mut fut = std::pin::pin!(fut);
-            let mut watch = reader.as_ref().map_or(true, |r| r.buf.is_empty());
-            poll_fn(|cx| {
-                if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                // A body read to its end hands the reader back: watch from then on.
-                if let (true, None, Some(h)) = (watch, reader.as_ref(), home.as_ref()) {
-                    let mut slot = lock(h);
-                    if matches!(*slot, Some((_, true))) {
-                        reader = slot.take().map(|(r, _)| r);
-                        watch = reader.as_ref().is_some_and(|r| r.buf.is_empty());
-                    }
-                }
-                if let (true, Some(r)) = (watch, reader.as_mut()) {
-                    let mut one = [MaybeUninit::uninit()];
-                    let mut b = ReadBuf::uninit(&mut one);
-                    match r.io.poll_peek(cx, &mut b) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
-                        // A pipelined request: it is read after this one.
-                        Poll::Ready(Ok(_)) => watch = false,
-                        Poll::Pending => {}
-                    }
-                }
-                Poll::Pending
-            })
-            .await
-        };
+        // Pinned here: moving the request's future into `watched` would copy it.
+        let request = std::pin::pin!(handle(shared.clone(), meta.clone(), req));
+        let resp = watched(request, &mut reader, home.as_ref()).await;
         // The client left: the exchange was dropped with the request (status 499).
-        let Some(Ok(resp)) = resp else {
+        let Some(resp) = resp else {
             return Ok(());
         };
         let mut unread = false;
@@ -343,7 +315,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         }
         keep_alive &= !unread && !meta.closing.load(Relaxed);
 
-        let (parts, mut body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
         let status = parts.status;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(tx), Some(r)) = (upgrade_tx, reader.take()) {
@@ -366,57 +338,127 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
                 return Ok(());
             }
         }
-        let no_body = is_head
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let length = body.size_hint().exact();
-        let chunked = !no_body && length.is_none() && version == Version::HTTP_11;
-        if !no_body && length.is_none() && !chunked {
-            // HTTP/1.0 without a length: the close delimits the body.
-            keep_alive = false;
-        }
-        if keep_alive && says_close(&parts.headers) {
-            keep_alive = false;
-        }
-        // No length where none may be sent, nor for an upstream's empty answer to
-        // HEAD (its own Content-Length, if any, is among the headers).
-        let declared = if status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-            || status.is_informational()
-            || (is_head && length == Some(0))
-        {
-            None
-        } else {
-            length
-        };
-        let pass = body.pass_headers();
-        encode_head(
-            &mut out, &parts, pass, version, declared, chunked, keep_alive,
-        );
+        let mut body = body;
+        let written = write_response(
+            &mut wr, &mut out, &parts, &mut body, is_head, version, keep_alive,
+        )
+        .await;
         drop(parts);
-        let sent = if no_body {
-            wr.write_all(&out).await.map(|()| true)
-        } else {
-            send_body(&mut wr, &mut out, &mut body, chunked).await
-        };
-        out.clear();
         // The exchange ends here: counted and logged, the connection waits again.
         drop(body);
-        match sent {
-            Ok(true) => {}
+        match written? {
+            Written::KeepAlive => {}
+            Written::Close => {
+                let pending = unread || reader.as_ref().is_some_and(|r| !r.buf.is_empty());
+                return linger(wr, reader, pending).await;
+            }
             // The body broke off: the client must see the response cut short.
-            Ok(false) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        if !keep_alive {
-            let pending = unread || reader.as_ref().is_some_and(|r| !r.buf.is_empty());
-            return linger(wr, reader, pending).await;
+            Written::Broken => return Ok(()),
         }
         if out.capacity() > FLUSH_AT * 2 {
             out = Vec::with_capacity(2048);
         }
     }
+}
+
+/// How writing a response ended.
+enum Written {
+    /// The connection can take the next request.
+    KeepAlive,
+    /// The connection closes now.
+    Close,
+    /// The body failed midway: the connection must close without more.
+    Broken,
+}
+
+/// Writes a response (by reference: moving the parts and the body into this
+/// future would copy them).
+async fn write_response(
+    wr: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    body: &mut Tracked,
+    is_head: bool,
+    version: Version,
+    mut keep_alive: bool,
+) -> io::Result<Written> {
+    let status = parts.status;
+    let no_body = is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let length = body.size_hint().exact();
+    let chunked = !no_body && length.is_none() && version == Version::HTTP_11;
+    if !no_body && length.is_none() && !chunked {
+        // HTTP/1.0 without a length: the close delimits the body.
+        keep_alive = false;
+    }
+    if keep_alive && says_close(&parts.headers) {
+        keep_alive = false;
+    }
+    // No length where none may be sent, nor for an upstream's empty answer to HEAD
+    // (its own Content-Length, if any, is among the headers).
+    let declared = if status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status.is_informational()
+        || (is_head && length == Some(0))
+    {
+        None
+    } else {
+        length
+    };
+    let pass = body.pass_headers();
+    encode_head(out, parts, pass, version, declared, chunked, keep_alive);
+    let sent = if no_body {
+        wr.write_all(out).await.map(|()| true)
+    } else {
+        send_body(wr, out, body, chunked).await
+    };
+    out.clear();
+    Ok(match sent? {
+        false => Written::Broken,
+        true if keep_alive => Written::KeepAlive,
+        true => Written::Close,
+    })
+}
+
+/// Runs the request while watching the client socket: `None` if the client left
+/// first (the request is dropped, and its exchange logs 499, as nginx does).
+/// Pipelined bytes stop the watch; so does a reader that is away with the request
+/// body, until the body, read to its end, hands it back.
+async fn watched(
+    mut request: Pin<
+        &mut impl Future<Output = Result<Response<Tracked>, std::convert::Infallible>>,
+    >,
+    reader: &mut Option<Reader>,
+    home: Option<&Home>,
+) -> Option<Response<Tracked>> {
+    let mut watch = reader.as_ref().map_or(true, |r| r.buf.is_empty());
+    poll_fn(|cx| {
+        if let Poll::Ready(Ok(r)) = request.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if let (true, None, Some(h)) = (watch, reader.as_ref(), home) {
+            let mut slot = lock(h);
+            if matches!(*slot, Some((_, true))) {
+                *reader = slot.take().map(|(r, _)| r);
+                watch = reader.as_ref().is_some_and(|r| r.buf.is_empty());
+            }
+        }
+        if let (true, Some(r)) = (watch, reader.as_mut()) {
+            // No system call while the socket is quiet: readiness is cached.
+            let mut one = [MaybeUninit::uninit()];
+            let mut b = ReadBuf::uninit(&mut one);
+            match r.io.poll_peek(cx, &mut b) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                // A pipelined request: it is read after this one.
+                Poll::Ready(Ok(_)) => watch = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// What reading the next head gave.
