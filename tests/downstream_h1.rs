@@ -868,3 +868,77 @@ fn half_close_while_proxying_drops_the_request() {
     c.assert_closed();
     release.send(()).unwrap();
 }
+
+/// Mangled input never takes the server down or makes it write anything but whole
+/// HTTP/1.1 responses: 400 random mutations (bytes flipped to delimiters, digits,
+/// control bytes; bytes dropped; runs repeated) of a stream of four pipelined
+/// requests with every kind of framing. Each connection is half-closed after the
+/// bytes, so a request left incomplete ends at EOF rather than waiting for more.
+#[test]
+fn mangled_request_streams_never_break_the_server() {
+    let (b, _) = echo();
+    let f = Fulcrum::start(&config(b.addr));
+    let valid: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+        POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+        POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+        GET /own HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let interesting = b"\r\n: ,;0971afAF\x00\x7f\xff\t-";
+    let allowed = ["200", "400", "404", "413", "431", "501", "502"];
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for case in 0..400 {
+        let mut req = valid.to_vec();
+        for _ in 0..rng.usize(1..=3) {
+            let i = rng.usize(..req.len());
+            match rng.u8(..3) {
+                0 => req[i] = interesting[rng.usize(..interesting.len())],
+                1 => {
+                    req.remove(i);
+                }
+                _ => {
+                    let end = (i + rng.usize(1..8)).min(req.len());
+                    let run = req[i..end].to_vec();
+                    req.splice(i..i, run);
+                }
+            }
+        }
+        let mut s = TcpStream::connect(f.addr()).unwrap();
+        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        s.write_all(&req).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        if let Err(e) = s.read_to_end(&mut got) {
+            let hung = matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+            assert!(
+                !hung,
+                "case {case}: hung on {:?}",
+                String::from_utf8_lossy(&req)
+            );
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 "),
+            "case {case}: {text:?} for {:?}",
+            String::from_utf8_lossy(&req)
+        );
+        for status in text
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|r| &r[..3.min(r.len())])
+        {
+            assert!(
+                allowed.contains(&status),
+                "case {case}: status {status} in {text:?} for {:?}",
+                String::from_utf8_lossy(&req)
+            );
+            *seen.entry(status.to_string()).or_default() += 1;
+        }
+    }
+    // The mutations reach both the good and the bad paths.
+    eprintln!("statuses: {seen:?}");
+    assert!(seen.get("200").is_some_and(|&n| n > 200), "{seen:?}");
+    assert!(seen.get("400").is_some_and(|&n| n > 50), "{seen:?}");
+    // Still serving.
+    let mut c = Client::connect(f.addr());
+    assert_echo(&c.get("/after"), "GET", "/after", b"");
+}
