@@ -24,22 +24,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// One listener proxying `/` to `backend`, plus a `return` location and a prefix
 /// that matches nothing else (so `/elsewhere` is fulcrum's own 404).
 fn config(backend: SocketAddr) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[upstream.b]
-server = ["{backend}"]
-[[server]]
-listen = ["127.0.0.1:0"]
-[[server.location]]
-path = "/"
-proxy_pass = "http://b"
+    proxy_config(&[backend], "", "")
+        + r#"
 [[server.location]]
 path = "= /own"
-return = {{ status = 200, body = "fulcrum says hi" }}
+return = { status = 200, body = "fulcrum says hi" }
 "#
-    )
 }
 
 /// The same with only `/app/` proxied: anything else has no location (404).

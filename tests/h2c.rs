@@ -19,26 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// One upstream `b` of `backends`, one `http2 = true` server proxying `/` to it, with
 /// optional extra lines for the location.
 fn h2c_config(backends: &[SocketAddr], location_extra: &str) -> String {
-    let servers = backends
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[upstream.b]
-server = [{servers}]
-[[server]]
-listen = ["127.0.0.1:0"]
-http2 = true
-[[server.location]]
-path = "/"
-proxy_pass = "http://b"
-{location_extra}
-"#
-    )
+    proxy_config(backends, "", "http2 = true") + location_extra
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -142,7 +123,7 @@ fn h2_prior_knowledge_get_and_multiplexed_round_robin() {
 fn h2_post_body_arrives_byte_exact() {
     // Echoes length and a checksum of the body it received.
     let b = Backend::with(Arc::new(|parts, body| {
-        let sum = crc32(body);
+        let sum = crc32fast::hash(body);
         Response::new(Full::new(Bytes::from(format!(
             "{} {} len={} crc={sum:08x}",
             parts.method,
@@ -159,7 +140,7 @@ fn h2_post_body_arrives_byte_exact() {
     let expect = format!(
         "POST /upload len={} crc={:08x}",
         payload.len(),
-        crc32(&payload)
+        crc32fast::hash(&payload)
     );
     let rt = runtime();
     let got = rt.block_on(async move {
@@ -173,22 +154,6 @@ fn h2_post_body_arrives_byte_exact() {
     });
     assert_eq!(got, expect);
     assert_eq!(b.hits(), 1);
-}
-
-/// CRC-32 (IEEE), bitwise: enough for 100 KiB in a test.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]
@@ -222,11 +187,7 @@ fn http1_on_h2c_listener_with_keepalive() {
 fn http1_conflicting_framing_on_h2c_listener_is_400_and_never_forwarded() {
     let b = Backend::named("b");
     let f = Fulcrum::start(&h2c_config(&[b.addr], ""));
-    let r = raw(
-        f.addr(),
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
-    )
-    .unwrap();
+    let r = raw(f.addr(), SMUGGLING).unwrap();
     assert_eq!(r.status, 400);
     assert_eq!(r.header("connection"), Some("close"));
     // The same conflict as the second request on a kept-alive connection: the first

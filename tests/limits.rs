@@ -12,33 +12,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
 
-fn simple(backend: std::net::SocketAddr, extra_upstream: &str, extra_server: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[upstream.b]
-server = ["{backend}"]
-{extra_upstream}
-[[server]]
-listen = ["127.0.0.1:0"]
-{extra_server}
-[[server.location]]
-path = "/"
-proxy_pass = "http://b"
-"#
-    )
-}
-
 #[test]
 fn conflicting_framing_is_400_and_never_forwarded() {
     let b = Backend::named("b");
-    let f = Fulcrum::start(&simple(b.addr, "", ""));
-    let r = raw(
-        f.addr(),
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
-    )
-    .unwrap();
+    let f = Fulcrum::start(&proxy_config(&[b.addr], "", ""));
+    let r = raw(f.addr(), SMUGGLING).unwrap();
     assert_eq!(r.status, 400);
     assert_eq!(r.header("connection"), Some("close"));
     // Garbage in a Content-Length and a malformed request line are refused by the parser.
@@ -66,7 +44,11 @@ fn conflicting_framing_is_400_and_never_forwarded() {
 #[test]
 fn body_over_client_max_body_size_is_413() {
     let b = Backend::named("b");
-    let f = Fulcrum::start(&simple(b.addr, "", "client_max_body_size = \"1k\""));
+    let f = Fulcrum::start(&proxy_config(
+        &[b.addr],
+        "",
+        "client_max_body_size = \"1k\"",
+    ));
     let body = vec![b'x'; 2048];
     let mut req = format!(
         "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
@@ -94,7 +76,7 @@ fn body_over_client_max_body_size_is_413() {
 #[test]
 fn header_block_over_64k_is_431() {
     let b = Backend::named("b");
-    let f = Fulcrum::start(&simple(b.addr, "", ""));
+    let f = Fulcrum::start(&proxy_config(&[b.addr], "", ""));
     let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..80 {
         req.extend_from_slice(format!("X-Big-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
@@ -115,7 +97,11 @@ fn header_block_over_64k_is_431() {
 #[test]
 fn slow_headers_are_cut_off() {
     let b = Backend::named("b");
-    let f = Fulcrum::start(&simple(b.addr, "", "client_header_timeout = \"1s\""));
+    let f = Fulcrum::start(&proxy_config(
+        &[b.addr],
+        "",
+        "client_header_timeout = \"1s\"",
+    ));
     let mut s = TcpStream::connect(f.addr()).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -135,7 +121,11 @@ fn client_header_timeout_spares_requests_in_flight_and_closes_idle_connections()
         std::thread::sleep(Duration::from_millis(2500));
         Response::new(Full::new(Bytes::from("late")))
     }));
-    let f = Fulcrum::start(&simple(slow.addr, "", "client_header_timeout = \"1s\""));
+    let f = Fulcrum::start(&proxy_config(
+        &[slow.addr],
+        "",
+        "client_header_timeout = \"1s\"",
+    ));
     let mut c = Conn::open(f.addr());
     // The response takes 2.5 s, past the 1 s head timeout: it is not cut off.
     let r = c.get("/");
@@ -160,7 +150,7 @@ fn slow_upstream_past_read_timeout_is_504() {
         std::thread::sleep(Duration::from_secs(3));
         Response::new(Full::new(Bytes::from("late")))
     }));
-    let f = Fulcrum::start(&simple(slow.addr, "read_timeout = \"500ms\"", ""));
+    let f = Fulcrum::start(&proxy_config(&[slow.addr], "read_timeout = \"500ms\"", ""));
     let r = get(f.addr(), "/");
     assert_eq!(r.status, 504);
 }
@@ -177,6 +167,6 @@ fn invalid_upstream_response_is_502() {
             let _ = s.write_all(b"HTTP/1.1 abc garbage\r\n\x01\x02\r\n\r\n");
         }
     });
-    let f = Fulcrum::start(&simple(addr, "", ""));
+    let f = Fulcrum::start(&proxy_config(&[addr], "", ""));
     assert_eq!(get(f.addr(), "/").status, 502);
 }

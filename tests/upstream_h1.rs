@@ -12,19 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn config(backend: SocketAddr) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[upstream.b]
-server = ["{backend}"]
-[[server]]
-listen = ["127.0.0.1:0"]
-[[server.location]]
-path = "/"
-proxy_pass = "http://b"
-"#
-    )
+    proxy_config(&[backend], "", "")
 }
 
 /// Reads one request head; returns its target, or `None` at end of stream.

@@ -296,6 +296,37 @@ impl Resp {
     }
 }
 
+/// A config with an admin listener, one pool `b` of `backends`, and one server whose
+/// `/` location proxies to it; the `extra_*` lines go into the pool's and the server's
+/// tables. It ends inside the `/` location: appended lines add to that location, and
+/// appended `[[server.location]]` tables add locations.
+pub fn proxy_config(backends: &[SocketAddr], extra_upstream: &str, extra_server: &str) -> String {
+    let servers = backends
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[upstream.b]
+server = [{servers}]
+{extra_upstream}
+[[server]]
+listen = ["127.0.0.1:0"]
+{extra_server}
+[[server.location]]
+path = "/"
+proxy_pass = "http://b"
+"#
+    )
+}
+
+/// A request carrying both `Content-Length` and `Transfer-Encoding`, with a second
+/// request hidden in its body: what request smuggling looks like (answered 400).
+pub const SMUGGLING: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+
 /// Sends raw bytes on a new connection and reads one response (Connection: close
 /// style: reads until EOF or the framed body is complete).
 pub fn raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<Resp> {
