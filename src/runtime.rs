@@ -600,11 +600,21 @@ async fn accept_loop(
                 let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
                 let conn_shared = shared.clone();
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    handle(
+                    let served = handle(
                         conn_shared.clone(),
                         meta.clone(),
                         req.map(crate::proxy::body::ReqBody::Hyper),
-                    )
+                    );
+                    async move {
+                        let mut resp = served.await?;
+                        // hyper writes a response from its `HeaderMap` only; an
+                        // upstream's headers come as its raw lines.
+                        if let Some(h) = resp.body().pass_headers() {
+                            let map = h.to_map();
+                            resp.headers_mut().extend(map);
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
                 });
                 spawn_conn(
                     graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),

@@ -62,17 +62,9 @@ pub async fn handle(
     req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
-    let via_hyper = matches!(req.body(), ReqBody::Hyper(_));
     let mut ex = Exchange::start(shared.snapshot.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let mut resp = route(&shared, snap, meta, req, info).await;
-    if via_hyper {
-        // hyper writes a response from its `HeaderMap` only.
-        if let Some(h) = resp.body().pass_headers() {
-            let map = h.to_map();
-            resp.headers_mut().extend(map);
-        }
-    }
+    let resp = route(&shared, snap, meta, req, info).await;
     Ok(ex.respond(resp))
 }
 
