@@ -296,7 +296,7 @@ async fn upload<W: AsyncWrite + Unpin>(
     body: &mut UpBody,
     chunked: bool,
 ) -> Result<(), ExchangeError> {
-    let mut line = Vec::with_capacity(20);
+    let mut line = h1::ChunkLine::default();
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
         let frame = match frame {
             Ok(f) => f,
@@ -310,11 +310,9 @@ async fn upload<W: AsyncWrite + Unpin>(
             continue;
         }
         let res = if chunked {
-            line.clear();
-            // Writing into a Vec cannot fail.
-            let _ = std::io::Write::write_fmt(&mut line, format_args!("{:x}\r\n", data.len()));
+            let line = line.chunk(data.len());
             async {
-                wr.write_all(&line).await?;
+                wr.write_all(line).await?;
                 wr.write_all(&data).await?;
                 wr.write_all(b"\r\n").await
             }

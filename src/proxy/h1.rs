@@ -469,6 +469,28 @@ pub fn poll_fill<R: AsyncRead + Unpin>(
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
+/// A reusable chunk-size line (`{:x}\r\n`), written without formatting machinery.
+#[derive(Debug, Default)]
+pub struct ChunkLine([u8; 18]);
+
+impl ChunkLine {
+    /// The chunk-size line for `n` bytes.
+    pub fn chunk(&mut self, mut n: usize) -> &[u8] {
+        let mut i = 16;
+        loop {
+            i -= 1;
+            self.0[i] = b"0123456789abcdef"[n & 15];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0[16] = b'\r';
+        self.0[17] = b'\n';
+        &self.0[i..]
+    }
+}
+
 /// Where a body decoder stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -637,6 +659,14 @@ mod tests {
 
     fn head(s: &str) -> Result<Option<ResponseHead>, Invalid> {
         parse_head(&mut BytesMut::from(s), &Method::GET, true)
+    }
+
+    #[test]
+    fn chunk_lines() {
+        let mut l = ChunkLine::default();
+        assert_eq!(l.chunk(0), b"0\r\n");
+        assert_eq!(l.chunk(255), b"ff\r\n");
+        assert_eq!(l.chunk(4096), b"1000\r\n");
     }
 
     #[test]

@@ -50,7 +50,9 @@ use tokio::sync::oneshot;
 use super::body::{BoxError, ReqBody};
 use super::error::body_for;
 use super::exchange::{rejected, Tracked};
-use super::h1::{poll_fill, BodyDecoder, Framing, FramingHeaders, NameCache, PassHeaders};
+use super::h1::{
+    poll_fill, BodyDecoder, ChunkLine, Framing, FramingHeaders, NameCache, PassHeaders,
+};
 use super::service::{handle, ConnMeta};
 use crate::runtime::{Shared, MAX_HEADER_BYTES};
 
@@ -648,7 +650,7 @@ async fn send_body(
     body: &mut Tracked,
     chunked: bool,
 ) -> io::Result<bool> {
-    let mut line = itoa_hex::Line::default();
+    let mut line = ChunkLine::default();
     loop {
         let next = match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).now_or_never() {
             Some(f) => f,
@@ -902,31 +904,6 @@ impl AsyncWrite for Upgraded {
     }
 }
 
-/// Chunk-size lines without formatting machinery.
-mod itoa_hex {
-    /// A reusable `{:x}\r\n` line.
-    #[derive(Default)]
-    pub struct Line([u8; 18]);
-
-    impl Line {
-        /// The chunk-size line for `n` bytes.
-        pub fn chunk(&mut self, mut n: usize) -> &[u8] {
-            let mut i = 16;
-            loop {
-                i -= 1;
-                self.0[i] = b"0123456789abcdef"[n & 15];
-                n >>= 4;
-                if n == 0 {
-                    break;
-                }
-            }
-            self.0[16] = b'\r';
-            self.0[17] = b'\n';
-            &self.0[i..]
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1048,13 +1025,5 @@ mod tests {
         encode_head(&mut out, &parts, None, Version::HTTP_11, None, true, false);
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("transfer-encoding: chunked\r\nconnection: close\r\n"));
-    }
-
-    #[test]
-    fn chunk_lines() {
-        let mut l = itoa_hex::Line::default();
-        assert_eq!(l.chunk(0), b"0\r\n");
-        assert_eq!(l.chunk(255), b"ff\r\n");
-        assert_eq!(l.chunk(4096), b"1000\r\n");
     }
 }
