@@ -375,6 +375,13 @@ fn better_child(heap: &[Entry], l: usize) -> usize {
     }
 }
 
+/// Puts `e` at `at` and records where it is.
+#[inline]
+fn place(heap: &mut [Entry], pos: &mut [u32], at: usize, e: Entry) {
+    heap[at] = e;
+    pos[e.idx as usize] = at as u32;
+}
+
 /// Moves the entry at `at` up to its place.
 #[inline]
 fn sift_up(heap: &mut [Entry], pos: &mut [u32], mut at: usize) {
@@ -384,12 +391,10 @@ fn sift_up(heap: &mut [Entry], pos: &mut [u32], mut at: usize) {
         if !e.before(heap[parent]) {
             break;
         }
-        heap[at] = heap[parent];
-        pos[heap[at].idx as usize] = at as u32;
+        place(heap, pos, at, heap[parent]);
         at = parent;
     }
-    heap[at] = e;
-    pos[e.idx as usize] = at as u32;
+    place(heap, pos, at, e);
 }
 
 /// Moves the entry at `at` down to its place.
@@ -405,12 +410,10 @@ fn sift_down(heap: &mut [Entry], pos: &mut [u32], mut at: usize) {
         if !heap[c].before(e) {
             break;
         }
-        heap[at] = heap[c];
-        pos[heap[at].idx as usize] = at as u32;
+        place(heap, pos, at, heap[c]);
         at = c;
     }
-    heap[at] = e;
-    pos[e.idx as usize] = at as u32;
+    place(heap, pos, at, e);
 }
 
 /// [`sift_down`] for an entry that just lost a pass's total and most likely
@@ -425,8 +428,7 @@ fn sink(heap: &mut [Entry], pos: &mut [u32], mut at: usize) {
             break;
         }
         let c = better_child(heap, l);
-        heap[at] = heap[c];
-        pos[heap[at].idx as usize] = at as u32;
+        place(heap, pos, at, heap[c]);
         at = c;
     }
     heap[at] = e;
