@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
@@ -152,7 +152,7 @@ fn bad_config_at_start_exits_1_with_position() {
 #[test]
 fn sigterm_lets_in_flight_request_finish_then_exits_0() {
     let slow = Backend::with(Arc::new(|_, _| {
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(3000));
         Response::new(Full::new(Bytes::from("finished")))
     }));
     let mut f = Fulcrum::start(&format!(
@@ -166,20 +166,40 @@ listen = ["127.0.0.1:0"]
 [[server.location]]
 path = "/"
 proxy_pass = "http://s"
+[[server.location]]
+path = "= /fast"
+return = {{ status = 200, body = "fast" }}
 "#,
         slow.addr
     ));
     let addr = f.addr();
+    // A keep-alive connection that is idle when the signal comes.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    idle.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut idle).unwrap();
+    assert_eq!((r.status, r.header("connection")), (200, None));
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    // The request is in flight once the backend has it.
-    assert!(eventually(10, || slow.last.lock().unwrap().is_some()));
+    // The request is in flight once the backend has it (`last` is only set when the
+    // backend answers).
+    assert!(eventually(10, || slow.hits() == 1));
     f.signal("TERM");
     // Not ready any more, no new connections accepted...
     assert!(f.wait_log("shutting down", 10).is_some());
-    // ...but the in-flight request completes.
+    // ...the idle connection is closed without waiting for the busy one...
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0);
+    assert!(
+        slow.last.lock().unwrap().is_none(),
+        "the idle connection waited for the in-flight request"
+    );
+    // ...and the in-flight request completes, telling the client the connection ends.
     let r = read_response(&mut s).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "finished"));
+    assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(f.wait_exit(20), Some(0));
     assert!(TcpStream::connect(addr).is_err());
 }
