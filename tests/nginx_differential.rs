@@ -383,50 +383,49 @@ fn consistent_hash_request_uri_matches_nginx() {
     }
 }
 
-#[test]
-fn least_conn_with_held_requests_matches_nginx() {
+/// least_conn over servers with `weights`, driven through `steps` (quick requests
+/// and requests held open), picks as nginx does.
+fn least_conn_matches_nginx(weights: &[&str], steps: &[Step]) {
     let Some(bin) = nginx_bin() else { return };
-    let b = backends(4);
-    let (ngx, ful) = servers(&b, &["", "weight=2", "", "weight=3"]);
-    let q = Step::Quick(Ipv4Addr::LOCALHOST);
-    let h = Step::Hold;
-    let steps = [
-        q, q, q, q, h, q, q, h, h, q, q, q, h, q, h, h, q, q, q, q, h, h, h, q, q, q, q, q, h, q,
-        q, q,
-    ];
+    let b = backends(weights.len());
+    let (ngx, ful) = servers(&b, weights);
     let seq = differential(
         &bin,
         &b,
         &format!("        least_conn;\n{ngx}"),
         &format!("balance = \"least_conn\"\n{ful}"),
-        &steps,
+        steps,
     );
-    println!("least_conn: {}", seq.join(" "));
+    println!("least_conn ({} servers): {}", weights.len(), seq.join(" "));
+}
+
+#[test]
+fn least_conn_with_held_requests_matches_nginx() {
+    let q = Step::Quick(Ipv4Addr::LOCALHOST);
+    let h = Step::Hold;
+    least_conn_matches_nginx(
+        &["", "weight=2", "", "weight=3"],
+        &[
+            q, q, q, q, h, q, q, h, h, q, q, q, h, q, h, h, q, q, q, q, h, h, h, q, q, q, q, q, h,
+            q, q, q,
+        ],
+    );
 }
 
 /// Twelve servers: enough for fulcrum's indexed least_conn (classes of tied
 /// servers, lazy round-robin weights), still nginx's picks.
 #[test]
 fn least_conn_indexed_pool_with_held_requests_matches_nginx() {
-    let Some(bin) = nginx_bin() else { return };
-    let b = backends(12);
-    let weights = [
-        "", "weight=2", "", "weight=3", "weight=2", "", "weight=5", "", "weight=2", "", "",
-        "weight=3",
-    ];
-    let (ngx, ful) = servers(&b, &weights);
     let q = Step::Quick(Ipv4Addr::LOCALHOST);
     let h = Step::Hold;
-    let steps = [
-        q, q, h, q, h, h, q, q, h, q, h, h, h, q, q, q, h, q, h, q, q, h, h, q, q, q, h, q, q, h,
-        q, h, q, q, q, h, h, q, q, q,
-    ];
-    let seq = differential(
-        &bin,
-        &b,
-        &format!("        least_conn;\n{ngx}"),
-        &format!("balance = \"least_conn\"\n{ful}"),
-        &steps,
+    least_conn_matches_nginx(
+        &[
+            "", "weight=2", "", "weight=3", "weight=2", "", "weight=5", "", "weight=2", "", "",
+            "weight=3",
+        ],
+        &[
+            q, q, h, q, h, h, q, q, h, q, h, h, h, q, q, q, h, q, h, q, q, h, h, q, q, q, h, q, q,
+            h, q, h, q, q, q, h, h, q, q, q,
+        ],
     );
-    println!("least_conn (12 servers): {}", seq.join(" "));
 }
