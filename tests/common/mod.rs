@@ -112,10 +112,21 @@ where
     (addr, rt)
 }
 
-/// An address where nothing listens (bound, then closed: connect is refused).
+/// An address where nothing listens: connect is refused. The port stays bound (never
+/// listening, without `SO_REUSEADDR`) for the life of the test process, so a listener
+/// another test binds to port 0 cannot be handed the same port and bring it to life.
 pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    s.bind(&any.into()).expect("bind");
+    let addr = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("addr");
+    std::mem::forget(s);
+    addr
 }
 
 /// A fulcrum process started from config text.
