@@ -600,13 +600,10 @@ async fn accept_loop(
                 let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
                 let conn_shared = shared.clone();
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let served = handle(
-                        conn_shared.clone(),
-                        meta.clone(),
-                        req.map(crate::proxy::body::ReqBody::Hyper),
-                    );
+                    let (shared, meta) = (conn_shared.clone(), meta.clone());
                     async move {
-                        let mut resp = served.await?;
+                        let req = req.map(crate::proxy::body::ReqBody::Hyper);
+                        let mut resp = handle(&shared, meta, req).await?;
                         // hyper writes a response from its `HeaderMap` only; an
                         // upstream's headers come as its raw lines.
                         if let Some(h) = resp.body().pass_headers() {

@@ -299,7 +299,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         }
 
         // Pinned here: moving the request's future into `watched` would copy it.
-        let request = std::pin::pin!(handle(shared.clone(), meta.clone(), req));
+        let request = std::pin::pin!(handle(&shared, meta.clone(), req));
         let resp = watched(request, &mut reader, home.as_ref()).await;
         // The client left: the exchange was dropped with the request (status 499).
         let Some(resp) = resp else {

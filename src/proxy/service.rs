@@ -57,14 +57,14 @@ pub const IN_FLIGHT: u64 = u64::MAX;
 
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
-    shared: Arc<Shared>,
+    shared: &Shared,
     meta: Arc<ConnMeta>,
     req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
     let mut ex = Exchange::start(shared.snapshot.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let resp = route(&shared, snap, meta, req, info).await;
+    let resp = route(shared, snap, meta, req, info).await;
     Ok(ex.respond(resp))
 }
 
