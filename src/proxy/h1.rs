@@ -321,7 +321,7 @@ impl PassHeaders {
 /// (as [`super::forward::is_hop_by_hop`] has it, compared on the raw bytes), with the ones
 /// that carry framing told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hop {
+pub(crate) enum Hop {
     Connection,
     TransferEncoding,
     ContentLength,
@@ -333,7 +333,8 @@ enum Hop {
 }
 
 impl Hop {
-    fn of(name: &[u8]) -> Hop {
+    /// The kind of header `name` is (ASCII case-insensitive).
+    pub(crate) fn of(name: &[u8]) -> Hop {
         let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
         match name.len() {
             2 if is(b"te") => Hop::Other,

@@ -51,7 +51,7 @@ use super::body::{BoxError, ReqBody};
 use super::error::body_for;
 use super::exchange::{rejected, Tracked};
 use super::h1::{
-    poll_fill, BodyDecoder, ChunkLine, Framing, FramingHeaders, NameCache, PassHeaders,
+    poll_fill, BodyDecoder, ChunkLine, Framing, FramingHeaders, Hop, NameCache, PassHeaders,
 };
 use super::service::{handle, ConnMeta};
 use crate::runtime::{Shared, MAX_HEADER_BYTES};
@@ -584,12 +584,11 @@ impl Seen {
     /// Notes `name`; false if the header is not to be written (the framing is this
     /// server's to choose).
     fn header(&mut self, name: &[u8]) -> bool {
-        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
-        match name.len() {
-            4 if is(b"date") => self.date = true,
-            10 if is(b"connection") => self.connection = true,
-            14 if is(b"content-length") => self.length = true,
-            17 if is(b"transfer-encoding") => return false,
+        match Hop::of(name) {
+            Hop::ContentLength => self.length = true,
+            Hop::Connection => self.connection = true,
+            Hop::TransferEncoding => return false,
+            _ if name.eq_ignore_ascii_case(b"date") => self.date = true,
             _ => {}
         }
         true
