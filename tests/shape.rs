@@ -1,0 +1,120 @@
+//! Sizes a reader can hold: no source file over 600 lines before its tests, no
+//! function over 80 lines, unless the file's opening comment says why in a line that
+//! starts `//! Why it is long:`. rustfmt's layout makes a function's end the first `}`
+//! back at its own indentation, which is what this reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const MAX_FILE_LINES: usize = 600;
+const MAX_FN_LINES: usize = 80;
+const EXCUSE: &str = "//! Why it is long:";
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .expect("readable dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Lines before the file's first `#[cfg(test)]` (its unit tests are not counted).
+fn code_lines(text: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim() == "#[cfg(test)]")
+        .unwrap_or_else(|| text.lines().count())
+}
+
+/// `(first line, length)` of every `fn` with a body longer than `max`.
+fn long_functions(text: &str, max: usize) -> Vec<(usize, usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut long = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        let indent = l.len() - t.len();
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "pub(crate) fn ",
+            "async fn ",
+            "pub async fn ",
+        ]
+        .iter()
+        .chain(["pub(crate) async fn ", "const fn ", "pub const fn "].iter())
+        .any(|p| t.starts_with(p));
+        if !is_fn || t.ends_with(';') {
+            continue;
+        }
+        let end = lines[i + 1..]
+            .iter()
+            .position(|m| {
+                m.len() - m.trim_start().len() == indent && m.trim_start().starts_with('}')
+            })
+            .map(|p| i + 1 + p);
+        let Some(end) = end else { continue };
+        let len = end - i + 1;
+        if len > max {
+            let name: String = t
+                .split("fn ")
+                .nth(1)
+                .unwrap_or("")
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            long.push((i + 1, len, name));
+        }
+    }
+    long
+}
+
+fn excused(text: &str) -> bool {
+    text.lines()
+        .take_while(|l| l.starts_with("//!") || l.trim().is_empty())
+        .any(|l| l.starts_with(EXCUSE))
+}
+
+#[test]
+fn files_and_functions_fit_on_a_reader() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut report = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).expect("readable source");
+        // Files of unit tests only (`balance/tests_algorithms.rs`) are tests.
+        let test_only = f
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("tests"));
+        if excused(&text) || test_only {
+            continue;
+        }
+        let rel = f.strip_prefix(root).expect("under the root").display();
+        let n = code_lines(&text);
+        if n > MAX_FILE_LINES {
+            report.push(format!(
+                "{rel}: {n} lines before its tests (max {MAX_FILE_LINES})"
+            ));
+        }
+        for (line, len, name) in long_functions(&text, MAX_FN_LINES) {
+            report.push(format!(
+                "{rel}:{line}: fn {name} is {len} lines (max {MAX_FN_LINES})"
+            ));
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+#[test]
+fn the_reader_finds_a_long_function() {
+    let body = "    x();\n".repeat(5);
+    let text = format!("fn short() {{\n}}\n\npub fn long() {{\n{body}}}\n");
+    assert_eq!(long_functions(&text, 4), vec![(4, 7, "long".to_string())]);
+    assert!(long_functions(&text, 10).is_empty());
+}
