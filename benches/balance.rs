@@ -39,7 +39,7 @@ fn pool(balance: Balance, consistent: bool, n: usize) -> Upstream {
         conf.hash_key = Some(Template::compile("$request_uri").expect("template"));
         conf.consistent = consistent;
     }
-    let up = Upstream::new(conf, &Registry::default());
+    let up = Upstream::new(conf, &Registry::default(), fulcrum::balance::build);
     if balance == Balance::PeakEwma {
         let now = fulcrum::clock::coarse_nanos();
         for (i, p) in up.primary.peers.iter().enumerate() {

@@ -76,7 +76,7 @@ impl Snapshot {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .into_iter()
-            .map(|u| Arc::new(Upstream::new(u, registry)))
+            .map(|u| Arc::new(Upstream::new(u, registry, crate::balance::build)))
             .collect();
         let mut servers = Vec::new();
         for vs in config.servers {

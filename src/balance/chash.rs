@@ -194,6 +194,7 @@ mod tests {
             let up = Upstream::new(
                 UpConf::new("r", servers, Balance::Hash),
                 &Registry::default(),
+                crate::balance::build,
             );
             let ring = ConsistentHash::new(&up.primary);
             let mut probes = vec![0, 1, u32::MAX, ring.hashes[0], *ring.hashes.last().unwrap()];
@@ -221,7 +222,7 @@ mod tests {
         let mut conf = UpConf::new("r", servers, Balance::Hash);
         conf.hash_key = Some(crate::route::template::Template::compile("$request_uri").unwrap());
         conf.consistent = true;
-        let up = Upstream::new(conf, &Registry::default());
+        let up = Upstream::new(conf, &Registry::default(), crate::balance::build);
         let ring = ConsistentHash::new(&up.primary);
         assert_eq!(ring.servers.len(), 2);
         let owner_of =

@@ -37,7 +37,7 @@ fn pool(balance: (Balance, bool), servers: Vec<ServerConf>) -> Upstream {
         conf.hash_key = Some(Template::compile("$request_uri").unwrap());
         conf.consistent = balance.1;
     }
-    Upstream::new(conf, &Registry::default())
+    Upstream::new(conf, &Registry::default(), crate::balance::build)
 }
 
 /// One request's first pick, with a per-request key and client address.
@@ -361,7 +361,7 @@ fn consistent_hash_moves_about_one_nth_of_keys() {
 fn pool_impaired_count_follows_state_changes_and_reloads() {
     let reg = Registry::default();
     let conf = |n: usize| UpConf::new("p", (0..n).map(server).collect(), Balance::RoundRobin);
-    let old = Upstream::new(conf(3), &reg);
+    let old = Upstream::new(conf(3), &reg, crate::balance::build);
     let pool = old.primary.pool.clone();
     let s = |i: usize| old.primary.peers[i].state.clone();
     assert_eq!(pool.impaired(), 0);
@@ -394,7 +394,7 @@ fn pool_impaired_count_follows_state_changes_and_reloads() {
     assert_eq!(s(0).conns.load(std::sync::atomic::Ordering::Relaxed), 0);
     // A reload that drops the unhealthy server: once nothing holds its state, the
     // pool is clean again and the new snapshot's round robin walks its cycle.
-    let new = Upstream::new(conf(2), &reg);
+    let new = Upstream::new(conf(2), &reg, crate::balance::build);
     assert!(Arc::ptr_eq(&new.primary.pool, &pool));
     drop(old);
     reg.prune();
@@ -681,11 +681,11 @@ fn least_conn_index_picks_what_nginx_picks() {
 fn least_conn_index_heals_counts_changed_through_an_older_snapshot() {
     let registry = Registry::default();
     let conf = || UpConf::new("p", (0..20).map(server).collect(), Balance::LeastConn);
-    let old = Upstream::new(conf(), &registry);
+    let old = Upstream::new(conf(), &registry, crate::balance::build);
     let held: Vec<Pick> = (0..10)
         .map(|_| old.select(&mut Selection::default(), None, None).unwrap())
         .collect();
-    let new = Upstream::new(conf(), &registry);
+    let new = Upstream::new(conf(), &registry, crate::balance::build);
     let one = || {
         let p = new.select(&mut Selection::default(), None, None).unwrap();
         new.finish(p, false);

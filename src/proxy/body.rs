@@ -11,8 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::client::Conn;
 use super::h1::{BodyDecoder, Framing, PassHeaders};
+use crate::upstream::conn::Conn;
 use crate::upstream::{Pick, Upstream};
 
 /// Boxed error type of bodies.

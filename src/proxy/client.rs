@@ -11,7 +11,6 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,61 +24,7 @@ use tokio::time::Sleep;
 use super::body::{BodyTooLarge, UpBody};
 use super::h1::{self, HeadWriter, Invalid, ResponseHead};
 use crate::clock;
-
-/// An upstream HTTP/1.1 connection between exchanges.
-#[derive(Debug)]
-pub struct Conn {
-    /// The socket.
-    pub io: TcpStream,
-    /// Bytes read and not yet consumed (the head, then body data).
-    pub buf: BytesMut,
-    /// The request head being written (kept to reuse its allocation).
-    head: Vec<u8>,
-    send_timeout: Duration,
-    /// Bounds the wait for a response head (`read_timeout`).
-    timer: LazyTimer,
-}
-
-/// One long-lived timer per connection for `read_timeout`, instead of a timer
-/// registered and removed for every request: each exchange only notes its deadline
-/// (from the coarse clock), and the timer is moved when it fires early, which
-/// happens about once per `read_timeout` on a busy connection.
-#[derive(Debug, Default)]
-struct LazyTimer {
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// Coarse deadline the sleep is set to.
-    armed: u64,
-}
-
-impl LazyTimer {
-    /// Ready once `deadline` (coarse nanoseconds) has passed.
-    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
-        let at = || tokio::time::Instant::from_std(clock::instant_at(deadline));
-        let sleep = match &mut self.sleep {
-            Some(s) => {
-                // A reload may have shortened read_timeout: never wait past the deadline.
-                if self.armed > deadline {
-                    s.as_mut().reset(at());
-                    self.armed = deadline;
-                }
-                s
-            }
-            None => {
-                self.armed = deadline;
-                self.sleep.insert(Box::pin(tokio::time::sleep_until(at())))
-            }
-        };
-        loop {
-            std::task::ready!(sleep.as_mut().poll(cx));
-            // Set for an earlier exchange: move it to this one's deadline.
-            if tokio::time::Instant::now() >= at() {
-                return Poll::Ready(());
-            }
-            sleep.as_mut().reset(at());
-            self.armed = deadline;
-        }
-    }
-}
+use crate::upstream::conn::Conn;
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -122,15 +67,9 @@ pub enum ExchangeError {
     Client,
 }
 
+// The connection's state lives with its server (`upstream::conn`, kept in the idle
+// pool across snapshots); speaking HTTP/1.1 over it is the proxy's.
 impl Conn {
-    /// Whether an idle connection is still usable: nothing arrived on it while it
-    /// sat in the pool (no close, no stray bytes). Uses the reactor's cached
-    /// readiness, so a quiet connection costs no system call.
-    pub fn still_idle(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
     /// Sends one request and reads the response head; the response body is left to
     /// [`h1::BodyDecoder`] on `self`. `body` is taken once the head is out: a failure
     /// before that leaves it whole for a fresh connection. `fresh`: a new
@@ -330,63 +269,6 @@ async fn upload<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Idle keep-alive connections to one server, most recently used first out.
-#[derive(Default)]
-pub struct IdlePool {
-    /// With the coarse time each was put back.
-    idle: Mutex<Vec<(Conn, u64)>>,
-}
-
-impl std::fmt::Debug for IdlePool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdlePool")
-    }
-}
-
-impl IdlePool {
-    /// Takes an idle connection not older than `max_idle` that the server has not
-    /// closed meanwhile.
-    pub fn take(&self, max_idle: Duration) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let now = clock::coarse_nanos();
-        let max_idle = max_idle.as_nanos() as u64;
-        while let Some((mut c, since)) = idle.pop() {
-            if now.saturating_sub(since) < max_idle && c.still_idle() {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    /// Returns a connection for reuse, keeping at most `cap`.
-    pub fn put(&self, c: Conn, cap: usize) {
-        if cap == 0 || !c.buf.is_empty() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= cap {
-            // Drop the oldest: it is the likeliest to have been closed by the server.
-            idle.remove(0);
-        }
-        idle.push((c, clock::coarse_nanos()));
-    }
-
-    /// Closes every idle connection.
-    pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// Number of idle connections.
-    pub fn len(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether no connection is idle.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Opens a new connection to `addr`.
 pub async fn connect(
     addr: SocketAddr,
@@ -399,13 +281,7 @@ pub async fn connect(
     };
     // Small requests and responses must not wait for Nagle.
     let _ = io.set_nodelay(true);
-    Ok(Conn {
-        io,
-        buf: BytesMut::new(),
-        head: Vec::new(),
-        send_timeout,
-        timer: LazyTimer::default(),
-    })
+    Ok(Conn::new(io, send_timeout))
 }
 
 /// A stream whose writes fail with `TimedOut` once one stays blocked for longer

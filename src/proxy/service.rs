@@ -13,7 +13,7 @@ use http_body::Body as _;
 use tokio::time::Instant;
 
 use super::body::{Attempt, ProxyBody, ReqBody, UpBody, UpstreamBody};
-use super::client::{self, Conn, ExchangeError, Outgoing};
+use super::client::{self, ExchangeError, Outgoing};
 use super::error::{body_for, AttemptError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
@@ -28,6 +28,7 @@ use crate::route::template::{RequestId, RequestVars};
 use crate::route::uri::{normalize_path, proxy_pass_target};
 use crate::runtime::Shared;
 use crate::state::{Site, Snapshot, VServer};
+use crate::upstream::conn::Conn;
 use crate::upstream::{Pick, Selection, Upstream};
 
 /// What the proxy knows about the downstream connection.

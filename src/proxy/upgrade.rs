@@ -6,8 +6,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::body::Attempt;
-use super::client::Conn;
 use super::server::PendingUpgrade;
+use crate::upstream::conn::Conn;
 
 /// The client side of an upgrade, as the server that read the request hands it over.
 pub enum ClientUpgrade {

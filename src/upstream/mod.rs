@@ -3,7 +3,10 @@
 //! snapshots, so a reload keeps failure counts, in-flight counts and pooled
 //! connections for servers that stay.
 
+pub mod conn;
+pub mod ewma;
 mod registry;
+pub mod select;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -11,10 +14,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use registry::Registry;
+pub use select::{Balancer, BalancerFactory, Now, PickState};
 
-use crate::balance::{self, Balancer, Now, PickState};
 use crate::config::{self, ServerConf};
-use crate::proxy::client::IdlePool;
+use conn::IdlePool;
 
 /// Whole seconds since the process started: nginx's `ngx_time()` granularity, which
 /// `fail_timeout` accounting relies on.
@@ -66,7 +69,7 @@ pub struct PeerState {
     /// Idle keep-alive connections to this server.
     pub idle: IdlePool,
     /// Peak-EWMA latency estimate.
-    pub ewma: balance::peak_ewma::Ewma,
+    pub ewma: ewma::Ewma,
     /// Why this server counts in its pool's [`PoolState::impaired`].
     impairment: Impairment,
 }
@@ -253,6 +256,7 @@ impl Tier {
         single: bool,
         conf: &config::Upstream,
         pool: Arc<PoolState>,
+        balancers: BalancerFactory,
     ) -> Tier {
         let total_weight = peers.iter().map(|p| u64::from(p.conf.weight)).sum();
         let tier = Tier {
@@ -262,7 +266,7 @@ impl Tier {
             pool,
             balancer: OnceLock::new(),
         };
-        let _ = tier.balancer.set(balance::build(&tier, conf));
+        let _ = tier.balancer.set(balancers(&tier, conf));
         tier
     }
 
@@ -303,9 +307,9 @@ pub struct Upstream {
 /// Per-request selection state of one pool.
 #[derive(Debug, Default)]
 pub struct Selection {
-    tried: crate::balance::Tried,
+    tried: select::Tried,
     on_backup: bool,
-    scratch: crate::balance::Scratch,
+    scratch: select::Scratch,
 }
 
 /// A chosen peer.
@@ -318,8 +322,13 @@ pub struct Pick {
 }
 
 impl Upstream {
-    /// Builds the runtime pool, taking live state for each server from `registry`.
-    pub fn new(conf: config::Upstream, registry: &Registry) -> Upstream {
+    /// Builds the runtime pool, taking live state for each server from `registry`
+    /// and a balancer for each tier from `balancers`.
+    pub fn new(
+        conf: config::Upstream,
+        registry: &Registry,
+        balancers: BalancerFactory,
+    ) -> Upstream {
         // Mandatory checks: a new server gets no traffic before its first pass.
         let mandatory = conf.health_check.as_ref().is_some_and(|h| h.mandatory);
         let mk = |backup: bool| -> Vec<Peer> {
@@ -344,8 +353,8 @@ impl Upstream {
             tries = tries.min(conf.next_upstream_tries);
         }
         let pool = registry.pool(&conf.name);
-        let primary = Tier::new(primary, single, &conf, pool.clone());
-        let backup = (!backup.is_empty()).then(|| Tier::new(backup, false, &conf, pool));
+        let primary = Tier::new(primary, single, &conf, pool.clone(), balancers);
+        let backup = (!backup.is_empty()).then(|| Tier::new(backup, false, &conf, pool, balancers));
         Upstream {
             metrics: crate::metrics::UpstreamMetrics::new(&conf.name),
             conf,
