@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::access_log::AccessLog;
 use crate::config::{Action, Config, Global, VirtualServer};
-use crate::metrics::RequestMetrics;
+use crate::metrics::{LabelSets, RequestMetrics};
 use crate::route::location::{LocationPattern, LocationTable};
 use crate::route::server_name::ServerNameTable;
 use crate::upstream::{Registry, Upstream};
@@ -67,9 +67,44 @@ pub struct Snapshot {
     /// The access log, `None` when off. Each snapshot opens its own, so a reload
     /// applies new settings and reopens the file (log rotation).
     pub access_log: Option<AccessLog>,
+    /// `$hostname`: the machine's name, read once per process.
+    pub hostname: Arc<str>,
+}
+
+/// The machine's host name (`localhost` if it has none that is UTF-8), read once.
+fn hostname() -> Arc<str> {
+    static NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+            .into()
+    })
+    .clone()
 }
 
 impl Snapshot {
+    /// The metric label values this snapshot has series for (what a reload keeps).
+    pub fn metric_labels(&self) -> LabelSets {
+        let mut keep = LabelSets::default();
+        for vs in &self.servers {
+            keep.routes.insert((vs.label.clone(), String::new()));
+            for rm in &vs.location_metrics {
+                keep.routes
+                    .insert((vs.label.clone(), rm.upstream().to_string()));
+            }
+        }
+        for up in &self.upstreams {
+            keep.pools.insert(up.conf.name.clone());
+            for p in up.peers() {
+                keep.servers
+                    .insert((up.conf.name.clone(), p.conf.addr.to_string()));
+            }
+        }
+        keep
+    }
+
     /// Builds the snapshot for `config`, taking live server state from `registry`.
     /// Fails only on what validation already rejects (kept as an error, not a panic).
     pub fn build(config: Config, registry: &Registry) -> Result<Snapshot, String> {
@@ -142,6 +177,7 @@ impl Snapshot {
             listeners,
             unrouted_metrics: RequestMetrics::new("", ""),
             access_log,
+            hostname: hostname(),
         })
     }
 

@@ -56,6 +56,14 @@ pub struct Config {
     pub demo_requests: u32,
 }
 
+impl Config {
+    /// The files a config depends on: the file itself, then every certificate and key
+    /// it names (none until TLS lands; they go here so the watcher follows them).
+    pub fn watch_paths(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+}
+
 /// `[global]`.
 #[derive(Debug, Clone)]
 pub struct Global {

@@ -24,13 +24,9 @@ use std::time::Duration;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::runtime::Shared;
-use crate::state::Snapshot;
-use crate::upstream::{now_secs, Upstream};
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -399,13 +395,6 @@ impl ListenerMetrics {
     }
 }
 
-fn peers(up: &Upstream) -> impl Iterator<Item = &crate::upstream::Peer> {
-    up.primary
-        .peers
-        .iter()
-        .chain(up.backup.iter().flat_map(|b| &b.peers))
-}
-
 /// Removes every series of `vec` whose labels `keep` rejects. `names` are all of the
 /// vec's label names in its order (removal needs every value); `keep` gets the values
 /// in that order.
@@ -433,34 +422,33 @@ fn prune<T: MetricVecBuilder>(vec: &MetricVec<T>, names: &[&str], keep: impl Fn(
     }
 }
 
-/// After a reload: drops the series of virtual servers, pools and servers that `snap`
-/// (the new snapshot) no longer has. In-flight requests of the old snapshot that end
-/// later add to detached handles, which no scrape shows.
-pub fn retain(snap: &Snapshot) {
+/// The label values a config snapshot has series for, handed to [`retain`] after a
+/// reload (built by whoever holds the snapshot, so metrics needs no config types).
+#[derive(Debug, Default)]
+pub struct LabelSets {
+    /// `(server, upstream)` pairs of `fulcrum_http_requests_total`.
+    pub routes: HashSet<(String, String)>,
+    /// Pool names.
+    pub pools: HashSet<String>,
+    /// `(upstream, server address)` pairs.
+    pub servers: HashSet<(String, String)>,
+}
+
+/// After a reload: drops the series of virtual servers, pools and servers that `keep`
+/// (the new snapshot's label sets) no longer has. In-flight requests of the old
+/// snapshot that end later add to detached handles, which no scrape shows. The
+/// empty labels (answers fulcrum gives itself) are always kept.
+pub fn retain(keep: &LabelSets) {
     let m = global();
-    let mut pairs: HashSet<(&str, &str)> = HashSet::new();
-    pairs.insert(("", ""));
-    for vs in &snap.servers {
-        pairs.insert((vs.label.as_str(), ""));
-        for rm in &vs.location_metrics {
-            pairs.insert((vs.label.as_str(), rm.upstream()));
-        }
-    }
-    let mut pools: HashSet<&str> = HashSet::new();
-    pools.insert("");
-    let mut servers: HashSet<(&str, String)> = HashSet::new();
-    for up in &snap.upstreams {
-        pools.insert(up.conf.name.as_str());
-        for p in peers(up) {
-            servers.insert((up.conf.name.as_str(), p.conf.addr.to_string()));
-        }
-    }
-    let has_server = |v: &[&str]| servers.contains(&(v[0], v[1].to_string()));
-    prune(&m.http_requests, &["server", "upstream", "code"], |v| {
-        pairs.contains(&(v[0], v[1]))
-    });
-    prune(&m.http_duration, &["upstream"], |v| pools.contains(v[0]));
-    prune(&m.upstream_retries, &["upstream"], |v| pools.contains(v[0]));
+    let route = |v: &[&str]| {
+        (v[0].is_empty() && v[1].is_empty())
+            || keep.routes.contains(&(v[0].to_string(), v[1].to_string()))
+    };
+    let pool = |v: &[&str]| v[0].is_empty() || keep.pools.contains(v[0]);
+    let has_server = |v: &[&str]| keep.servers.contains(&(v[0].to_string(), v[1].to_string()));
+    prune(&m.http_requests, &["server", "upstream", "code"], route);
+    prune(&m.http_duration, &["upstream"], pool);
+    prune(&m.upstream_retries, &["upstream"], pool);
     prune(
         &m.upstream_requests,
         &["upstream", "server", "code"],
@@ -479,76 +467,11 @@ pub fn retain(snap: &Snapshot) {
     );
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec> {
-    IntGaugeVec::new(Opts::new(name, help), labels).ok()
-}
-
-/// The families computed from live state at scrape time.
-fn live_families(shared: &Shared) -> Vec<MetricFamily> {
-    let mut out = Vec::new();
-    let snap = shared.snapshot.load();
-    let now = now_secs();
-    if let (Some(up_g), Some(active_g)) = (
-        gauge_vec(
-            "fulcrum_upstream_server_up",
-            "1 if the server is up (not down, draining, unhealthy or failed), else 0.",
-            &["upstream", "server", "backup"],
-        ),
-        gauge_vec(
-            "fulcrum_upstream_active_requests",
-            "Tries in flight on the server.",
-            &["upstream", "server"],
-        ),
-    ) {
-        // A server listed twice in a pool shares one state: one series.
-        let mut seen: HashSet<(&str, SocketAddr, bool)> = HashSet::new();
-        for up in &snap.upstreams {
-            for p in peers(up) {
-                if !seen.insert((&up.conf.name, p.conf.addr, p.conf.backup)) {
-                    continue;
-                }
-                let addr = p.conf.addr.to_string();
-                let backup = if p.conf.backup { "true" } else { "false" };
-                up_g.with_label_values(&[&up.conf.name, &addr, backup])
-                    .set(i64::from(p.state_name(now) == "up"));
-                active_g
-                    .with_label_values(&[&up.conf.name, &addr])
-                    .set(i64::from(p.state.conns.load(Ordering::Relaxed)));
-            }
-        }
-        out.extend(up_g.collect());
-        out.extend(active_g.collect());
-    }
-    let r = &shared.reloads;
-    if let Ok(reloads) = IntCounterVec::new(
-        Opts::new(
-            "fulcrum_config_reloads_total",
-            "Configuration reloads, by result (failure: the old config kept serving).",
-        ),
-        &["result"],
-    ) {
-        reloads
-            .with_label_values(&["success"])
-            .inc_by(r.success.load(Ordering::Relaxed));
-        reloads
-            .with_label_values(&["failure"])
-            .inc_by(r.failure.load(Ordering::Relaxed));
-        out.extend(reloads.collect());
-    }
-    if let Ok(ts) = Gauge::new(
-        "fulcrum_config_last_reload_success_timestamp_seconds",
-        "Unix time of the last successful configuration load (start or reload).",
-    ) {
-        ts.set(r.last_success_unix.load(Ordering::Relaxed) as f64);
-        out.extend(ts.collect());
-    }
-    out
-}
-
-/// The text exposition of every family.
-pub fn render(shared: &Shared) -> Result<Vec<u8>, prometheus::Error> {
+/// The text exposition of every family: the process-wide ones and `live`, the
+/// families the caller computed from live state at scrape time.
+pub fn render(live: Vec<MetricFamily>) -> Result<Vec<u8>, prometheus::Error> {
     let mut families = global().registry.gather();
-    families.extend(live_families(shared));
+    families.extend(live);
     families.sort_by(|a, b| a.get_name().cmp(b.get_name()));
     let mut buf = Vec::with_capacity(16 * 1024);
     TextEncoder::new().encode(&families, &mut buf)?;

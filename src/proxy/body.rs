@@ -2,7 +2,6 @@
 //! objects: no allocation per request, and the pool can name its connection type.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -11,12 +10,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::attempt::Attempt;
+use super::error::BoxError;
 use super::h1::{BodyDecoder, Framing, PassHeaders};
-use crate::upstream::conn::Conn;
-use crate::upstream::{Pick, Upstream};
-
-/// Boxed error type of bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use super::reader::H1Body;
 
 /// The client's body went over `client_max_body_size` while streaming.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +32,7 @@ pub enum ReqBody {
     /// From hyper's server (h2c listeners).
     Hyper(Incoming),
     /// From fulcrum's HTTP/1 server.
-    H1(Box<super::server::H1Body>),
+    H1(Box<H1Body>),
 }
 
 impl std::fmt::Debug for ReqBody {
@@ -134,40 +131,6 @@ impl Body for UpBody {
             UpBody::Empty => SizeHint::with_exact(0),
             UpBody::Stream { inner, .. } => inner.size_hint(),
         }
-    }
-}
-
-/// An attempt in flight: ends the attempt (in-flight count, failure accounting) and
-/// returns the connection to the pool when dropped.
-pub struct Attempt {
-    /// The pool.
-    pub upstream: Arc<Upstream>,
-    /// The peer.
-    pub pick: Pick,
-    /// The connection, returned to the pool if the exchange completed.
-    pub conn: Option<Conn>,
-    /// Whether the response completed cleanly (the connection may be reused).
-    pub reusable: bool,
-    /// Whether this attempt counts as a failure.
-    pub failed: bool,
-    /// When the try started.
-    pub started: std::time::Instant,
-    /// The upstream's response status; 0 until a response head arrived.
-    pub status: u16,
-}
-
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        let peer = self.upstream.peer(self.pick);
-        if self.status != 0 {
-            peer.metrics.response(self.status, self.started);
-        }
-        if self.reusable {
-            if let Some(c) = self.conn.take() {
-                peer.state.idle.put(c, self.upstream.conf.keepalive);
-            }
-        }
-        self.upstream.finish(self.pick, self.failed);
     }
 }
 

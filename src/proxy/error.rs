@@ -4,6 +4,9 @@ use http::StatusCode;
 
 use crate::metrics::Reason;
 
+/// Boxed error type of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A failure of one upstream attempt, classified as nginx's `proxy_next_upstream` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptError {

@@ -18,8 +18,9 @@ use bytes::Bytes;
 use http::{header, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 
-use super::body::{BoxError, ProxyBody};
-use super::service::ConnMeta;
+use super::body::ProxyBody;
+use super::conn::ConnMeta;
+use super::error::BoxError;
 use crate::access_log::{basic_user, Entry, RequestLine, RequestText, Try};
 use crate::state::{Site, Snapshot};
 

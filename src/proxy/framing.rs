@@ -19,10 +19,10 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Longest head allowed (SPEC §6: a header block over 64 KiB gets 431). hyper's own
-/// buffer limit only catches a head that is still incomplete when the buffer fills,
-/// which depends on how reads happen to split; this count is exact.
-const MAX_HEAD: usize = crate::runtime::MAX_HEADER_BYTES;
+// The longest head allowed (SPEC §6: a header block over 64 KiB gets 431). hyper's
+// own buffer limit only catches a head that is still incomplete when the buffer
+// fills, which depends on how reads happen to split; the count here is exact.
+use super::MAX_HEADER_BYTES;
 
 /// What the framing tracker saw in a client's stream.
 #[derive(Debug, Default)]
@@ -40,7 +40,7 @@ pub enum Verdict {
     Fine,
     /// A head with both `Content-Length` and `Transfer-Encoding` went by.
     Conflict,
-    /// A head went over `MAX_HEAD` (64 KiB).
+    /// A head went over [`MAX_HEADER_BYTES`] (64 KiB).
     TooLarge,
 }
 
@@ -123,14 +123,14 @@ impl Framing {
                     let Some(nl) = memchr::memchr(b'\n', data) else {
                         self.partial.extend_from_slice(data);
                         *total += data.len();
-                        if *total > MAX_HEAD {
+                        if *total > MAX_HEADER_BYTES {
                             self.state = State::Off;
                             return Verdict::TooLarge;
                         }
                         return conflict;
                     };
                     *total += nl + 1;
-                    if *total > MAX_HEAD {
+                    if *total > MAX_HEADER_BYTES {
                         self.state = State::Off;
                         return Verdict::TooLarge;
                     }
@@ -371,9 +371,9 @@ mod tests {
         }
         // Exactly 64 KiB is still fine.
         let mut head = b"GET / HTTP/1.1\r\n".to_vec();
-        let pad = MAX_HEAD - head.len() - "X: \r\n\r\n".len();
+        let pad = MAX_HEADER_BYTES - head.len() - "X: \r\n\r\n".len();
         head.extend_from_slice(format!("X: {}\r\n\r\n", "v".repeat(pad)).as_bytes());
-        assert_eq!(head.len(), MAX_HEAD);
+        assert_eq!(head.len(), MAX_HEADER_BYTES);
         assert_eq!(Framing::default().feed(&head), Verdict::Fine);
     }
 

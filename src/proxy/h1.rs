@@ -19,8 +19,8 @@ use http::{Method, StatusCode, Uri, Version};
 
 use tokio::io::AsyncRead;
 
-/// Longest response head accepted (as the downstream limit).
-pub const MAX_HEAD: usize = 64 * 1024;
+use super::MAX_HEADER_BYTES;
+
 /// Most header lines in a response head.
 const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line or trailer section.
@@ -35,7 +35,7 @@ pub enum Invalid {
     /// Unparsable status line or header.
     #[error("invalid response head")]
     Head,
-    /// Head longer than [`MAX_HEAD`] or more than 128 headers.
+    /// Head longer than [`MAX_HEADER_BYTES`] or more than 128 headers.
     #[error("response head too large")]
     TooLarge,
     /// Bad or conflicting `Content-Length`.
@@ -154,7 +154,7 @@ pub fn parse_head(
         let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
-                return if buf.len() > MAX_HEAD {
+                return if buf.len() > MAX_HEADER_BYTES {
                     Err(Invalid::TooLarge)
                 } else {
                     Ok(None)
@@ -163,7 +163,7 @@ pub fn parse_head(
             Err(httparse::Error::TooManyHeaders) => return Err(Invalid::TooLarge),
             Err(_) => return Err(Invalid::Head),
         };
-        if len > MAX_HEAD {
+        if len > MAX_HEADER_BYTES {
             return Err(Invalid::TooLarge);
         }
         let code = resp.code.unwrap_or(0);
@@ -789,7 +789,10 @@ mod tests {
             parse_head(&mut b, &Method::GET, false).unwrap_err(),
             Invalid::UnexpectedUpgrade
         );
-        let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
+        let long = format!(
+            "HTTP/1.1 200 OK\r\nX: {}",
+            "a".repeat(MAX_HEADER_BYTES + 10)
+        );
         assert_eq!(head(&long).unwrap_err(), Invalid::TooLarge);
         let h = parse_head(
             &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),

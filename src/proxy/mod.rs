@@ -1,12 +1,34 @@
-//! Forwarding requests upstream: the service, bodies, headers, connections.
+//! Forwarding requests upstream. A request's path, top to bottom:
+//!
+//! 1. [`server`] reads a request head from a client connection (fulcrum's HTTP/1
+//!    server; h2c listeners use hyper's) and calls [`service::handle`].
+//! 2. [`service`] routes it (server name, location), then picks a server, forwards,
+//!    and retries as nginx's `proxy_next_upstream`; [`exchange`] records what the
+//!    access log and metrics need as it goes.
+//! 3. [`client`] writes the request to a pooled upstream connection
+//!    ([`crate::upstream::conn`]) and reads the response head ([`h1`]); each try is an
+//!    [`attempt::Attempt`].
+//! 4. [`body`] streams the response back as the client reads it; [`upgrade`] joins
+//!    both sides after a `101`.
+//! 5. [`error`] is the one place a failure becomes a status.
+//!
+//! Files depend on each other one way, in this order (later ones may use earlier
+//! ones): `error`, `h1`, `forward`, `framing`, `conn`, `reader`, `attempt`, `body`,
+//! `client`, `upgrade`, `exchange`, `service`, `server`.
 
+pub mod attempt;
 pub mod body;
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod framing;
 pub mod h1;
+pub mod reader;
 pub mod server;
 pub mod service;
 pub mod upgrade;
+
+/// The most bytes a request or response head may take (SPEC §6: over 64 KiB → 431).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;

@@ -34,27 +34,32 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
 use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use http_body::Body;
+use tokio::io::{AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use super::body::{BoxError, ReqBody};
+use super::body::ReqBody;
+use super::conn::ConnMeta;
 use super::error::body_for;
 use super::exchange::{rejected, Tracked};
 use super::h1::{
     poll_fill, BodyDecoder, ChunkLine, Framing, FramingHeaders, Hop, NameCache, PassHeaders,
 };
-use super::service::{handle, ConnMeta};
-use crate::runtime::{Shared, MAX_HEADER_BYTES};
+use super::reader::{lock, H1Body, Home, Reader, CONTINUE};
+use super::service::handle;
+use super::upgrade::{PendingUpgrade, Upgraded};
+use super::MAX_HEADER_BYTES;
+use crate::state::Snapshot;
 
 /// Most header lines in a request head (hyper's limit, which fulcrum had before).
 const MAX_HEADERS: usize = 100;
@@ -69,18 +74,6 @@ const FLUSH_AT: usize = 64 * 1024;
 /// want, so the client sees the response instead of a reset (nginx's lingering close).
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
-
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-/// The read side of a client connection: the socket and bytes read but not used yet.
-pub struct Reader {
-    io: OwnedReadHalf,
-    buf: BytesMut,
-}
-
-/// Where a request body hands the reader back when it is dropped, and whether the
-/// body had been read to its end (only then can the connection carry on).
-type Home = Arc<Mutex<Option<(Reader, bool)>>>;
 
 /// A client connection served by [`serve`]; [`Connection::graceful_shutdown`] asks
 /// it to finish the request in flight and close.
@@ -108,11 +101,11 @@ impl<F> Connection<F> {
 /// Serves HTTP/1.x on `stream` until the client closes, an error, or a shutdown.
 pub fn serve(
     stream: TcpStream,
-    shared: Arc<Shared>,
+    snapshots: Arc<ArcSwap<Snapshot>>,
     meta: Arc<ConnMeta>,
 ) -> Connection<impl Future<Output = io::Result<()>> + Send> {
     Connection {
-        fut: Box::pin(run(stream, shared, meta.clone())),
+        fut: Box::pin(run(stream, snapshots, meta.clone())),
         meta,
     }
 }
@@ -242,7 +235,11 @@ impl Framer {
 }
 
 /// The connection loop.
-async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io::Result<()> {
+async fn run(
+    stream: TcpStream,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    meta: Arc<ConnMeta>,
+) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut reader = Some(Reader {
         io: rd,
@@ -259,7 +256,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
             Next::Head(h) => h,
             Next::Closed => return Ok(()),
             Next::Bad(status) => {
-                let snap = shared.snapshot.load();
+                let snap = snapshots.load();
                 rejected(&snap, meta.listen_key, meta.remote, status.as_u16());
                 drop(snap);
                 error_head(&mut out, status);
@@ -299,7 +296,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, meta: Arc<ConnMeta>) -> io:
         }
 
         // Pinned here: moving the request's future into `watched` would copy it.
-        let request = std::pin::pin!(handle(&shared, meta.clone(), req));
+        let request = std::pin::pin!(handle(&snapshots, meta.clone(), req));
         let resp = watched(request, &mut reader, home.as_ref()).await;
         // The client left: the exchange was dropped with the request (status 499).
         let Some(resp) = resp else {
@@ -756,151 +753,6 @@ async fn linger(mut wr: OwnedWriteHalf, reader: Option<Reader>, pending: bool) -
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     Ok(())
-}
-
-fn lock(h: &Home) -> std::sync::MutexGuard<'_, Option<(Reader, bool)>> {
-    h.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A request body read from the client connection as the upstream side pulls it.
-pub struct H1Body {
-    /// Taken from the connection for the body's lifetime; handed back on drop.
-    reader: Option<Reader>,
-    decoder: BodyDecoder,
-    home: Home,
-    /// Bytes of the `100 Continue` interim response written so far (all of it when
-    /// none was asked for).
-    cont: usize,
-}
-
-impl H1Body {
-    /// Answers `Expect: 100-continue` before the first read. The connection's
-    /// writer is idle until the response, so the socket is written through the
-    /// read half's handle.
-    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(r) = self.reader.as_ref() else {
-            return Poll::Ready(Ok(()));
-        };
-        let tcp: &TcpStream = r.io.as_ref();
-        while self.cont < CONTINUE.len() {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write(&CONTINUE[self.cont..]) {
-                Ok(n) => self.cont += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Body for H1Body {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if this.cont < CONTINUE.len() {
-            if let Err(e) = ready!(this.poll_continue(cx)) {
-                return Poll::Ready(Some(Err(Box::new(e))));
-            }
-        }
-        let Some(r) = this.reader.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let frame = match ready!(this.decoder.poll_data(&mut r.io, &mut r.buf, cx)) {
-            None => None,
-            Some(Ok(data)) => Some(Ok(Frame::data(data))),
-            Some(Err(e)) => Some(Err(Box::new(e) as BoxError)),
-        };
-        if this.decoder.is_done() {
-            // Read to the end: the connection may watch its socket again.
-            this.go_home();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.decoder.is_done()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.decoder.remaining() {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
-    }
-}
-
-impl H1Body {
-    fn go_home(&mut self) {
-        if let Some(r) = self.reader.take() {
-            *lock(&self.home) = Some((r, self.decoder.is_done()));
-        }
-    }
-}
-
-impl Drop for H1Body {
-    fn drop(&mut self) {
-        self.go_home();
-    }
-}
-
-/// In a request's extensions when it asked to upgrade: gives the client's connection
-/// once the 101 response head has been written. (Extensions must be `Clone`; the
-/// first to take the receiver has it.)
-#[derive(Clone)]
-pub struct PendingUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
-
-impl PendingUpgrade {
-    /// The client's connection, once switched; `None` if the connection ended first.
-    pub async fn upgraded(self) -> Option<Upgraded> {
-        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-        rx.await.ok()
-    }
-}
-
-/// A client connection after `101 Switching Protocols`: the bytes already read past
-/// the request head come first.
-pub struct Upgraded {
-    rd: OwnedReadHalf,
-    buf: BytesMut,
-    wr: OwnedWriteHalf,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.buf.is_empty() {
-            let n = self.buf.len().min(out.remaining());
-            out.put_slice(&self.buf[..n]);
-            self.buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.rd).poll_read(cx, out)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.wr).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.wr).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.wr).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

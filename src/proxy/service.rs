@@ -2,22 +2,22 @@
 //! `proxy_next_upstream`, stream the answer back.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::time::Instant;
 
-use super::body::{Attempt, ProxyBody, ReqBody, UpBody, UpstreamBody};
+use super::attempt::Attempt;
+use super::body::{ProxyBody, ReqBody, UpBody, UpstreamBody};
 use super::client::{self, ExchangeError, Outgoing};
+use super::conn::{ConnMeta, IN_FLIGHT};
 use super::error::{body_for, AttemptError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
-use super::framing::HeadGuard;
 use super::h1::{Framing, HeadWriter, ResponseHead};
 use super::upgrade::ClientUpgrade;
 use crate::config::{Action, ProxyPass, Return};
@@ -26,46 +26,21 @@ use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
 use crate::route::template::{RequestId, RequestVars};
 use crate::route::uri::{normalize_path, proxy_pass_target};
-use crate::runtime::Shared;
 use crate::state::{Site, Snapshot, VServer};
 use crate::upstream::conn::Conn;
 use crate::upstream::{Pick, Selection, Upstream};
 
-/// What the proxy knows about the downstream connection.
-#[derive(Debug)]
-pub struct ConnMeta {
-    /// Client address.
-    pub remote: SocketAddr,
-    /// Local address the connection arrived on.
-    pub local: SocketAddr,
-    /// The configured listen address (the routing key; may have port 0 in tests).
-    pub listen_key: SocketAddr,
-    /// "http" or "https".
-    pub scheme: &'static str,
-    /// What [`super::framing::Guarded`] saw: a head with both `Content-Length`
-    /// and `Transfer-Encoding`, or one over 64 KiB.
-    pub head_guard: Arc<HeadGuard>,
-    /// Coarse time ([`crate::clock::coarse_nanos`]) since which the connection has
-    /// waited for a request head, or [`IN_FLIGHT`] while a request is being served:
-    /// what the HTTP/1 `client_header_timeout` watch reads.
-    pub waiting_since: AtomicU64,
-    /// Set by a graceful shutdown: finish the request in flight, take no more.
-    pub closing: AtomicBool,
-}
-
-/// [`ConnMeta::waiting_since`] while a request is being served.
-pub const IN_FLIGHT: u64 = u64::MAX;
-
-/// Serves one request. Never fails: every error becomes a response.
+/// Serves one request against the current snapshot. Never fails: every error
+/// becomes a response.
 pub async fn handle(
-    shared: &Shared,
+    snapshots: &ArcSwap<Snapshot>,
     meta: Arc<ConnMeta>,
     req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
-    let mut ex = Exchange::start(shared.snapshot.load_full(), meta, &req);
+    let mut ex = Exchange::start(snapshots.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let resp = route(shared, snap, meta, req, info).await;
+    let resp = route(snap, meta, req, info).await;
     Ok(ex.respond(resp))
 }
 
@@ -88,7 +63,6 @@ fn close_response(status: StatusCode) -> Response<ProxyBody> {
 }
 
 async fn route(
-    shared: &Shared,
     snap: &Snapshot,
     meta: &ConnMeta,
     req: Request<ReqBody>,
@@ -159,7 +133,7 @@ async fn route(
                 uri: &norm,
                 headers: &parts.headers,
                 host: &host,
-                hostname: &shared.hostname,
+                hostname: &snap.hostname,
                 remote: meta.remote,
                 local: meta.local,
                 scheme: meta.scheme,
@@ -175,7 +149,7 @@ async fn route(
                 uri: &norm,
                 headers: &parts.headers,
                 host: &host,
-                hostname: &shared.hostname,
+                hostname: &snap.hostname,
                 remote: meta.remote,
                 local: meta.local,
                 scheme: meta.scheme,

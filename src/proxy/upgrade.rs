@@ -5,8 +5,17 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::body::Attempt;
-use super::server::PendingUpgrade;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::ReadBuf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::oneshot;
+
+use super::attempt::Attempt;
 use crate::upstream::conn::Conn;
 
 /// The client side of an upgrade, as the server that read the request hands it over.
@@ -56,4 +65,58 @@ async fn join<C: AsyncRead + AsyncWrite + Unpin>(mut c: C, mut upstream: Conn, a
         tracing::debug!(error = %e, "upgraded connection ended");
     }
     drop(attempt);
+}
+
+/// In a request's extensions when it asked to upgrade: gives the client's connection
+/// once the 101 response head has been written. (Extensions must be `Clone`; the
+/// first to take the receiver has it.)
+#[derive(Clone)]
+pub struct PendingUpgrade(pub(super) Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl PendingUpgrade {
+    /// The client's connection, once switched; `None` if the connection ended first.
+    pub async fn upgraded(self) -> Option<Upgraded> {
+        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        rx.await.ok()
+    }
+}
+
+/// A client connection after `101 Switching Protocols`: the bytes already read past
+/// the request head come first.
+pub struct Upgraded {
+    pub(super) rd: OwnedReadHalf,
+    pub(super) buf: BytesMut,
+    pub(super) wr: OwnedWriteHalf,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.buf.is_empty() {
+            let n = self.buf.len().min(out.remaining());
+            out.put_slice(&self.buf[..n]);
+            self.buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.rd).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.wr).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.wr).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.wr).poll_shutdown(cx)
+    }
 }

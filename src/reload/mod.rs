@@ -1,7 +1,7 @@
 //! Hot reload: load → validate → bind new listeners → swap → drain removed → summary.
 //!
 //! Every trigger (the file watcher in [`watch`], `SIGHUP`, `POST /reload`) calls
-//! [`reload`]; reloads run one at a time under [`Control`]'s lock. Nothing changes
+//! [`reload`]; reloads run one at a time under the lock of [`crate::runtime::Control`]. Nothing changes
 //! until the new file has been parsed, validated, compiled into a snapshot and
 //! every new listener is bound; then the snapshot is swapped in one atomic store.
 //! Live per-server state comes from the same [`crate::upstream::Registry`], so servers that
@@ -12,12 +12,11 @@ pub mod watch;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, ConfigError};
 use crate::runtime::{bind_all, drain, listen_opts, Listeners, Shared, StartError};
 use crate::state::Snapshot;
 
@@ -61,31 +60,6 @@ pub enum ReloadError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// The reload side of [`Shared`]: the running listeners and the files to watch.
-pub struct Control {
-    /// Running listeners; held for the whole of a reload, so reloads never overlap.
-    pub listeners: tokio::sync::Mutex<Listeners>,
-    /// Files whose change triggers a reload (the config file, then every cert and key
-    /// it names), updated by each successful reload.
-    pub paths: tokio::sync::watch::Sender<Vec<PathBuf>>,
-}
-
-impl Control {
-    /// Control over `listeners`, watching `paths`.
-    pub fn new(listeners: Listeners, paths: Vec<PathBuf>) -> Control {
-        Control {
-            listeners: tokio::sync::Mutex::new(listeners),
-            paths: tokio::sync::watch::Sender::new(paths),
-        }
-    }
-}
-
-/// The files a config depends on: the file itself, then every certificate and key
-/// it names (none until TLS lands; they go here so the watcher follows them).
-pub fn watch_paths(config: &Config) -> Vec<PathBuf> {
-    vec![config.path.clone()]
-}
-
 /// Re-reads the config file and applies it without dropping anything. On error the
 /// old config keeps serving, the error is logged and counted, and returned.
 pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Result<Summary, ReloadError> {
@@ -127,7 +101,7 @@ async fn apply(
         let t = Instant::now();
         let cfg = config::load(&sh.config_path)?;
         let loaded = t.elapsed();
-        let paths = watch_paths(&cfg);
+        let paths = cfg.watch_paths();
         let snap = Snapshot::build(cfg, &sh.registry).map_err(ReloadError::Snapshot)?;
         let built = t.elapsed();
         let old = sh.snapshot.load();
@@ -178,7 +152,7 @@ async fn apply(
     let sh = shared.clone();
     let _ = tokio::task::spawn_blocking(move || {
         sh.registry.prune();
-        crate::metrics::retain(&sh.snapshot.load());
+        crate::metrics::retain(&sh.snapshot.load().metric_labels());
     })
     .await;
     shared.control.paths.send_if_modified(|p| {

@@ -364,6 +364,14 @@ impl Upstream {
         }
     }
 
+    /// Every server of the pool, primaries then backups.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.primary
+            .peers
+            .iter()
+            .chain(self.backup.iter().flat_map(|b| &b.peers))
+    }
+
     /// The tier a pick refers to.
     pub fn tier(&self, id: TierId) -> &Tier {
         match (id, &self.backup) {

@@ -1,5 +1,7 @@
 //! The admin listener: liveness, readiness, and (as they land) status and control.
 
+mod metrics;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -61,7 +63,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// `GET /metrics`: the Prometheus text exposition.
 fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
-    match crate::metrics::render(shared) {
+    match metrics::render(shared) {
         Ok(body) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(

@@ -1,0 +1,33 @@
+//! What the proxy knows about one downstream connection, shared by the server that
+//! reads it, the request path and the listener's watch on it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use super::framing::HeadGuard;
+
+/// What the proxy knows about the downstream connection.
+#[derive(Debug)]
+pub struct ConnMeta {
+    /// Client address.
+    pub remote: SocketAddr,
+    /// Local address the connection arrived on.
+    pub local: SocketAddr,
+    /// The configured listen address (the routing key; may have port 0 in tests).
+    pub listen_key: SocketAddr,
+    /// "http" or "https".
+    pub scheme: &'static str,
+    /// What [`super::framing::Guarded`] saw: a head with both `Content-Length`
+    /// and `Transfer-Encoding`, or one over 64 KiB.
+    pub head_guard: Arc<HeadGuard>,
+    /// Coarse time ([`crate::clock::coarse_nanos`]) since which the connection has
+    /// waited for a request head, or [`IN_FLIGHT`] while a request is being served:
+    /// what the HTTP/1 `client_header_timeout` watch reads.
+    pub waiting_since: AtomicU64,
+    /// Set by a graceful shutdown: finish the request in flight, take no more.
+    pub closing: AtomicBool,
+}
+
+/// [`ConnMeta::waiting_since`] while a request is being served.
+pub const IN_FLIGHT: u64 = u64::MAX;

@@ -1,0 +1,225 @@
+//! One listener's accept loop and what each accepted connection runs: fulcrum's own
+//! HTTP/1 server, or hyper-util's protocol-sniffing one on `http2 = true` listeners,
+//! under the `client_header_timeout` watch, the drain handle and the
+//! `max_connections` permit.
+
+use std::future::Future as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use super::drain::Drain;
+use super::{ListenOpts, Shared};
+use crate::clock::CoarseTimer;
+use crate::proxy::conn::{ConnMeta, IN_FLIGHT};
+use crate::proxy::service::handle;
+
+/// How a listener serves its connections: fulcrum's own HTTP/1 server
+/// ([`crate::proxy::server`]), or hyper-util's protocol-sniffing one when the
+/// listener also speaks h2c.
+enum ConnBuilder {
+    /// With its `client_header_timeout`, which [`watch_head`] enforces.
+    Http1(Duration),
+    Auto(Box<auto::Builder<TokioExecutor>>),
+}
+
+fn conn_builder(opts: ListenOpts) -> ConnBuilder {
+    if !opts.http2 {
+        return ConnBuilder::Http1(opts.header_timeout);
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(CoarseTimer::default())
+        .header_read_timeout(opts.header_timeout)
+        .max_buf_size(crate::proxy::MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder.http2().timer(CoarseTimer::default());
+    ConnBuilder::Auto(Box::new(builder))
+}
+
+/// Serves an HTTP/1 connection, closing it once it has waited `timeout` for a request
+/// head: nginx's `client_header_timeout`, which (as with hyper's timer it replaces)
+/// also bounds an idle keep-alive connection. The request path only stores a time
+/// stamp in [`ConnMeta::waiting_since`]; the one timer per connection is re-armed
+/// when it fires, not per request. A request being served is never cut off.
+async fn watch_head<E>(
+    conn: impl std::future::Future<Output = Result<(), E>>,
+    meta: Arc<ConnMeta>,
+    timeout: Duration,
+) -> Result<(), E> {
+    let mut conn = std::pin::pin!(conn);
+    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
+    let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let since = meta.waiting_since.load(Ordering::Relaxed);
+            let now = crate::clock::coarse_nanos();
+            let wait = if since == IN_FLIGHT {
+                timeout
+            } else {
+                let due = since.saturating_add(timeout_ns);
+                if now >= due {
+                    tracing::debug!(remote = %meta.remote, "client_header_timeout: closing");
+                    return Poll::Ready(Ok(()));
+                }
+                // Past a tick of the coarse clock, so the next check sees it due.
+                Duration::from_nanos(due - now) + Duration::from_millis(10)
+            };
+            let now = tokio::time::Instant::now();
+            // A timeout of centuries would overflow the clock: a year is as good.
+            let at = now
+                .checked_add(wait)
+                .unwrap_or(now + Duration::from_secs(365 * 86_400));
+            timer.as_mut().reset(at);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Runs one downstream connection; the permit (`max_connections`) is held until it ends.
+/// What a connection's task does when the connection ends.
+struct ConnEnd {
+    shared: Arc<Shared>,
+    key: SocketAddr,
+    remote: SocketAddr,
+    /// `fulcrum_downstream_connections_active` of its listener.
+    active: prometheus::IntGauge,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for ConnEnd {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+fn spawn_conn<E>(
+    conn: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    end: ConnEnd,
+) where
+    E: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with error");
+            // A head hyper rejected itself (400/431) is still a request to count and log.
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            let snap = end.shared.snapshot.load();
+            crate::proxy::exchange::parser_rejected(&snap, end.key, end.remote, &*e);
+        }
+        drop(end);
+    });
+}
+
+/// Accepts until `stop` fires, then hands back the drain handle of its connections.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    key: SocketAddr,
+    mut opts: watch::Receiver<ListenOpts>,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+    limit: Option<Arc<Semaphore>>,
+) -> Drain {
+    let graceful = Drain::new();
+    let metrics = crate::metrics::ListenerMetrics::new(key);
+    let mut builder = conn_builder(*opts.borrow_and_update());
+    loop {
+        let permit = match &limit {
+            Some(s) => tokio::select! {
+                p = s.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return graceful,
+                },
+                _ = &mut stop => return graceful,
+            },
+            None => None,
+        };
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(listen = %key, error = %e, "accept failed");
+                    // Out of descriptors: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return graceful,
+        };
+        // A reload changed this listener's options: new connections use them.
+        if opts.has_changed().unwrap_or(false) {
+            builder = conn_builder(*opts.borrow_and_update());
+        }
+        let _ = stream.set_nodelay(true);
+        let guard = Arc::new(crate::proxy::framing::HeadGuard::default());
+        let meta = Arc::new(ConnMeta {
+            remote,
+            local: stream.local_addr().unwrap_or(key),
+            listen_key: key,
+            scheme: "http",
+            head_guard: guard.clone(),
+            waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
+            closing: AtomicBool::new(false),
+        });
+        metrics.total.inc();
+        metrics.active.inc();
+        let end = ConnEnd {
+            shared: shared.clone(),
+            key,
+            remote,
+            active: metrics.active.clone(),
+            _permit: permit,
+        };
+        match &builder {
+            ConnBuilder::Http1(header_timeout) => spawn_conn(
+                watch_head(
+                    graceful.serve(crate::proxy::server::serve(
+                        stream,
+                        shared.snapshot.clone(),
+                        meta.clone(),
+                    )),
+                    meta,
+                    *header_timeout,
+                ),
+                end,
+            ),
+            ConnBuilder::Auto(b) => {
+                // hyper hides a request's conflicting framing headers: the stream is
+                // watched on its way in (see `proxy::framing`).
+                let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
+                let conn_shared = shared.clone();
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (shared, meta) = (conn_shared.clone(), meta.clone());
+                    async move {
+                        let req = req.map(crate::proxy::body::ReqBody::Hyper);
+                        let mut resp = handle(&shared.snapshot, meta, req).await?;
+                        // hyper writes a response from its `HeaderMap` only; an
+                        // upstream's headers come as its raw lines.
+                        if let Some(h) = resp.body().pass_headers() {
+                            let map = h.to_map();
+                            resp.headers_mut().extend(map);
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                spawn_conn(
+                    graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
+                    end,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Graceful drain of one listener's connections: each connection checks one flag on
+//! its wake-ups; a shutdown sets it, wakes them all and waits until none is left.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures_util::task::AtomicWaker;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+
+/// The drain handle of one listener's connections: signals them to finish their
+/// in-flight requests and close, and waits until they have. (hyper-util's
+/// `GracefulShutdown` cannot watch hyper's own HTTP/1 connection type, and its
+/// per-poll `Notify` check costs a lock on every wake-up of every connection; here a
+/// connection checks one flag and re-registers its waker without locking.)
+pub struct Drain {
+    inner: Arc<DrainInner>,
+    /// Each open connection holds a receiver: `closed()` resolves when none is left.
+    count: watch::Sender<()>,
+}
+
+struct DrainInner {
+    stopping: AtomicBool,
+    /// Wakers of the connections (dead ones are pruned as the list grows).
+    slots: std::sync::Mutex<Vec<std::sync::Weak<AtomicWaker>>>,
+}
+
+impl Drain {
+    pub(super) fn new() -> Drain {
+        Drain {
+            inner: Arc::new(DrainInner {
+                stopping: AtomicBool::new(false),
+                slots: std::sync::Mutex::new(Vec::new()),
+            }),
+            count: watch::channel(()).0,
+        }
+    }
+
+    /// Open connections.
+    pub fn count(&self) -> usize {
+        self.count.receiver_count()
+    }
+
+    /// Asks every connection to close after its in-flight requests, then waits
+    /// until they all have.
+    pub async fn shutdown(self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let slots =
+            std::mem::take(&mut *self.inner.slots.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in slots.iter().filter_map(std::sync::Weak::upgrade) {
+            w.wake();
+        }
+        self.count.closed().await;
+    }
+
+    /// Serves `conn` until it ends or a shutdown asks it to finish.
+    pub(super) fn serve<C, E>(&self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
+    where
+        C: std::future::Future<Output = Result<(), E>> + GracefulConn,
+    {
+        let counted = self.count.subscribe();
+        let slot = Arc::new(AtomicWaker::new());
+        {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.len() >= 64 && slots.len().is_power_of_two() {
+                slots.retain(|w| w.strong_count() > 0);
+            }
+            slots.push(Arc::downgrade(&slot));
+        }
+        let inner = self.inner.clone();
+        async move {
+            let _counted = counted;
+            let mut conn = std::pin::pin!(conn);
+            let mut draining = false;
+            std::future::poll_fn(|cx| {
+                if !draining {
+                    slot.register(cx.waker());
+                    if inner.stopping.load(Ordering::SeqCst) {
+                        conn.as_mut().begin_shutdown();
+                        draining = true;
+                    }
+                }
+                conn.as_mut().poll(cx)
+            })
+            .await
+        }
+    }
+}
+
+/// A connection that can stop taking new requests and finish the ones in flight.
+pub(super) trait GracefulConn {
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<F: std::future::Future> GracefulConn for crate::proxy::server::Connection<F> {
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulConn for auto::UpgradeableConnection<'static, I, S, TokioExecutor>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
