@@ -127,7 +127,23 @@ fn servers_of(u: &Upstream) -> impl Iterator<Item = &ServerConf> {
 /// Compares the running snapshot with the one about to replace it.
 pub fn summarize(old: &Snapshot, new: &Snapshot) -> Summary {
     let mut s = Summary::default();
+    diff_upstreams(old, new, &mut s);
+    diff_virtual_servers(old, new, &mut s.virtual_servers);
+    diff_listeners(old, new, &mut s.listeners);
+    restart_notes(old, new, &mut s.restart_needed);
+    for c in [
+        &mut s.upstreams,
+        &mut s.servers,
+        &mut s.virtual_servers,
+        &mut s.listeners,
+    ] {
+        c.sort();
+    }
+    s
+}
 
+/// Pools into `s.upstreams` and their servers into `s.servers`.
+fn diff_upstreams(old: &Snapshot, new: &Snapshot, s: &mut Summary) {
     let old_up: HashMap<&str, &Upstream> = old
         .upstreams
         .iter()
@@ -144,34 +160,7 @@ pub fn summarize(old: &Snapshot, new: &Snapshot) -> Summary {
             }
             continue;
         };
-        let before: HashMap<SocketAddr, &ServerConf> = servers_of(o).map(|c| (c.addr, c)).collect();
-        let mut seen = 0;
-        let mut servers_changed = false;
-        for c in servers_of(u) {
-            match before.get(&c.addr) {
-                Some(b) => {
-                    seen += 1;
-                    if !server_eq(b, c) {
-                        servers_changed = true;
-                        s.servers.changed.push(format!("{name}/{}", c.addr));
-                    }
-                }
-                None => {
-                    servers_changed = true;
-                    s.servers.added.push(format!("{name}/{}", c.addr));
-                }
-            }
-        }
-        if seen != before.len() {
-            servers_changed = true;
-            let now: std::collections::HashSet<SocketAddr> =
-                servers_of(u).map(|c| c.addr).collect();
-            for c in servers_of(o) {
-                if !now.contains(&c.addr) {
-                    s.servers.removed.push(format!("{name}/{}", c.addr));
-                }
-            }
-        }
+        let servers_changed = diff_pool_servers(name, o, u, &mut s.servers);
         // Pool settings have many fields, more to come (health checks, hashing):
         // compare them all through their Debug form, off the serving path.
         if servers_changed || format!("{:?}", o.conf) != format!("{:?}", u.conf) {
@@ -188,67 +177,95 @@ pub fn summarize(old: &Snapshot, new: &Snapshot) -> Summary {
             }
         }
     }
+}
 
-    let vs_keys = |snap: &Snapshot| -> HashMap<String, String> {
-        let mut out = HashMap::new();
-        for v in &snap.servers {
-            let listen: Vec<String> = v.conf.listen.iter().map(|a| a.to_string()).collect();
-            let base = format!("{}@{}", v.label, listen.join(","));
-            let mut key = base.clone();
-            let mut n = 1;
-            while out.contains_key(&key) {
-                n += 1;
-                key = format!("{base}#{n}");
+/// The servers of pool `name`, in both snapshots, into `servers`; true if any differ.
+fn diff_pool_servers(name: &str, o: &Upstream, u: &Upstream, servers: &mut Changes) -> bool {
+    let before: HashMap<SocketAddr, &ServerConf> = servers_of(o).map(|c| (c.addr, c)).collect();
+    let mut seen = 0;
+    let mut servers_changed = false;
+    for c in servers_of(u) {
+        match before.get(&c.addr) {
+            Some(b) => {
+                seen += 1;
+                if !server_eq(b, c) {
+                    servers_changed = true;
+                    servers.changed.push(format!("{name}/{}", c.addr));
+                }
             }
-            out.insert(key, format!("{:?}", v.conf));
+            None => {
+                servers_changed = true;
+                servers.added.push(format!("{name}/{}", c.addr));
+            }
         }
-        out
-    };
-    let (ov, nv) = (vs_keys(old), vs_keys(new));
+    }
+    if seen != before.len() {
+        servers_changed = true;
+        let now: std::collections::HashSet<SocketAddr> = servers_of(u).map(|c| c.addr).collect();
+        for c in servers_of(o) {
+            if !now.contains(&c.addr) {
+                servers.removed.push(format!("{name}/{}", c.addr));
+            }
+        }
+    }
+    servers_changed
+}
+
+/// Each virtual server as `LABEL@LISTEN,...` (`#N` for repeats) → its settings.
+fn virtual_server_keys(snap: &Snapshot) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for v in &snap.servers {
+        let listen: Vec<String> = v.conf.listen.iter().map(|a| a.to_string()).collect();
+        let base = format!("{}@{}", v.label, listen.join(","));
+        let mut key = base.clone();
+        let mut n = 1;
+        while out.contains_key(&key) {
+            n += 1;
+            key = format!("{base}#{n}");
+        }
+        out.insert(key, format!("{:?}", v.conf));
+    }
+    out
+}
+
+fn diff_virtual_servers(old: &Snapshot, new: &Snapshot, changes: &mut Changes) {
+    let (ov, nv) = (virtual_server_keys(old), virtual_server_keys(new));
     for (k, conf) in &nv {
         match ov.get(k) {
-            None => s.virtual_servers.added.push(k.clone()),
-            Some(o) if o != conf => s.virtual_servers.changed.push(k.clone()),
+            None => changes.added.push(k.clone()),
+            Some(o) if o != conf => changes.changed.push(k.clone()),
             Some(_) => {}
         }
     }
     for k in ov.keys() {
         if !nv.contains_key(k) {
-            s.virtual_servers.removed.push(k.clone());
+            changes.removed.push(k.clone());
         }
     }
+}
 
+fn diff_listeners(old: &Snapshot, new: &Snapshot, changes: &mut Changes) {
     for k in new.listeners.keys() {
         if !old.listeners.contains_key(k) {
-            s.listeners.added.push(k.to_string());
+            changes.added.push(k.to_string());
         }
     }
     for k in old.listeners.keys() {
         if !new.listeners.contains_key(k) {
-            s.listeners.removed.push(k.to_string());
+            changes.removed.push(k.to_string());
         }
     }
+}
 
+/// Global settings that a reload cannot apply to the running process.
+fn restart_notes(old: &Snapshot, new: &Snapshot, notes: &mut Vec<String>) {
     if old.global.worker_threads != new.global.worker_threads {
-        s.restart_needed
-            .push("worker_threads changes need a restart".into());
+        notes.push("worker_threads changes need a restart".into());
     }
     if old.global.max_connections != new.global.max_connections {
-        s.restart_needed
-            .push("max_connections changes need a restart".into());
+        notes.push("max_connections changes need a restart".into());
     }
     if old.global.log_level != new.global.log_level {
-        s.restart_needed
-            .push("log_level changes need a restart".into());
+        notes.push("log_level changes need a restart".into());
     }
-
-    for c in [
-        &mut s.upstreams,
-        &mut s.servers,
-        &mut s.virtual_servers,
-        &mut s.listeners,
-    ] {
-        c.sort();
-    }
-    s
 }

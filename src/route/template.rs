@@ -8,12 +8,16 @@
 //! Rendering semantics follow nginx 1.22 with the exceptions documented on each
 //! variable in [`Template::compile`].
 
+mod addr_text;
+
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use http::header::{HeaderName, COOKIE};
 use http::HeaderMap;
+
+use addr_text::{push_dec, push_ip};
 
 /// `X-Forwarded-For`, which `http` has no constant for.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -242,53 +246,8 @@ impl Template {
                 });
                 size_hint += dollar - lit_start;
             }
-            i += 1;
-            let Some(&first) = bytes.get(i) else {
-                return Err(TemplateError::InvalidName { offset: dollar });
-            };
-            if (b'1'..=b'9').contains(&first) {
-                return Err(TemplateError::Capture {
-                    digit: char::from(first),
-                    offset: dollar,
-                });
-            }
-            let mut bracket = first == b'{';
-            if bracket {
-                i += 1;
-                if i == bytes.len() {
-                    return Err(TemplateError::InvalidName { offset: dollar });
-                }
-            }
-            let name_start = i;
-            let mut name_end = i;
-            while i < bytes.len() {
-                let ch = bytes[i];
-                if ch == b'}' && bracket {
-                    i += 1;
-                    bracket = false;
-                    break;
-                }
-                if !(ch.is_ascii_alphanumeric() || ch == b'_') {
-                    break;
-                }
-                i += 1;
-                name_end = i;
-            }
-            // Names are ASCII, so lowercasing keeps the byte offsets.
-            let name = src[name_start..name_end].to_ascii_lowercase();
-            if bracket {
-                return Err(TemplateError::MissingBracket {
-                    name,
-                    offset: dollar,
-                });
-            }
-            if name.is_empty() {
-                return Err(TemplateError::InvalidName { offset: dollar });
-            }
-            let var = lookup(&name).ok_or(TemplateError::Unknown {
-                name,
-                offset: dollar,
-            })?;
+            let (var, end) = read_var(src, dollar)?;
+            i = end;
             uses_request_id |= matches!(var, Var::RequestId);
             size_hint += 32;
             parts.push(Part::Var(var));
@@ -355,6 +314,60 @@ impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.src)
     }
+}
+
+/// Reads the variable reference whose `$` is at `dollar` in `src`: the variable, and
+/// the offset just past it (past the `}` of `${name}`).
+fn read_var(src: &str, dollar: usize) -> Result<(Var, usize), TemplateError> {
+    let bytes = src.as_bytes();
+    let mut i = dollar + 1;
+    let Some(&first) = bytes.get(i) else {
+        return Err(TemplateError::InvalidName { offset: dollar });
+    };
+    if (b'1'..=b'9').contains(&first) {
+        return Err(TemplateError::Capture {
+            digit: char::from(first),
+            offset: dollar,
+        });
+    }
+    let mut bracket = first == b'{';
+    if bracket {
+        i += 1;
+        if i == bytes.len() {
+            return Err(TemplateError::InvalidName { offset: dollar });
+        }
+    }
+    let name_start = i;
+    let mut name_end = i;
+    while i < bytes.len() {
+        let ch = bytes[i];
+        if ch == b'}' && bracket {
+            i += 1;
+            bracket = false;
+            break;
+        }
+        if !(ch.is_ascii_alphanumeric() || ch == b'_') {
+            break;
+        }
+        i += 1;
+        name_end = i;
+    }
+    // Names are ASCII, so lowercasing keeps the byte offsets.
+    let name = src[name_start..name_end].to_ascii_lowercase();
+    if bracket {
+        return Err(TemplateError::MissingBracket {
+            name,
+            offset: dollar,
+        });
+    }
+    if name.is_empty() {
+        return Err(TemplateError::InvalidName { offset: dollar });
+    }
+    let var = lookup(&name).ok_or(TemplateError::Unknown {
+        name,
+        offset: dollar,
+    })?;
+    Ok((var, i))
 }
 
 /// Resolves a lowercased, non-empty variable name.
@@ -510,113 +523,10 @@ fn find_cookie<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
-/// Appends `n` in decimal without going through `fmt`.
-fn push_dec(out: &mut Vec<u8>, mut n: u16) {
-    let mut buf = [0u8; 5];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        // n % 10 < 10, so the cast cannot truncate.
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
-/// Appends `n` in lowercase hex without leading zeros (nginx `%xd`).
-fn push_hex(out: &mut Vec<u8>, n: u16) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = [
-        HEX[usize::from(n >> 12)],
-        HEX[usize::from((n >> 8) & 0xf)],
-        HEX[usize::from((n >> 4) & 0xf)],
-        HEX[usize::from(n & 0xf)],
-    ];
-    let skip = (n.leading_zeros() / 4).min(3) as usize;
-    out.extend_from_slice(&digits[skip..]);
-}
-
-fn push_ipv4(out: &mut Vec<u8>, octets: [u8; 4]) {
-    for (i, o) in octets.iter().enumerate() {
-        if i > 0 {
-            out.push(b'.');
-        }
-        push_dec(out, u16::from(*o));
-    }
-}
-
-/// Appends an address as nginx's `addr_text` (no brackets, no port).
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => push_ipv4(out, v4.octets()),
-        IpAddr::V6(v6) => push_ipv6(out, &v6.octets()),
-    }
-}
-
-/// `ngx_inet6_ntop`, byte for byte: the first longest run of two or more zero
-/// groups becomes `::`, and IPv4-mapped (`::ffff:a.b.c.d`) or -compatible addresses
-/// end in dotted decimal.
-fn push_ipv6(out: &mut Vec<u8>, p: &[u8; 16]) {
-    let mut zero = usize::MAX;
-    let mut last = usize::MAX;
-    let mut max = 1;
-    let mut n = 0;
-    for i in (0..16).step_by(2) {
-        if p[i] != 0 || p[i + 1] != 0 {
-            if max < n {
-                zero = last;
-                max = n;
-            }
-            n = 0;
-            continue;
-        }
-        if n == 0 {
-            last = i;
-        }
-        n += 1;
-    }
-    if max < n {
-        zero = last;
-        max = n;
-    }
-
-    let mut end = 16;
-    if zero == 0 {
-        // The same (odd-looking) test as nginx, so `::1` stays `::1`.
-        if (max == 5 && p[10] == 0xff && p[11] == 0xff)
-            || max == 6
-            || (max == 7 && p[14] != 0 && p[15] != 1)
-        {
-            end = 12;
-        }
-        out.push(b':');
-    }
-    let mut i = 0;
-    while i < end {
-        if i == zero {
-            out.push(b':');
-            i += max * 2;
-            continue;
-        }
-        push_hex(out, u16::from_be_bytes([p[i], p[i + 1]]));
-        if i < 14 {
-            out.push(b':');
-        }
-        i += 2;
-    }
-    if end == 12 {
-        push_ipv4(out, [p[12], p[13], p[14], p[15]]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::{HeaderValue, Method};
-    use std::net::{Ipv6Addr, SocketAddrV6};
 
     struct Req {
         method: Method,
@@ -994,42 +904,5 @@ mod tests {
             req.render("$proxy_add_x_forwarded_for"),
             "198.51.100.2, 2001:db8::1"
         );
-    }
-
-    fn ntop(s: &str) -> String {
-        let ip: Ipv6Addr = s.parse().unwrap();
-        let mut out = Vec::new();
-        push_ip(&mut out, IpAddr::V6(ip));
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn ipv6_formatting_matches_nginx() {
-        assert_eq!(ntop("::"), "::");
-        assert_eq!(ntop("::1"), "::1");
-        assert_eq!(ntop("1::"), "1::");
-        assert_eq!(ntop("2001:DB8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");
-        // A single zero group is not compressed.
-        assert_eq!(ntop("2001:db8:0:1:1:1:1:1"), "2001:db8:0:1:1:1:1:1");
-        assert_eq!(ntop("fe80::abcd:ef01:0:10"), "fe80::abcd:ef01:0:10");
-        assert_eq!(ntop("::ffff:192.0.2.1"), "::ffff:192.0.2.1");
-        assert_eq!(ntop("::192.0.2.1"), "::192.0.2.1");
-        assert_eq!(ntop("::0.0.1.2"), "::0.0.1.2");
-        assert_eq!(ntop("::2"), "::2");
-        assert_eq!(ntop("1:2:3:4:5:6:7:8"), "1:2:3:4:5:6:7:8");
-        assert_eq!(ntop("ffff::"), "ffff::");
-        let sa = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 1, 0, 7));
-        let mut out = Vec::new();
-        push_ip(&mut out, sa.ip());
-        assert_eq!(out, b"::1");
-    }
-
-    #[test]
-    fn decimal_formatting() {
-        for n in [0u16, 7, 10, 99, 100, 65535] {
-            let mut out = Vec::new();
-            push_dec(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
     }
 }

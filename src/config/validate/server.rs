@@ -1,0 +1,326 @@
+//! The `[[server]]` sections: listen addresses, locations and their `proxy_pass`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use super::{span_of, Validator, NOT_YET};
+use crate::config::schema;
+use crate::config::values;
+use crate::config::{
+    Action, Balance, Location, ProxyPass, Return, ServerConf, Upstream, VirtualServer,
+};
+use crate::route::location::LocationPattern;
+
+impl Validator<'_> {
+    pub(super) fn server(
+        &mut self,
+        s: &schema::ServerSection,
+        upstreams: &mut Vec<Upstream>,
+        by_name: &mut HashMap<String, usize>,
+    ) -> VirtualServer {
+        let mut listen = Vec::new();
+        for l in s.listen.get_ref() {
+            match values::parse_listen(l.get_ref()) {
+                Ok(a) => listen.push(a),
+                Err(e) => self.r.error(span_of(l), e),
+            }
+        }
+        if s.listen.get_ref().is_empty() {
+            self.r
+                .error(span_of(&s.listen), "listen needs at least one address");
+        }
+        self.not_yet(&s.tls, "tls");
+        self.not_yet(&s.keepalive_timeout, "keepalive_timeout");
+        let mut locations = Vec::new();
+        let mut sections = Vec::new();
+        for loc in &s.location {
+            if let Some(l) = self.location(loc, upstreams, by_name) {
+                locations.push(l);
+                sections.push(loc);
+            }
+        }
+        // Duplicate literal locations are an error in nginx.
+        let table = crate::route::LocationTable::new(
+            locations
+                .iter()
+                .map(|l: &Location| (l.pattern.clone(), false))
+                .collect(),
+        );
+        for (_, later) in table.duplicates() {
+            self.r.error(
+                span_of(&sections[later].path),
+                format!("duplicate location \"{}\"", locations[later].path),
+            );
+        }
+        VirtualServer {
+            listen,
+            server_names: s
+                .server_name
+                .iter()
+                .map(|n| n.get_ref().to_ascii_lowercase())
+                .collect(),
+            client_max_body_size: self.size(&s.client_max_body_size, 1024 * 1024),
+            client_header_timeout: self.duration(&s.client_header_timeout, Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(75),
+            http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
+            locations,
+        }
+    }
+
+    fn location(
+        &mut self,
+        loc: &schema::LocationSection,
+        upstreams: &mut Vec<Upstream>,
+        by_name: &mut HashMap<String, usize>,
+    ) -> Option<Location> {
+        let pattern = match LocationPattern::parse(loc.path.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.r.error(span_of(&loc.path), e);
+                return None;
+            }
+        };
+        let action = match (&loc.proxy_pass, &loc.return_) {
+            (Some(_), Some(r)) => {
+                self.r.error(
+                    span_of(r),
+                    "a location has either proxy_pass or return, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.r
+                    .error(span_of(&loc.path), "location needs proxy_pass or return");
+                return None;
+            }
+            (None, Some(r)) => {
+                if loc.proxy_set_header.is_some() {
+                    // Harmless in nginx, but a sign of a mistake: say so.
+                }
+                let ret = r.get_ref();
+                let status = *ret.status.get_ref();
+                if !(100..=999).contains(&status) {
+                    self.r.error(
+                        span_of(&ret.status),
+                        format!("invalid return code \"{status}\""),
+                    );
+                }
+                Action::Return(Return {
+                    status: status.clamp(100, 999) as u16,
+                    body: ret.body.as_ref().and_then(|b| self.template(b)),
+                    location: ret.location.as_ref().and_then(|b| self.template(b)),
+                })
+            }
+            (Some(pp), None) => {
+                let target = self.proxy_pass(pp, &pattern, upstreams, by_name)?;
+                let mut set_headers = Vec::new();
+                if let Some(h) = &loc.proxy_set_header {
+                    for (name, value) in h.get_ref() {
+                        match http::HeaderName::from_bytes(name.as_bytes()) {
+                            Ok(n) => {
+                                if let Some(t) = self.template(value) {
+                                    set_headers.push((n, t));
+                                }
+                            }
+                            Err(_) => self
+                                .r
+                                .error(span_of(value), format!("invalid header name \"{name}\"")),
+                        }
+                    }
+                }
+                Action::Proxy(ProxyPass {
+                    set_headers,
+                    ..target
+                })
+            }
+        };
+        Some(Location {
+            path: loc.path.get_ref().clone(),
+            pattern,
+            action,
+        })
+    }
+
+    fn proxy_pass(
+        &mut self,
+        pp: &Spanned<String>,
+        pattern: &LocationPattern,
+        upstreams: &mut Vec<Upstream>,
+        by_name: &mut HashMap<String, usize>,
+    ) -> Option<ProxyPass> {
+        let (authority, uri_part) = self.proxy_pass_url(pp, pattern)?;
+        if let Some(&i) = by_name.get(&authority.to_ascii_lowercase()) {
+            return Some(proxy_to(i, upstreams[i].name.clone(), uri_part));
+        }
+        let (idx, proxy_host) = self.literal_upstream(pp, authority, upstreams, by_name)?;
+        Some(proxy_to(idx, proxy_host, uri_part))
+    }
+
+    /// `http://AUTHORITY[/URI]` split into the authority and the URI part.
+    fn proxy_pass_url<'s>(
+        &mut self,
+        pp: &'s Spanned<String>,
+        pattern: &LocationPattern,
+    ) -> Option<(&'s str, Option<String>)> {
+        let raw = pp.get_ref();
+        let rest = if let Some(r) = raw.strip_prefix("http://") {
+            r
+        } else if raw.starts_with("https://") {
+            self.r
+                .error(span_of(pp), format!("\"https://\" in proxy_pass {NOT_YET}"));
+            return None;
+        } else {
+            self.r.error(
+                span_of(pp),
+                format!("invalid URL prefix in \"{raw}\" (expected http://)"),
+            );
+            return None;
+        };
+        let (authority, uri_part) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(rest[i..].to_string())),
+            None => (rest, None),
+        };
+        if uri_part.is_some() && pattern.is_regex() {
+            self.r.error(
+                span_of(pp),
+                "\"proxy_pass\" cannot have URI part in location given by regular expression",
+            );
+            return None;
+        }
+        if authority.is_empty() {
+            self.r.error(span_of(pp), format!("no host in \"{raw}\""));
+            return None;
+        }
+        Some((authority, uri_part))
+    }
+
+    /// The implicit upstream of a literal `host[:port]` (added on its first use) and
+    /// the `$proxy_host` it gets: its index and that name.
+    fn literal_upstream(
+        &mut self,
+        pp: &Spanned<String>,
+        authority: &str,
+        upstreams: &mut Vec<Upstream>,
+        by_name: &mut HashMap<String, usize>,
+    ) -> Option<(usize, String)> {
+        let raw = pp.get_ref();
+        let (host, port) = match values::split_host_port(authority) {
+            Ok(hp) => hp,
+            Err(e) => {
+                self.r.error(span_of(pp), e);
+                return None;
+            }
+        };
+        // An upstream name must match without a port; anything else is a literal
+        // address, and a name that does not resolve is "host not found" as in nginx.
+        let addrs = match values::resolve(authority, 80) {
+            Ok(a) => a,
+            Err(_)
+                if port.is_none()
+                    && !host.contains('.')
+                    && host.parse::<std::net::IpAddr>().is_err() =>
+            {
+                self.r.error(
+                    span_of(pp),
+                    format!("no upstream named \"{host}\" (in proxy_pass \"{raw}\")"),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.r.error(span_of(pp), e);
+                return None;
+            }
+        };
+        let key = authority.to_ascii_lowercase();
+        let idx = match by_name.get(&key) {
+            Some(&i) => i,
+            None => {
+                upstreams.push(implicit_upstream(authority, &addrs));
+                by_name.insert(key, upstreams.len() - 1);
+                upstreams.len() - 1
+            }
+        };
+        let proxy_host = match port {
+            Some(80) | None => host.to_string(),
+            Some(_) => authority.to_string(),
+        };
+        Some((idx, proxy_host))
+    }
+
+    pub(super) fn check_listens(
+        &mut self,
+        sections: &[schema::ServerSection],
+        servers: &[VirtualServer],
+    ) {
+        // Every address's server_name table must build (regexes, wildcards).
+        let mut by_addr: HashMap<SocketAddr, Vec<usize>> = HashMap::new();
+        for (i, s) in servers.iter().enumerate() {
+            for a in &s.listen {
+                let list = by_addr.entry(*a).or_default();
+                if !list.contains(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        for idx in by_addr.values() {
+            let names: Vec<Vec<String>> = idx
+                .iter()
+                .map(|&i| servers[i].server_names.clone())
+                .collect();
+            if let Err(e) = crate::route::server_name::ServerNameTable::new(&names) {
+                let at = &sections[idx[0]].listen;
+                self.r.error(span_of(at), e);
+            }
+        }
+        // A wildcard and a specific address on one port cannot both be bound.
+        let addrs: Vec<SocketAddr> = by_addr.keys().copied().collect();
+        for a in &addrs {
+            if a.ip().is_unspecified() {
+                if let Some(b) = addrs
+                    .iter()
+                    .find(|b| b.port() == a.port() && *b != a && b.is_ipv4() == a.is_ipv4())
+                {
+                    let sec = servers
+                        .iter()
+                        .position(|s| s.listen.contains(b))
+                        .unwrap_or(0);
+                    self.r.error(
+                        span_of(&sections[sec].listen),
+                        format!("listen {b} conflicts with {a} on the same port"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A `proxy_pass` to upstream `upstream` with `Host: proxy_host`; the location adds
+/// its `proxy_set_header`s.
+fn proxy_to(upstream: usize, proxy_host: String, uri_part: Option<String>) -> ProxyPass {
+    ProxyPass {
+        upstream,
+        proxy_host_header: host_header(&proxy_host),
+        proxy_host,
+        uri_part,
+        set_headers: Vec::new(),
+    }
+}
+
+fn host_header(name: &str) -> http::HeaderValue {
+    // Upstream names and addresses are plain ASCII; anything else falls back safely.
+    http::HeaderValue::from_str(name).unwrap_or(http::HeaderValue::from_static("localhost"))
+}
+
+fn implicit_upstream(authority: &str, addrs: &[SocketAddr]) -> Upstream {
+    let servers = addrs
+        .iter()
+        .map(|a| ServerConf {
+            name: authority.to_string(),
+            ..ServerConf::new(*a)
+        })
+        .collect();
+    Upstream::new(authority, servers, Balance::RoundRobin)
+}
