@@ -173,6 +173,32 @@ fn segments(s: &str) -> Vec<String> {
     segs
 }
 
+/// Paths on a line that start with a child module of `here` (`child::x`,
+/// `self::child::x`), resolved to the child's file.
+fn child_paths(code: &str, here: &[String], known: &BTreeSet<Vec<String>>) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let bytes = code.as_bytes();
+    for (i, _) in code.match_indices("::") {
+        let start = code[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |k| k + 1);
+        let ident = &code[start..i];
+        // Part of a longer path (`a::child::x`) unless introduced by `self::`.
+        let after_path = start >= 2 && &bytes[start - 2..start] == b"::";
+        let via_self = after_path && code[..start - 2].ends_with("self");
+        if ident.is_empty() || ident == "self" || (after_path && !via_self) {
+            continue;
+        }
+        let mut path = here.to_vec();
+        path.extend(segments(&code[start..]));
+        let to = resolve(&path, known);
+        if to.len() > here.len() {
+            found.push(to);
+        }
+    }
+    found
+}
+
 /// Every crate-internal import of every file under `src/`.
 fn imports() -> Vec<Import> {
     let src = src_dir();
@@ -196,6 +222,16 @@ fn imports() -> Vec<Import> {
                 continue;
             }
             let code = code_part(raw);
+            // `child::item` and `self::child::item`: a module's own children, named
+            // without `crate::` or `super::`.
+            for child in child_paths(&code, &file_mod, &known) {
+                all.push(Import {
+                    file: format!("src/{}", rel.display()),
+                    line: n + 1,
+                    from: file_mod.clone(),
+                    to: child,
+                });
+            }
             for (depth, segs) in paths_on(&code) {
                 let mut here = file_mod.clone();
                 here.extend(inline.iter().map(|(_, m)| m.clone()));
@@ -311,8 +347,9 @@ fn cycles(imports: &[Import], within: Option<&str>) -> Vec<Vec<String>> {
         if i.from == i.to || i.to.is_empty() || !inside(&i.from) || !inside(&i.to) {
             continue;
         }
-        // A module's own `mod.rs` declaring its children is not a use of them.
-        if i.to.starts_with(&i.from) && within.is_some() && i.from.len() == 1 {
+        // A module file re-exporting or calling its own children is how Rust
+        // modules are built, not a cycle.
+        if i.to.starts_with(&i.from) {
             continue;
         }
         graph
@@ -388,7 +425,7 @@ fn no_cycles_between_the_files_of_a_module() {
                     i.from != i.to
                         && members.contains(&i.from.join("::"))
                         && members.contains(&i.to.join("::"))
-                        && !(i.from.len() == 1 && i.to.starts_with(&i.from))
+                        && !i.to.starts_with(&i.from)
                 })
                 .map(|i| format!("  {}:{}: uses {}", i.file, i.line, i.to.join("::")))
                 .collect();
@@ -441,5 +478,13 @@ fn the_scanner_sees_grouped_super_and_nested_paths() {
         vec![(2, vec!["forward".to_string(), "is_hop_by_hop".to_string()])]
     );
     assert!(paths_on(&code_part("// see crate::runtime")).is_empty());
+    let known: BTreeSet<Vec<String>> = [vec!["a".to_string()], vec!["a".into(), "b".into()]]
+        .into_iter()
+        .collect();
+    let here = vec!["a".to_string()];
+    let b = vec![vec!["a".to_string(), "b".to_string()]];
+    assert_eq!(child_paths("use b::Thing;", &here, &known), b);
+    assert_eq!(child_paths("let t = self::b::f();", &here, &known), b);
+    assert!(child_paths("use std::b::Thing;", &here, &known).is_empty());
     assert!(paths_on(&code_part(r#"let s = "crate::runtime";"#)).is_empty());
 }
