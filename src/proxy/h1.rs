@@ -29,31 +29,7 @@ const MAX_TRAILERS: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The upstream's answer broke HTTP/1.1 (nginx: "upstream sent invalid header").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Invalid {
-    /// Unparsable status line or header.
-    #[error("invalid response head")]
-    Head,
-    /// Head longer than [`MAX_HEADER_BYTES`] or more than 128 headers.
-    #[error("response head too large")]
-    TooLarge,
-    /// Bad or conflicting `Content-Length`.
-    #[error("invalid Content-Length")]
-    ContentLength,
-    /// A 101 nobody asked for.
-    #[error("unexpected 101 Switching Protocols")]
-    UnexpectedUpgrade,
-    /// Bad chunked framing in the body.
-    #[error("invalid chunked body")]
-    Chunked,
-}
-
-impl From<Invalid> for io::Error {
-    fn from(e: Invalid) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, e)
-    }
-}
+pub use super::error::Invalid;
 
 /// Writes a request head: the request line, the headers the caller emits through
 /// [`HeadWriter::header`], and `Transfer-Encoding: chunked` when the body streams
