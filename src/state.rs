@@ -6,11 +6,11 @@ use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, OpenError};
 use crate::config::{Action, Config, Global, VirtualServer};
 use crate::metrics::{LabelSets, RequestMetrics};
-use crate::route::location::{LocationPattern, LocationTable};
-use crate::route::server_name::ServerNameTable;
+use crate::route::location::{LocationPattern, LocationTable, PatternError};
+use crate::route::server_name::{NameError, ServerNameTable};
 use crate::upstream::{Registry, Upstream};
 
 /// One virtual server with its compiled location table.
@@ -47,6 +47,21 @@ pub struct ListenerRoutes {
     pub names: ServerNameTable,
     /// Indexes into [`Snapshot::servers`], in config order (the first is the default).
     pub servers: Vec<usize>,
+}
+
+/// Why a snapshot could not be built from a config that passed validation (what
+/// validation already rejects; kept as an error, not a panic).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A location `path` does not parse.
+    #[error(transparent)]
+    Location(#[from] PatternError),
+    /// The `server_name`s of a listen address do not build a table.
+    #[error(transparent)]
+    ServerName(#[from] NameError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] OpenError),
 }
 
 /// Everything a request needs, immutable.
@@ -107,7 +122,7 @@ impl Snapshot {
 
     /// Builds the snapshot for `config`, taking live server state from `registry`.
     /// Fails only on what validation already rejects (kept as an error, not a panic).
-    pub fn build(config: Config, registry: &Registry) -> Result<Snapshot, String> {
+    pub fn build(config: Config, registry: &Registry) -> Result<Snapshot, BuildError> {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .into_iter()
@@ -122,7 +137,7 @@ impl Snapshot {
                     let pat = LocationPattern::parse(&l.path)?;
                     Ok((pat, matches!(l.action, Action::Proxy(_))))
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, PatternError>>()?;
             let label = vs.label();
             let location_metrics = vs
                 .locations
@@ -168,8 +183,7 @@ impl Snapshot {
             );
         }
         let access_log =
-            AccessLog::open(&config.global.access_log, config.global.access_log_format)
-                .map_err(|e| e.to_string())?;
+            AccessLog::open(&config.global.access_log, config.global.access_log_format)?;
         Ok(Snapshot {
             global: config.global,
             servers,

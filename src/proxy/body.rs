@@ -15,10 +15,7 @@ use super::error::BoxError;
 use super::h1::{BodyDecoder, Framing, PassHeaders};
 use super::reader::H1Body;
 
-/// The client's body went over `client_max_body_size` while streaming.
-#[derive(Debug, thiserror::Error)]
-#[error("client intended to send too large body")]
-pub struct BodyTooLarge;
+pub use super::error::BodyTooLarge;
 
 /// Reading the client's body failed.
 #[derive(Debug, thiserror::Error)]

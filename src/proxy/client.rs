@@ -22,50 +22,11 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::body::{BodyTooLarge, UpBody};
-use super::h1::{self, HeadWriter, Invalid, ResponseHead};
+use super::h1::{self, HeadWriter, ResponseHead};
 use crate::clock;
 use crate::upstream::conn::Conn;
 
-/// Why a connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// `connect_timeout` passed.
-    #[error("upstream timed out while connecting")]
-    Timeout,
-    /// Refused, unreachable, reset.
-    #[error("connect() failed: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// Why an exchange failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
-    /// The connection was found closed before any of the answer arrived; on a
-    /// reused connection that is the keep-alive race, not a server failure.
-    #[error("upstream closed the connection before answering")]
-    Closed {
-        /// Whether the request body was (partly) consumed.
-        body_sent: bool,
-    },
-    /// Reading or writing failed.
-    #[error("upstream connection failed: {0}")]
-    Io(#[source] io::Error),
-    /// `read_timeout` passed before the response head arrived.
-    #[error("upstream timed out while reading response header")]
-    ReadTimeout,
-    /// `send_timeout` passed on a stalled write.
-    #[error("upstream timed out while sending")]
-    SendTimeout,
-    /// The answer was not valid HTTP/1.1.
-    #[error("upstream sent an invalid response: {0}")]
-    Invalid(#[from] Invalid),
-    /// The client's body broke `client_max_body_size`.
-    #[error("{0}")]
-    TooLarge(#[from] BodyTooLarge),
-    /// The client's body could not be read.
-    #[error("client body read failed")]
-    Client,
-}
+pub use super::error::{ConnectError, ExchangeError};
 
 // The connection's state lives with its server (`upstream::conn`, kept in the idle
 // pool across snapshots); speaking HTTP/1.1 over it is the proxy's.
@@ -240,7 +201,7 @@ async fn upload<W: AsyncWrite + Unpin>(
         let frame = match frame {
             Ok(f) => f,
             Err(e) if e.is::<BodyTooLarge>() => return Err(BodyTooLarge.into()),
-            Err(_) => return Err(ExchangeError::Client),
+            Err(e) => return Err(ExchangeError::Client(e)),
         };
         let Ok(data) = frame.into_data() else {
             continue; // trailers are not forwarded

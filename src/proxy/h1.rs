@@ -29,31 +29,7 @@ const MAX_TRAILERS: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The upstream's answer broke HTTP/1.1 (nginx: "upstream sent invalid header").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Invalid {
-    /// Unparsable status line or header.
-    #[error("invalid response head")]
-    Head,
-    /// Head longer than [`MAX_HEADER_BYTES`] or more than 128 headers.
-    #[error("response head too large")]
-    TooLarge,
-    /// Bad or conflicting `Content-Length`.
-    #[error("invalid Content-Length")]
-    ContentLength,
-    /// A 101 nobody asked for.
-    #[error("unexpected 101 Switching Protocols")]
-    UnexpectedUpgrade,
-    /// Bad chunked framing in the body.
-    #[error("invalid chunked body")]
-    Chunked,
-}
-
-impl From<Invalid> for io::Error {
-    fn from(e: Invalid) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, e)
-    }
-}
+pub use super::error::Invalid;
 
 /// Writes a request head: the request line, the headers the caller emits through
 /// [`HeadWriter::header`], and `Transfer-Encoding: chunked` when the body streams
@@ -646,11 +622,30 @@ impl BodyDecoder {
     }
 }
 
+/// A body ended before its framing said it would; says whose body it was. The
+/// decoder reads both sides' bodies and calls it [`Truncated::Upstream`]; the client
+/// side renames it with [`client_side`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Truncated {
+    /// An upstream response body (nginx's wording).
+    #[error("upstream prematurely closed connection while reading upstream")]
+    Upstream,
+    /// A client request body.
+    #[error("client prematurely closed connection while reading client request body")]
+    Client,
+}
+
 fn eof() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "upstream prematurely closed connection while reading upstream",
-    )
+    io::Error::new(io::ErrorKind::UnexpectedEof, Truncated::Upstream)
+}
+
+/// An error of a decoder reading the client's request body: a truncated body is the
+/// client's, not the upstream's. Other errors pass unchanged.
+pub fn client_side(e: io::Error) -> io::Error {
+    match e.get_ref().and_then(|r| r.downcast_ref::<Truncated>()) {
+        Some(Truncated::Upstream) => io::Error::new(e.kind(), Truncated::Client),
+        _ => e,
+    }
 }
 
 #[cfg(test)]
@@ -836,5 +831,42 @@ mod tests {
         assert_eq!(body, b"hello world");
         assert!(d.is_done() && buf.is_empty());
         drop(writer.await.unwrap());
+    }
+
+    /// A body cut short is the upstream's by default and the client's once renamed.
+    #[tokio::test]
+    async fn truncated_body_names_its_side() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"abc").await.unwrap();
+        });
+        let mut io = TcpStream::connect(addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut d = BodyDecoder::new(Framing::Length(10));
+        let mut err = None;
+        while let Some(r) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await {
+            if let Err(e) = r {
+                err = Some(e);
+                break;
+            }
+        }
+        writer.await.unwrap();
+        let e = err.expect("a truncated body fails");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            e.to_string(),
+            "upstream prematurely closed connection while reading upstream"
+        );
+        let e = client_side(e);
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            e.to_string(),
+            "client prematurely closed connection while reading client request body"
+        );
+        let other = client_side(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+        assert_eq!(other.to_string(), "reset");
     }
 }

@@ -10,11 +10,12 @@
 //!    [`attempt::Attempt`].
 //! 4. [`body`] streams the response back as the client reads it; [`upgrade`] joins
 //!    both sides after a `101`.
-//! 5. [`error`] is the one place a failure becomes a status.
+//! 5. [`error`] is the one place a failure becomes a status: every answer fulcrum
+//!    gives itself is a [`error::ProxyError`], mapped by [`error::rescue`].
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `reader`, `attempt`, `body`,
-//! `client`, `upgrade`, `exchange`, `service`, `server`.
+//! `client`, `upgrade`, `exchange`, `retry`, `service`, `server`.
 
 pub mod attempt;
 pub mod body;
@@ -26,6 +27,7 @@ pub mod forward;
 pub mod framing;
 pub mod h1;
 pub mod reader;
+pub mod retry;
 pub mod server;
 pub mod service;
 pub mod upgrade;

@@ -13,7 +13,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use super::error::BoxError;
-use super::h1::BodyDecoder;
+use super::h1::{self, BodyDecoder};
 
 /// The interim response to `Expect: 100-continue`.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -84,7 +84,7 @@ impl Body for H1Body {
         let frame = match ready!(this.decoder.poll_data(&mut r.io, &mut r.buf, cx)) {
             None => None,
             Some(Ok(data)) => Some(Ok(Frame::data(data))),
-            Some(Err(e)) => Some(Err(Box::new(e) as BoxError)),
+            Some(Err(e)) => Some(Err(Box::new(h1::client_side(e)) as BoxError)),
         };
         if this.decoder.is_done() {
             // Read to the end: the connection may watch its socket again.

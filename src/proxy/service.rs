@@ -1,6 +1,7 @@
 //! The request path: route, pick a server, forward, retry as nginx's
 //! `proxy_next_upstream`, stream the answer back.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -13,14 +14,15 @@ use tokio::time::Instant;
 
 use super::attempt::Attempt;
 use super::body::{ProxyBody, ReqBody, UpBody, UpstreamBody};
-use super::client::{self, ExchangeError, Outgoing};
+use super::client::{self, Outgoing};
 use super::conn::{ConnMeta, IN_FLIGHT};
-use super::error::{body_for, AttemptError};
+use super::error::{body_for, rescue, ExchangeError, Level, ProxyError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
 use super::h1::{Framing, HeadWriter, ResponseHead};
+use super::retry::Retry;
 use super::upgrade::ClientUpgrade;
-use crate::config::{Action, ProxyPass, Return};
+use crate::config::{Action, Location, ProxyPass, Return};
 use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
@@ -29,6 +31,8 @@ use crate::route::uri::{normalize_path, proxy_pass_target};
 use crate::state::{Site, Snapshot, VServer};
 use crate::upstream::conn::Conn;
 use crate::upstream::{Pick, Selection, Upstream};
+
+type Answer = Result<Response<ProxyBody>, ProxyError>;
 
 /// Serves one request against the current snapshot. Never fails: every error
 /// becomes a response.
@@ -40,7 +44,9 @@ pub async fn handle(
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
     let mut ex = Exchange::start(snapshots.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let resp = route(snap, meta, req, info).await;
+    let resp = route(snap, meta, req, info)
+        .await
+        .unwrap_or_else(|e| rescue_response(&e));
     Ok(ex.respond(resp))
 }
 
@@ -53,13 +59,17 @@ pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
     r
 }
 
-/// An error response after which the connection is closed (bad framing: the rest
-/// of the stream cannot be trusted).
-fn close_response(status: StatusCode) -> Response<ProxyBody> {
-    let mut r = error_response(status);
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+/// The answer to an error, as [`rescue`] maps it: after one that must close
+/// (bad framing, say: the rest of the stream cannot be trusted) the connection is
+/// closed.
+fn rescue_response(e: &ProxyError) -> Response<ProxyBody> {
+    let r = rescue(e);
+    let mut resp = error_response(r.status);
+    if r.close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 async fn route(
@@ -67,41 +77,14 @@ async fn route(
     meta: &ConnMeta,
     req: Request<ReqBody>,
     info: &mut ReqInfo,
-) -> Response<ProxyBody> {
+) -> Answer {
     let (mut parts, body) = req.into_parts();
     let h1 = parts.version <= Version::HTTP_11;
     if h1 {
-        // Request smuggling guard: both framings present is never forwarded.
-        if parts.headers.contains_key(header::TRANSFER_ENCODING)
-            && meta.head_guard.conflict.load(Relaxed)
-        {
-            return close_response(StatusCode::BAD_REQUEST);
-        }
-        if meta.head_guard.too_large.load(Relaxed) {
-            return close_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        }
+        guard_framing(&parts.headers, meta)?;
     }
-    let raw_host = match parts.uri.authority() {
-        Some(a) => Some(a.as_str()),
-        None => match parts.headers.get(header::HOST).map(|h| h.to_str()) {
-            Some(Ok(h)) => Some(h),
-            Some(Err(_)) => return close_response(StatusCode::BAD_REQUEST),
-            None => None,
-        },
-    };
-    if raw_host.is_none() && parts.version == Version::HTTP_11 {
-        return close_response(StatusCode::BAD_REQUEST);
-    }
-    let host = match normalize_host(raw_host.unwrap_or("")) {
-        Ok(h) => h,
-        Err(_) if raw_host.is_none() => "".into(),
-        Err(_) => return close_response(StatusCode::BAD_REQUEST),
-    };
-    let Some(routes) = snap.listeners.get(&meta.listen_key) else {
-        // The listener was removed by a reload while this connection stayed open.
-        return close_response(StatusCode::MISDIRECTED_REQUEST);
-    };
-    let vs_idx = routes.servers[routes.names.find(&host)];
+    let (raw_host, host) = host(&parts.uri, &parts.headers, parts.version)?;
+    let vs_idx = virtual_server(snap, meta, &host)?;
     let vs = &snap.servers[vs_idx];
     info.site = Site::Server(vs_idx);
     // Taken before the URI is borrowed below; only upgrade requests carry it.
@@ -111,86 +94,127 @@ async fn route(
         None
     };
     let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = parts.uri.path();
-    let Ok(norm) = normalize_path(path) else {
-        return close_response(StatusCode::BAD_REQUEST);
-    };
+    let norm = normalize_path(parts.uri.path()).map_err(ProxyError::BadPath)?;
     let loc_idx = match vs.locations.find(&norm) {
         LocationMatch::Found(i) => i,
         LocationMatch::RedirectSlash(_) => {
-            return redirect_slash(meta, raw_host.unwrap_or(""), &norm, parts.uri.query());
+            let host = raw_host.unwrap_or("");
+            return Ok(redirect_slash(meta, host, &norm, parts.uri.query()));
         }
-        LocationMatch::NotFound => return error_response(StatusCode::NOT_FOUND),
+        LocationMatch::NotFound => return Err(ProxyError::NoLocation),
     };
     let loc = &vs.conf.locations[loc_idx];
     info.site = Site::Location(vs_idx, loc_idx);
     let request_id = RequestId::new();
-    match &loc.action {
-        Action::Return(ret) => {
-            let vars = RequestVars {
-                method: &parts.method,
-                raw_target,
-                uri: &norm,
-                headers: &parts.headers,
-                host: &host,
-                hostname: &snap.hostname,
-                remote: meta.remote,
-                local: meta.local,
-                scheme: meta.scheme,
-                proxy_host: "",
-                request_id: &request_id,
-            };
-            answer_return(ret, &vars)
-        }
-        Action::Proxy(pp) => {
-            let vars = RequestVars {
-                method: &parts.method,
-                raw_target,
-                uri: &norm,
-                headers: &parts.headers,
-                host: &host,
-                hostname: &snap.hostname,
-                remote: meta.remote,
-                local: meta.local,
-                scheme: meta.scheme,
-                proxy_host: &pp.proxy_host,
-                request_id: &request_id,
-            };
-            let target = match (&pp.uri_part, parts.uri.scheme()) {
-                // The common case: the client's origin-form target passes unchanged.
-                (None, None) => std::borrow::Cow::Borrowed(&parts.uri),
-                _ => {
-                    let t = proxy_pass_target(
-                        pp.uri_part.as_deref(),
-                        loc.pattern.prefix().unwrap_or(""),
-                        raw_target,
-                        &norm,
-                    );
-                    match http::Uri::try_from(t.as_ref()) {
-                        Ok(u) => std::borrow::Cow::Owned(u),
-                        Err(_) => return close_response(StatusCode::BAD_REQUEST),
-                    }
-                }
-            };
-            let (set, suppressed) = render_set_headers(pp, &vars);
-            let up = &snap.upstreams[pp.upstream];
-            // The hash key is evaluated once per request; retries reuse it (nginx).
-            let hash_key = up.conf.hash_key.as_ref().map(|t| t.render(&vars));
-            let fwd = Forward {
-                vs,
-                method: &parts.method,
-                target,
-                client_headers: &parts.headers,
-                set,
-                suppressed,
-                proxy_host: &pp.proxy_host_header,
-                upgrade: on_upgrade.is_some(),
-                client_ip: meta.remote.ip(),
-                hash_key,
-                on_upgrade,
-            };
-            forward_request(up, fwd, body, info).await
-        }
+    let vars = RequestVars {
+        method: &parts.method,
+        raw_target,
+        uri: &norm,
+        headers: &parts.headers,
+        host: &host,
+        hostname: &snap.hostname,
+        remote: meta.remote,
+        local: meta.local,
+        scheme: meta.scheme,
+        proxy_host: match &loc.action {
+            Action::Proxy(pp) => &pp.proxy_host,
+            Action::Return(_) => "",
+        },
+        request_id: &request_id,
+    };
+    let pp = match &loc.action {
+        Action::Return(ret) => return Ok(answer_return(ret, &vars)),
+        Action::Proxy(pp) => pp,
+    };
+    let target = proxy_target(pp, loc, &parts.uri, raw_target, &norm)?;
+    let (set, suppressed) = render_set_headers(pp, &vars);
+    let up = &snap.upstreams[pp.upstream];
+    // The hash key is evaluated once per request; retries reuse it (nginx).
+    let hash_key = up.conf.hash_key.as_ref().map(|t| t.render(&vars));
+    let fwd = Forward {
+        vs,
+        method: &parts.method,
+        target,
+        client_headers: &parts.headers,
+        set,
+        suppressed,
+        proxy_host: &pp.proxy_host_header,
+        upgrade: on_upgrade.is_some(),
+        client_ip: meta.remote.ip(),
+        hash_key,
+        on_upgrade,
+    };
+    forward_request(up, fwd, body, info).await
+}
+
+/// HTTP/1 request smuggling guard: both framings present is never forwarded; nor
+/// is a head over the limit.
+fn guard_framing(headers: &http::HeaderMap, meta: &ConnMeta) -> Result<(), ProxyError> {
+    if headers.contains_key(header::TRANSFER_ENCODING) && meta.head_guard.conflict.load(Relaxed) {
+        return Err(ProxyError::ConflictingFraming);
+    }
+    if meta.head_guard.too_large.load(Relaxed) {
+        return Err(ProxyError::HeadTooLarge);
+    }
+    Ok(())
+}
+
+/// The host as the client sent it (the absolute URI's authority, else `Host`; only
+/// HTTP/1.0 may go without) and normalized.
+fn host<'a>(
+    uri: &'a http::Uri,
+    headers: &'a http::HeaderMap,
+    version: Version,
+) -> Result<(Option<&'a str>, Cow<'a, str>), ProxyError> {
+    let raw_host = match uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => match headers.get(header::HOST) {
+            Some(h) => Some(h.to_str().map_err(ProxyError::HostNotText)?),
+            None => None,
+        },
+    };
+    if raw_host.is_none() && version == Version::HTTP_11 {
+        return Err(ProxyError::MissingHost);
+    }
+    let host = match normalize_host(raw_host.unwrap_or("")) {
+        Ok(h) => h,
+        Err(_) if raw_host.is_none() => "".into(),
+        Err(e) => return Err(ProxyError::InvalidHost(e)),
+    };
+    Ok((raw_host, host))
+}
+
+/// The virtual server for `host` on the connection's listener.
+fn virtual_server(snap: &Snapshot, meta: &ConnMeta, host: &str) -> Result<usize, ProxyError> {
+    // The listener was removed by a reload while this connection stayed open.
+    let routes = snap
+        .listeners
+        .get(&meta.listen_key)
+        .ok_or(ProxyError::ListenerRemoved)?;
+    Ok(routes.servers[routes.names.find(host)])
+}
+
+/// The upstream request target: the client's origin-form target unchanged in the
+/// common case, else as `proxy_pass` with a URI part rewrites it.
+fn proxy_target<'a>(
+    pp: &ProxyPass,
+    loc: &Location,
+    uri: &'a http::Uri,
+    raw_target: &str,
+    norm: &str,
+) -> Result<Cow<'a, http::Uri>, ProxyError> {
+    if pp.uri_part.is_none() && uri.scheme().is_none() {
+        return Ok(Cow::Borrowed(uri));
+    }
+    let t = proxy_pass_target(
+        pp.uri_part.as_deref(),
+        loc.pattern.prefix().unwrap_or(""),
+        raw_target,
+        norm,
+    );
+    match http::Uri::try_from(t.as_ref()) {
+        Ok(u) => Ok(Cow::Owned(u)),
+        Err(e) => Err(ProxyError::BadTarget(e)),
     }
 }
 
@@ -270,7 +294,7 @@ struct Forward<'a> {
     vs: &'a VServer,
     method: &'a Method,
     /// Borrowed in the common case: cloning a `Uri` costs two atomic operations.
-    target: std::borrow::Cow<'a, http::Uri>,
+    target: Cow<'a, http::Uri>,
     client_headers: &'a http::HeaderMap,
     set: Vec<(HeaderName, HeaderValue)>,
     suppressed: Vec<HeaderName>,
@@ -296,61 +320,28 @@ impl Forward<'_> {
     }
 }
 
-/// How one try ended without a usable response.
-enum TryFailure {
-    /// Classified upstream failure; `sent`: the request (partly) left.
-    Upstream { err: AttemptError, sent: bool },
-    /// The client's body broke the limit: 413.
-    TooLarge,
-    /// The client's body could not be read.
-    Client,
-}
-
-impl From<ExchangeError> for TryFailure {
-    fn from(e: ExchangeError) -> TryFailure {
-        let (err, sent) = match e {
-            ExchangeError::TooLarge(_) => return TryFailure::TooLarge,
-            ExchangeError::Client => return TryFailure::Client,
-            ExchangeError::SendTimeout | ExchangeError::ReadTimeout => {
-                (AttemptError::Timeout, true)
-            }
-            ExchangeError::Invalid(_) => (AttemptError::InvalidHeader, true),
-            ExchangeError::Closed { body_sent } => (AttemptError::Reset, body_sent),
-            ExchangeError::Io(_) => (AttemptError::Reset, true),
-        };
-        TryFailure::Upstream { err, sent }
-    }
-}
-
 /// Gets a connection to the peer: a pooled one if any is still open, else a new one.
 /// The flag says whether it is new.
-async fn obtain(up: &Upstream, pick: Pick) -> Result<(Conn, bool), AttemptError> {
+async fn obtain(up: &Upstream, pick: Pick) -> Result<(Conn, bool), ProxyError> {
     let peer = up.peer(pick);
     if let Some(c) = peer.state.idle.take(up.conf.keepalive_timeout) {
         return Ok((c, false));
     }
-    match client::connect(
-        peer.conf.addr,
-        up.conf.connect_timeout,
-        up.conf.send_timeout,
-    )
-    .await
-    {
+    let (connect_timeout, send_timeout) = (up.conf.connect_timeout, up.conf.send_timeout);
+    match client::connect(peer.conf.addr, connect_timeout, send_timeout).await {
         Ok(c) => Ok((c, true)),
-        Err(client::ConnectError::Timeout) => Err(AttemptError::Timeout),
         Err(e) => {
-            tracing::debug!(upstream = %up.conf.name, server = %peer.conf.addr, error = %e, "connect failed");
-            Err(AttemptError::Connect)
+            if let client::ConnectError::Io(io) = &e {
+                tracing::debug!(upstream = %up.conf.name, server = %peer.conf.addr, error = %io, "connect failed");
+            }
+            Err(e.into())
         }
     }
 }
 
-async fn forward_request(
-    up: &Arc<Upstream>,
-    mut fwd: Forward<'_>,
-    body: ReqBody,
-    info: &mut ReqInfo,
-) -> Response<ProxyBody> {
+/// The body as it goes up: a declared `Content-Length` over `client_max_body_size`
+/// is refused at once; a streamed body is counted against it as it goes.
+fn limit_body(fwd: &Forward<'_>, body: ReqBody) -> Result<UpBody, ProxyError> {
     let max = fwd.vs.conf.client_max_body_size;
     if max > 0 {
         let declared = fwd
@@ -358,74 +349,86 @@ async fn forward_request(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return close_response(StatusCode::PAYLOAD_TOO_LARGE);
+        if let Some(declared) = declared.filter(|&n| n > max) {
+            return Err(ProxyError::DeclaredTooLarge { declared });
         }
     }
-    let mut body = Some(if body.is_end_stream() {
+    Ok(if body.is_end_stream() {
         UpBody::Empty
     } else {
         UpBody::Stream {
             inner: body,
             left: if max == 0 { u64::MAX } else { max },
         }
-    });
-    let has_body = !matches!(body, Some(UpBody::Empty));
-    let next = up.conf.next_upstream;
-    let method_retryable =
-        next.non_idempotent || !matches!(fwd.method.as_str(), "POST" | "LOCK" | "PATCH");
-    // Only a `next_upstream_timeout` needs the start time.
-    let started = (!up.conf.next_upstream_timeout.is_zero()).then(Instant::now);
-    let budget = up.tries.max(1);
-    let mut tries_left = budget;
+    })
+}
+
+/// Writes the log line [`rescue`] gives for a failure at `upstream` (`server`: the
+/// peer tried, if any).
+fn log_failure(e: &ProxyError, upstream: &str, server: Option<std::net::SocketAddr>) {
+    let r = rescue(e);
+    let Some((level, msg)) = r.log else {
+        return;
+    };
+    let reason = r.reason.map_or("", |r| r.as_str());
+    match (level, server) {
+        (Level::Error, _) => tracing::error!(upstream = %upstream, "{msg}"),
+        (Level::Warn, Some(server)) => {
+            tracing::warn!(upstream = %upstream, server = %server, reason, "{msg}")
+        }
+        (Level::Warn, None) => tracing::warn!(upstream = %upstream, reason, "{msg}"),
+    }
+}
+
+/// A new try on `pick`, started on the request's clock.
+fn start_attempt(up: &Arc<Upstream>, pick: Pick, info: &mut ReqInfo) -> Attempt {
+    let attempt = Attempt {
+        upstream: up.clone(),
+        pick,
+        conn: None,
+        reusable: false,
+        failed: false,
+        // The first try shares the request's clock read; retries read their own.
+        started: match info.started.take() {
+            Some(t) => t,
+            None => std::time::Instant::now(),
+        },
+        status: 0,
+    };
+    info.try_start(up.peer(pick).conf.addr, attempt.started);
+    attempt
+}
+
+async fn forward_request(
+    up: &Arc<Upstream>,
+    mut fwd: Forward<'_>,
+    body: ReqBody,
+    info: &mut ReqInfo,
+) -> Answer {
+    let body = limit_body(&fwd, body)?;
+    let mut retry = Retry::new(up, fwd.method, !matches!(body, UpBody::Empty));
+    let mut body = Some(body);
     let mut sel = Selection::default();
     loop {
         let Some(pick) = up.select(&mut sel, fwd.hash_key.as_deref(), Some(fwd.client_ip)) else {
-            tracing::error!(upstream = %up.conf.name, "no live upstreams while connecting to upstream");
-            return error_response(StatusCode::BAD_GATEWAY);
+            let e = ProxyError::NoLiveUpstreams {
+                upstream: up.conf.name.clone(),
+            };
+            log_failure(&e, &up.conf.name, None);
+            return Err(e);
         };
-        if tries_left < budget {
-            up.metrics.retries.inc();
-        }
-        tries_left -= 1;
-        let mut attempt = Attempt {
-            upstream: up.clone(),
-            pick,
-            conn: None,
-            reusable: false,
-            failed: false,
-            // The first try shares the request's clock read; retries read their own.
-            started: match info.started.take() {
-                Some(t) => t,
-                None => std::time::Instant::now(),
-            },
-            status: 0,
-        };
+        retry.take_try();
+        let mut attempt = start_attempt(up, pick, info);
         let peer = up.peer(pick);
-        info.try_start(peer.conf.addr, attempt.started);
-        let can_retry = |err_listed: bool, sent: bool, body_left: bool| {
-            tries_left > 0
-                && err_listed
-                && (!sent || method_retryable)
-                && (body_left || !has_body)
-                && (up.conf.next_upstream_timeout.is_zero()
-                    || started.is_some_and(|t| t.elapsed() < up.conf.next_upstream_timeout))
-        };
-        let listed = |e: AttemptError| match e {
-            AttemptError::Timeout => next.timeout,
-            AttemptError::InvalidHeader => next.invalid_header,
-            AttemptError::Connect | AttemptError::Reset => next.error,
-        };
         let try_started = up.wants_rtt().then(Instant::now);
-        let result = send_once(up, &mut attempt, &mut fwd, &mut body).await;
-        let failure = match result {
+        let err = match send_once(up, &mut attempt, &mut fwd, &mut body).await {
             Ok(head) => {
                 if let Some(t) = try_started {
                     up.observe_rtt(pick, t.elapsed());
                 }
                 let code = head.status.as_u16();
                 attempt.status = code;
-                if next.statuses.contains(code) && can_retry(true, true, body.is_some()) {
+                if retry.status_listed(code) && retry.can_retry(true, true, body.is_some()) {
                     // Counted as a failure only because a retry follows (nginx).
                     attempt.failed = true;
                     peer.metrics.failure(Reason::Status);
@@ -434,34 +437,24 @@ async fn forward_request(
                     continue;
                 }
                 info.try_answered(code);
-                return respond(up, attempt, head, fwd.on_upgrade.take());
+                return Ok(respond(up, attempt, head, fwd.on_upgrade.take()));
             }
-            Err(f) => f,
+            Err(e) => e,
         };
-        match failure {
-            TryFailure::TooLarge => {
-                info.try_end(StatusCode::PAYLOAD_TOO_LARGE.as_u16());
-                return close_response(StatusCode::PAYLOAD_TOO_LARGE);
-            }
-            TryFailure::Client => {
-                info.try_end(StatusCode::BAD_REQUEST.as_u16());
-                return close_response(StatusCode::BAD_REQUEST);
-            }
-            TryFailure::Upstream { err, sent } => {
-                attempt.failed = true;
-                peer.metrics.failure(err.reason());
-                info.try_end(err.status().as_u16());
-                tracing::warn!(
-                    upstream = %up.conf.name,
-                    server = %peer.conf.addr,
-                    reason = err.reason().as_str(),
-                    "upstream attempt failed"
-                );
-                drop(attempt);
-                if !can_retry(listed(err), sent, body.is_some()) {
-                    return error_response(err.status());
-                }
-            }
+        let r = rescue(&err);
+        info.try_end(r.status.as_u16());
+        // Only an upstream failure counts against the peer and may be retried.
+        let ProxyError::Upstream(failure) = &err else {
+            return Err(err);
+        };
+        attempt.failed = true;
+        if let Some(reason) = r.reason {
+            peer.metrics.failure(reason);
+        }
+        log_failure(&err, &up.conf.name, Some(peer.conf.addr));
+        drop(attempt);
+        if !retry.can_retry(retry.listed(failure.kind()), failure.sent(), body.is_some()) {
+            return Err(err);
         }
     }
 }
@@ -474,11 +467,9 @@ async fn send_once(
     attempt: &mut Attempt,
     fwd: &mut Forward<'_>,
     body: &mut Option<UpBody>,
-) -> Result<ResponseHead, TryFailure> {
+) -> Result<ResponseHead, ProxyError> {
     loop {
-        let (mut conn, fresh) = obtain(up, attempt.pick)
-            .await
-            .map_err(|err| TryFailure::Upstream { err, sent: false })?;
+        let (mut conn, fresh) = obtain(up, attempt.pick).await?;
         let req = Outgoing {
             method: fwd.method,
             target: &fwd.target,

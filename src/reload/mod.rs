@@ -50,8 +50,8 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     /// The snapshot could not be compiled.
-    #[error("{0}")]
-    Snapshot(String),
+    #[error(transparent)]
+    Snapshot(crate::state::BuildError),
     /// A new listener could not be bound.
     #[error("{0}")]
     Bind(#[source] StartError),

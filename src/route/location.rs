@@ -18,6 +18,38 @@ use std::fmt;
 
 use regex::{Regex, RegexBuilder};
 
+/// Why a location `path` does not parse (nginx's wording).
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    /// An exact or prefix location not starting with `/`.
+    #[error("location path must start with \"/\": \"{path}\"")]
+    NotAbsolute {
+        /// The `path` as written.
+        path: String,
+    },
+    /// `~` or `~*` without a pattern.
+    #[error("empty regex in location \"{path}\"")]
+    EmptyRegex {
+        /// The `path` as written.
+        path: String,
+    },
+    /// The regex does not compile.
+    #[error("invalid regex \"{pattern}\": {error}")]
+    Regex {
+        /// The pattern, without the modifier.
+        pattern: String,
+        /// Why.
+        #[source]
+        error: regex::Error,
+    },
+    /// `@name`.
+    #[error("named locations are not supported: \"{path}\"")]
+    Named {
+        /// The `path` as written.
+        path: String,
+    },
+}
+
 /// A parsed `path` value of a `[[server.location]]`: `"/prefix"`, `"= /exact"`,
 /// `"^~ /prefix"`, `"~ regex"`, `"~* regex"`.
 #[derive(Debug, Clone)]
@@ -45,13 +77,13 @@ pub enum LocationPattern {
 impl LocationPattern {
     /// Parse a location `path`. As in nginx, the modifier may be glued to the name
     /// (`=/x`, `~*\.png$`). Named locations (`@x`) are not supported.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, PatternError> {
         let s = s.trim();
-        let literal = |path: &str| -> Result<String, String> {
+        let literal = |path: &str| -> Result<String, PatternError> {
             if path.starts_with('/') {
                 Ok(path.to_owned())
             } else {
-                Err(format!("location path must start with \"/\": \"{s}\""))
+                Err(PatternError::NotAbsolute { path: s.to_owned() })
             }
         };
         if let Some(rest) = s.strip_prefix("^~") {
@@ -66,12 +98,15 @@ impl LocationPattern {
                 None => (false, rest.trim_start()),
             };
             if source.is_empty() {
-                return Err(format!("empty regex in location \"{s}\""));
+                return Err(PatternError::EmptyRegex { path: s.to_owned() });
             }
             let re = RegexBuilder::new(source)
                 .case_insensitive(case_insensitive)
                 .build()
-                .map_err(|e| format!("invalid regex \"{source}\": {e}"))?;
+                .map_err(|error| PatternError::Regex {
+                    pattern: source.to_owned(),
+                    error,
+                })?;
             Ok(Self::Regex {
                 source: source.to_owned(),
                 re,
@@ -80,7 +115,7 @@ impl LocationPattern {
         } else if let Some(rest) = s.strip_prefix('=') {
             Ok(Self::Exact(literal(rest.trim_start())?))
         } else if s.starts_with('@') {
-            Err(format!("named locations are not supported: \"{s}\""))
+            Err(PatternError::Named { path: s.to_owned() })
         } else {
             Ok(Self::Prefix {
                 path: literal(s)?,
@@ -325,16 +360,18 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        let e = LocationPattern::parse("~ (").unwrap_err();
+        let e = LocationPattern::parse("~ (").unwrap_err().to_string();
         assert!(e.starts_with("invalid regex \"(\": "), "{e}");
         for bad in ["api", "", "= api", "=", "^~ x", "@named"] {
             assert!(LocationPattern::parse(bad).is_err(), "{bad}");
         }
         assert!(LocationPattern::parse("api")
             .unwrap_err()
+            .to_string()
             .contains("location path must start with \"/\""));
         assert!(LocationPattern::parse("~*")
             .unwrap_err()
+            .to_string()
             .contains("empty regex"));
     }
 

@@ -110,7 +110,7 @@ impl ServerNameTable {
     /// `.a.b`, `www.a.*`, `~regex`. Names are lowercased; regexes are case-insensitive.
     /// Errors, in nginx's wording: `server name "*" is invalid`, `invalid server name or
     /// wildcard "a.*.b"`, `empty regex in server name "~"`, or an invalid regex.
-    pub fn new(servers: &[Vec<String>]) -> Result<Self, String> {
+    pub fn new(servers: &[Vec<String>]) -> Result<Self, NameError> {
         let mut table = Self {
             single: servers.len() == 1,
             ..Self::default()
@@ -231,14 +231,18 @@ enum Kind {
 
 /// nginx's checks from `ngx_http_core_server_name` then `ngx_hash_add_key`, in that order.
 /// `raw` is the name as written, for messages.
-fn classify(name: &str, raw: &str) -> Result<Kind, String> {
+fn classify(name: &str, raw: &str) -> Result<Kind, NameError> {
     let b = name.as_bytes();
     if (b.first() == Some(&b'*') && (b.len() < 3 || b[1] != b'.'))
         || (b.first() == Some(&b'.') && b.len() < 2)
     {
-        return Err(format!("server name \"{raw}\" is invalid"));
+        return Err(NameError::Invalid {
+            name: raw.to_owned(),
+        });
     }
-    let wildcard = || format!("invalid server name or wildcard \"{raw}\"");
+    let wildcard = || NameError::Wildcard {
+        name: raw.to_owned(),
+    };
     let stars = b.iter().filter(|&&c| c == b'*').count();
     if stars > 1 || name.contains("..") || b.contains(&0) {
         return Err(wildcard());
@@ -256,15 +260,52 @@ fn classify(name: &str, raw: &str) -> Result<Kind, String> {
     }
 }
 
-fn compile_regex(raw: &str, source: &str) -> Result<Regex, String> {
+fn compile_regex(raw: &str, source: &str) -> Result<Regex, NameError> {
     if source.is_empty() {
-        return Err(format!("empty regex in server name \"{raw}\""));
+        return Err(NameError::EmptyRegex {
+            name: raw.to_owned(),
+        });
     }
     // NGX_REGEX_CASELESS, as ngx_http_core_server_name compiles them
     RegexBuilder::new(source)
         .case_insensitive(true)
         .build()
-        .map_err(|e| format!("invalid regex \"{source}\" in server name: {e}"))
+        .map_err(|error| NameError::Regex {
+            pattern: source.to_owned(),
+            error,
+        })
+}
+
+/// Why a `server_name` entry is rejected (nginx's wording).
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    /// `*`, `*x`, `.`: nginx's `server name "..." is invalid`.
+    #[error("server name \"{name}\" is invalid")]
+    Invalid {
+        /// The name as written.
+        name: String,
+    },
+    /// A star anywhere but a whole first or last label, `..`, or a NUL.
+    #[error("invalid server name or wildcard \"{name}\"")]
+    Wildcard {
+        /// The name as written.
+        name: String,
+    },
+    /// `~` alone.
+    #[error("empty regex in server name \"{name}\"")]
+    EmptyRegex {
+        /// The name as written.
+        name: String,
+    },
+    /// The regex does not compile.
+    #[error("invalid regex \"{pattern}\" in server name: {error}")]
+    Regex {
+        /// The pattern, without the `~`.
+        pattern: String,
+        /// Why.
+        #[source]
+        error: regex::Error,
+    },
 }
 
 #[cfg(test)]
@@ -285,7 +326,7 @@ mod tests {
 
     fn build_err(names: &[&str]) -> String {
         let servers = vec![names.iter().map(|n| n.to_string()).collect()];
-        ServerNameTable::new(&servers).unwrap_err()
+        ServerNameTable::new(&servers).unwrap_err().to_string()
     }
 
     #[test]

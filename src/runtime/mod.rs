@@ -97,8 +97,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The snapshot could not be built.
-    #[error("{0}")]
-    Snapshot(String),
+    #[error(transparent)]
+    Snapshot(#[from] crate::state::BuildError),
 }
 
 /// Settings of one listener, taken from its default (first) server as nginx does
@@ -162,7 +162,7 @@ impl Instance {
         let watch = config.watch_paths();
         let registry = Registry::default();
         let max_conns = config.global.max_connections;
-        let snap = Snapshot::build(config, &registry).map_err(StartError::Snapshot)?;
+        let snap = Snapshot::build(config, &registry)?;
         let opts = listen_opts(&snap);
         let bound = bind_all(opts.keys().copied()).await?;
         let listeners = Listeners::new(max_conns);

@@ -79,7 +79,7 @@ impl Validator<'_> {
         let pattern = match LocationPattern::parse(loc.path.get_ref()) {
             Ok(p) => p,
             Err(e) => {
-                self.r.error(span_of(&loc.path), e);
+                self.r.error(span_of(&loc.path), e.to_string());
                 return None;
             }
         };
@@ -272,7 +272,7 @@ impl Validator<'_> {
                 .collect();
             if let Err(e) = crate::route::server_name::ServerNameTable::new(&names) {
                 let at = &sections[idx[0]].listen;
-                self.r.error(span_of(at), e);
+                self.r.error(span_of(at), e.to_string());
             }
         }
         // A wildcard and a specific address on one port cannot both be bound.
