@@ -13,7 +13,7 @@
 //! 5. [`error`] is the one place a failure becomes a status.
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
-//! ones): `error`, `h1`, `forward`, `framing`, `conn`, `reader`, `attempt`, `body`,
+//! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`, `attempt`, `body`,
 //! `client`, `upgrade`, `exchange`, `service`, `server`.
 
 pub mod attempt;
@@ -28,6 +28,7 @@ pub mod h1;
 pub mod reader;
 pub mod server;
 pub mod service;
+pub mod transport;
 pub mod upgrade;
 
 /// The most bytes a request or response head may take (SPEC §6: over 64 KiB → 431).

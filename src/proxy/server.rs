@@ -11,16 +11,23 @@
 //! client socket as the upstream side pulls it.
 //!
 //! What nginx users expect of the server, and how it is kept:
+//! - It runs over any [`Transport`]: a `TcpStream`, split into its owned halves, or
+//!   any other byte stream (TLS, an in-memory pipe) through
+//!   [`super::transport::AnyStream`].
 //! - A client that goes away while its request waits for the upstream is noticed at
-//!   once (the request ends, logged as 499): the socket's readiness is watched with a
-//!   one-byte `peek`, which costs no system call until the socket becomes readable.
+//!   once (the request ends, logged as 499): over TCP the socket's readiness is
+//!   watched with a one-byte `peek`, which costs no system call until the socket
+//!   becomes readable; over another stream, which cannot peek, the watch reads ahead
+//!   into the connection's buffer (what arrives is the next pipelined request, parsed
+//!   after this one).
 //! - Keep-alive per RFC 9112 §9.3 (HTTP/1.0 only with `Connection: keep-alive`);
 //!   pipelined requests are answered in order.
 //! - A head over 64 KiB is answered 431, a malformed one 400, both counted and
 //!   logged for the listener and never forwarded; a head with both `Content-Length`
 //!   and `Transfer-Encoding` reaches the request path flagged, which answers 400.
 //! - `Expect: 100-continue` is answered when the body is first read, as hyper and
-//!   nginx do; a body left unread ends the connection after the response (after
+//!   nginx do: the body asks, and the connection writes it on its write side while
+//!   it runs the request (the only time a body is read); a body left unread ends the connection after the response (after
 //!   a short lingering read, so that the client sees the response and not a reset).
 //! - `Upgrade`: after a 101 the socket, and any bytes already read past the head,
 //!   go to the tunnel.
@@ -43,9 +50,7 @@ use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use tokio::io::{AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::body::ReqBody;
@@ -55,8 +60,9 @@ use super::exchange::{rejected, Tracked};
 use super::h1::{
     poll_fill, BodyDecoder, ChunkLine, Framing, FramingHeaders, Hop, NameCache, PassHeaders,
 };
-use super::reader::{lock, H1Body, Home, Reader, CONTINUE};
+use super::reader::{lock, Continue, H1Body, Home, Reader, CONTINUE};
 use super::service::handle;
+use super::transport::{Transport, WriteSide};
 use super::upgrade::{PendingUpgrade, Upgraded};
 use super::MAX_HEADER_BYTES;
 use crate::state::Snapshot;
@@ -99,8 +105,8 @@ impl<F> Connection<F> {
 }
 
 /// Serves HTTP/1.x on `stream` until the client closes, an error, or a shutdown.
-pub fn serve(
-    stream: TcpStream,
+pub fn serve<S: Transport>(
+    stream: S,
     snapshots: Arc<ArcSwap<Snapshot>>,
     meta: Arc<ConnMeta>,
 ) -> Connection<impl Future<Output = io::Result<()>> + Send> {
@@ -235,12 +241,12 @@ impl Framer {
 }
 
 /// The connection loop.
-async fn run(
-    stream: TcpStream,
+async fn run<S: Transport>(
+    stream: S,
     snapshots: Arc<ArcSwap<Snapshot>>,
     meta: Arc<ConnMeta>,
 ) -> io::Result<()> {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.split();
     let mut reader = Some(Reader {
         io: rd,
         buf: BytesMut::with_capacity(READ_BUF),
@@ -277,14 +283,19 @@ async fn run(
         }
         let is_head = req.method() == Method::HEAD;
         let version = req.version();
+        // Bytes of `100 Continue` written, while the body may still ask for it.
+        let mut cont = None;
         let body = match framing {
             Framing::Empty => ReqBody::Empty,
-            f => ReqBody::H1(Box::new(H1Body {
-                reader: reader.take(),
-                decoder: BodyDecoder::new(f),
-                home: home.get_or_insert_with(Home::default).clone(),
-                cont: if expect_continue { 0 } else { CONTINUE.len() },
-            })),
+            f => {
+                cont = expect_continue.then_some(0);
+                ReqBody::H1(Box::new(H1Body {
+                    reader: reader.take(),
+                    decoder: BodyDecoder::new(f),
+                    home: home.get_or_insert_with(Home::default).clone(),
+                    cont: expect_continue,
+                }))
+            }
         };
         let mut req = req.map(|()| body);
         let mut upgrade_tx = None;
@@ -297,14 +308,18 @@ async fn run(
 
         // Pinned here: moving the request's future into `watched` would copy it.
         let request = std::pin::pin!(handle(&snapshots, meta.clone(), req));
-        let resp = watched(request, &mut reader, home.as_ref()).await;
+        let resp = watched(request, &mut reader, home.as_ref(), &mut wr, &mut cont).await;
         // The client left: the exchange was dropped with the request (status 499).
         let Some(resp) = resp else {
             return Ok(());
         };
+        if let Some(n @ 1..) = cont.filter(|&n| n < CONTINUE.len()) {
+            // Begun and then not wanted: the interim response is finished first.
+            wr.write_all(&CONTINUE[n..]).await?;
+        }
         let mut unread = false;
         if reader.is_none() {
-            match home.as_ref().and_then(|h| lock(h).take()) {
+            match home.as_ref().and_then(|h| lock(h).back.take()) {
                 Some((r, complete)) => {
                     unread = !complete;
                     reader = Some(r);
@@ -328,6 +343,7 @@ async fn run(
                     true,
                 );
                 wr.write_all(&out).await?;
+                wr.flush().await?;
                 drop(body);
                 let _ = tx.send(Upgraded {
                     rd: r.io,
@@ -373,7 +389,7 @@ enum Written {
 /// Writes a response (by reference: moving the parts and the body into this
 /// future would copy them).
 async fn write_response(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut WriteSide,
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
     body: &mut Tracked,
@@ -414,7 +430,9 @@ async fn write_response(
         send_body(wr, out, body, chunked).await
     };
     out.clear();
-    Ok(match sent? {
+    let sent = sent?;
+    wr.flush().await?;
+    Ok(match sent {
         false => Written::Broken,
         true if keep_alive => Written::KeepAlive,
         true => Written::Close,
@@ -431,33 +449,63 @@ async fn watched(
     >,
     reader: &mut Option<Reader>,
     home: Option<&Home>,
+    wr: &mut WriteSide,
+    cont: &mut Option<usize>,
 ) -> Option<Response<Tracked>> {
     let mut watch = reader.as_ref().map_or(true, |r| r.buf.is_empty());
     poll_fn(|cx| {
         if let Poll::Ready(Ok(r)) = request.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
         }
+        if let (Some(_), Some(h)) = (&cont, home) {
+            poll_continue(wr, h, cont, cx);
+        }
         if let (true, None, Some(h)) = (watch, reader.as_ref(), home) {
             let mut slot = lock(h);
-            if matches!(*slot, Some((_, true))) {
-                *reader = slot.take().map(|(r, _)| r);
+            if matches!(slot.back, Some((_, true))) {
+                *reader = slot.back.take().map(|(r, _)| r);
                 watch = reader.as_ref().is_some_and(|r| r.buf.is_empty());
             }
         }
         if let (true, Some(r)) = (watch, reader.as_mut()) {
-            // No system call while the socket is quiet: readiness is cached.
-            let mut one = [MaybeUninit::uninit()];
-            let mut b = ReadBuf::uninit(&mut one);
-            match r.io.poll_peek(cx, &mut b) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+            match r.io.poll_left(&mut r.buf, cx) {
+                Poll::Ready(true) => return Poll::Ready(None),
                 // A pipelined request: it is read after this one.
-                Poll::Ready(Ok(_)) => watch = false,
+                Poll::Ready(false) => watch = false,
                 Poll::Pending => {}
             }
         }
         Poll::Pending
     })
     .await
+}
+
+/// Writes `100 Continue` once the request's body asks for it, then wakes the body;
+/// `sent`: the bytes written so far, `None` once nothing more is to be done.
+fn poll_continue(wr: &mut WriteSide, home: &Home, sent: &mut Option<usize>, cx: &mut Context<'_>) {
+    let Some(n) = sent.as_mut() else { return };
+    let mut slot = lock(home);
+    if !matches!(slot.cont, Continue::Wanted(_)) {
+        return;
+    }
+    let ok = loop {
+        let r = if *n < CONTINUE.len() {
+            Pin::new(&mut *wr).poll_write(cx, &CONTINUE[*n..])
+        } else {
+            Pin::new(&mut *wr).poll_flush(cx).map_ok(|()| 0)
+        };
+        match r {
+            Poll::Pending => return,
+            Poll::Ready(Ok(0)) if *n >= CONTINUE.len() => break true,
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break false,
+            Poll::Ready(Ok(k)) => *n += k,
+        }
+    };
+    let now = if ok { Continue::Sent } else { Continue::Failed };
+    if let Continue::Wanted(w) = std::mem::replace(&mut slot.cont, now) {
+        w.wake();
+    }
+    *sent = None;
 }
 
 /// What reading the next head gave.
@@ -641,7 +689,7 @@ fn date(out: &mut Vec<u8>) {
 /// off. Small data is gathered behind the head so that a small response leaves in
 /// one `write`; what is gathered goes out whenever the body has nothing ready.
 async fn send_body(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut WriteSide,
     out: &mut Vec<u8>,
     body: &mut Tracked,
     chunked: bool,
@@ -653,6 +701,7 @@ async fn send_body(
             None => {
                 if !out.is_empty() {
                     wr.write_all(out).await?;
+                    wr.flush().await?;
                     out.clear();
                 }
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
@@ -703,7 +752,7 @@ async fn send_body(
 }
 
 /// Writes every byte of `parts` with as few `writev`s as the socket allows.
-async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
+async fn write_all_vectored(wr: &mut WriteSide, parts: &[&[u8]]) -> io::Result<()> {
     let mut skip = 0usize;
     let total: usize = parts.iter().map(|p| p.len()).sum();
     while skip < total {
@@ -733,7 +782,7 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Res
 /// and drops what arrives for a short while, so that the client reads the response
 /// before the socket closes. (Closing a socket with unread data sends a reset,
 /// which can destroy the response in the client's receive buffer.)
-async fn linger(mut wr: OwnedWriteHalf, reader: Option<Reader>, pending: bool) -> io::Result<()> {
+async fn linger(mut wr: WriteSide, reader: Option<Reader>, pending: bool) -> io::Result<()> {
     let _ = wr.shutdown().await;
     let (Some(mut r), true) = (reader, pending) else {
         return Ok(());
