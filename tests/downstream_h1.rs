@@ -37,20 +37,6 @@ fn config_app_only(backend: SocketAddr) -> String {
     config(backend).replace("path = \"/\"", "path = \"/app/\"")
 }
 
-/// A backend answering `METHOD TARGET\n` followed by the request body it received,
-/// and recording every body.
-fn echo() -> (Backend, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let b2 = bodies.clone();
-    let b = Backend::with(Arc::new(move |parts, body| {
-        b2.lock().unwrap().push(body.to_vec());
-        let mut out = format!("{} {}\n", parts.method, parts.uri).into_bytes();
-        out.extend_from_slice(body);
-        Response::new(Full::new(Bytes::from(out)))
-    }));
-    (b, bodies)
-}
-
 /// A raw-socket backend: for each request head (requests carry no body) it writes
 /// the pieces `answer(method, target)` gives, one write each, 20 ms apart (pacing
 /// only, so a response visibly streams). Keeps the connection unless a piece is

@@ -14,8 +14,8 @@
 //!    gives itself is a [`error::ProxyError`], mapped by [`error::rescue`].
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
-//! ones): `error`, `h1`, `forward`, `framing`, `conn`, `reader`, `attempt`, `body`,
-//! `client`, `upgrade`, `exchange`, `retry`, `service`, `server`.
+//! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
+//! `attempt`, `body`, `client`, `upgrade`, `exchange`, `retry`, `service`, `server`.
 
 pub mod attempt;
 pub mod body;
@@ -30,6 +30,7 @@ pub mod reader;
 pub mod retry;
 pub mod server;
 pub mod service;
+pub mod transport;
 pub mod upgrade;
 
 /// The most bytes a request or response head may take (SPEC §6: over 64 KiB → 431).

@@ -1,34 +1,60 @@
 //! The client side of an HTTP/1 connection while a request is read: the read half
 //! and its buffer ([`Reader`]), and the request body decoded from it as the upstream
 //! pulls it ([`H1Body`]), which hands the reader back to the connection when it ends.
+//! `Expect: 100-continue` is answered when the body is first read: the body asks, and
+//! the connection, which holds the write side and runs the request, writes it.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 
 use super::error::BoxError;
 use super::h1::{self, BodyDecoder};
+use super::transport::ReadSide;
 
 /// The interim response to `Expect: 100-continue`.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// The read side of a client connection: the socket and bytes read but not used yet.
+/// The read side of a client connection: the stream and bytes read but not used yet.
 pub struct Reader {
-    pub(super) io: OwnedReadHalf,
+    pub(super) io: ReadSide,
     pub(super) buf: BytesMut,
 }
 
-/// Where a request body hands the reader back when it is dropped, and whether the
-/// body had been read to its end (only then can the connection carry on).
-pub(super) type Home = Arc<Mutex<Option<(Reader, bool)>>>;
+/// What a connection shares with its request bodies (one per connection, made with
+/// its first body).
+pub(super) type Home = Arc<Mutex<Slot>>;
 
-pub(super) fn lock(h: &Home) -> std::sync::MutexGuard<'_, Option<(Reader, bool)>> {
+/// See [`Home`].
+#[derive(Default)]
+pub(super) struct Slot {
+    /// Where a request body hands the reader back when it is dropped, and whether
+    /// the body had been read to its end (only then can the connection carry on).
+    pub(super) back: Option<(Reader, bool)>,
+    /// The interim `100 Continue` between the body and the connection.
+    pub(super) cont: Continue,
+}
+
+/// Where a request's `100 Continue` is: the body asks for it when first read, the
+/// connection writes it and wakes the body.
+#[derive(Default)]
+pub(super) enum Continue {
+    /// Nobody asked.
+    #[default]
+    Idle,
+    /// The body waits for it.
+    Wanted(Waker),
+    /// Written.
+    Sent,
+    /// Writing it failed.
+    Failed,
+}
+
+pub(super) fn lock(h: &Home) -> std::sync::MutexGuard<'_, Slot> {
     h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -38,28 +64,31 @@ pub struct H1Body {
     pub(super) reader: Option<Reader>,
     pub(super) decoder: BodyDecoder,
     pub(super) home: Home,
-    /// Bytes of the `100 Continue` interim response written so far (all of it when
-    /// none was asked for).
-    pub(super) cont: usize,
+    /// The client sent `Expect: 100-continue` and has not been answered yet.
+    pub(super) cont: bool,
 }
 
 impl H1Body {
-    /// Answers `Expect: 100-continue` before the first read. The connection's
-    /// writer is idle until the response, so the socket is written through the
-    /// read half's handle.
+    /// Waits, before the first read, for the connection to write `100 Continue`
+    /// (it does so while it runs the request, which is when a body is read).
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(r) = self.reader.as_ref() else {
-            return Poll::Ready(Ok(()));
-        };
-        let tcp: &TcpStream = r.io.as_ref();
-        while self.cont < CONTINUE.len() {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write(&CONTINUE[self.cont..]) {
-                Ok(n) => self.cont += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+        let mut slot = lock(&self.home);
+        match &mut slot.cont {
+            Continue::Sent => {}
+            Continue::Failed => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "writing 100 Continue failed",
+                )))
+            }
+            Continue::Wanted(w) if w.will_wake(cx.waker()) => return Poll::Pending,
+            c => {
+                *c = Continue::Wanted(cx.waker().clone());
+                return Poll::Pending;
             }
         }
+        slot.cont = Continue::Idle;
+        self.cont = false;
         Poll::Ready(Ok(()))
     }
 }
@@ -73,7 +102,7 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if this.cont < CONTINUE.len() {
+        if this.cont && this.reader.is_some() {
             if let Err(e) = ready!(this.poll_continue(cx)) {
                 return Poll::Ready(Some(Err(Box::new(e))));
             }
@@ -108,7 +137,10 @@ impl Body for H1Body {
 impl H1Body {
     fn go_home(&mut self) {
         if let Some(r) = self.reader.take() {
-            *lock(&self.home) = Some((r, self.decoder.is_done()));
+            let mut slot = lock(&self.home);
+            slot.back = Some((r, self.decoder.is_done()));
+            // A body dropped unread leaves no request for the next one to answer.
+            slot.cont = Continue::Idle;
         }
     }
 }

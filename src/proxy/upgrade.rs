@@ -12,10 +12,10 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::ReadBuf;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
 use super::attempt::Attempt;
+use super::transport::{ReadSide, WriteSide};
 use crate::upstream::conn::Conn;
 
 /// The client side of an upgrade, as the server that read the request hands it over.
@@ -84,9 +84,9 @@ impl PendingUpgrade {
 /// A client connection after `101 Switching Protocols`: the bytes already read past
 /// the request head come first.
 pub struct Upgraded {
-    pub(super) rd: OwnedReadHalf,
+    pub(super) rd: ReadSide,
     pub(super) buf: BytesMut,
-    pub(super) wr: OwnedWriteHalf,
+    pub(super) wr: WriteSide,
 }
 
 impl AsyncRead for Upgraded {

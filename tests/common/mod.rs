@@ -76,6 +76,20 @@ impl Backend {
     }
 }
 
+/// A backend answering `METHOD TARGET\n` followed by the request body it received,
+/// and recording every body.
+pub fn echo() -> (Backend, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b2 = bodies.clone();
+    let b = Backend::with(Arc::new(move |parts, body| {
+        b2.lock().unwrap().push(body.to_vec());
+        let mut out = format!("{} {}\n", parts.method, parts.uri).into_bytes();
+        out.extend_from_slice(body);
+        Response::new(Full::new(Bytes::from(out)))
+    }));
+    (b, bodies)
+}
+
 /// Serves `handler` (HTTP/1 with upgrades, and h2c) on 127.0.0.1:0 from a runtime of
 /// its own; the server lives as long as the returned runtime.
 pub fn serve<F, Fut>(handler: F) -> (SocketAddr, tokio::runtime::Runtime)
