@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 // fills, which depends on how reads happen to split; the count here is exact.
 use super::MAX_HEADER_BYTES;
 
-/// What the framing tracker saw in a client's stream.
+/// What [`HeadScan`] saw in a client's stream.
 #[derive(Debug, Default)]
 pub struct HeadGuard {
     /// A head carried both `Content-Length` and `Transfer-Encoding`.
@@ -33,7 +33,7 @@ pub struct HeadGuard {
     pub too_large: AtomicBool,
 }
 
-/// The outcome of feeding bytes to [`Framing`].
+/// The outcome of feeding bytes to [`HeadScan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Nothing wrong seen.
@@ -74,7 +74,7 @@ const NEW_HEAD: State = State::Head {
 
 /// Follows HTTP/1 message boundaries on the bytes read from a client.
 #[derive(Debug)]
-pub struct Framing {
+pub struct HeadScan {
     state: State,
     /// The next head line is a request line.
     first: bool,
@@ -82,9 +82,9 @@ pub struct Framing {
     partial: Vec<u8>,
 }
 
-impl Default for Framing {
+impl Default for HeadScan {
     fn default() -> Self {
-        Framing {
+        HeadScan {
             state: NEW_HEAD,
             first: true,
             partial: Vec::new(),
@@ -112,7 +112,7 @@ fn head_line(line: &[u8], cl: &mut Option<u64>, te: &mut bool) -> bool {
     true
 }
 
-impl Framing {
+impl HeadScan {
     /// Feeds bytes read from the client.
     pub fn feed(&mut self, mut data: &[u8]) -> Verdict {
         let mut conflict = Verdict::Fine;
@@ -247,11 +247,11 @@ impl Framing {
     }
 }
 
-/// A client stream whose incoming bytes go through [`Framing`]; what it finds is
+/// A client stream whose incoming bytes go through [`HeadScan`]; what it finds is
 /// set in the [`HeadGuard`] the request handler reads.
 pub struct Guarded<S> {
     inner: S,
-    framing: Framing,
+    scan: HeadScan,
     guard: Arc<HeadGuard>,
 }
 
@@ -260,7 +260,7 @@ impl<S> Guarded<S> {
     pub fn new(inner: S, guard: Arc<HeadGuard>) -> Self {
         Guarded {
             inner,
-            framing: Framing::default(),
+            scan: HeadScan::default(),
             guard,
         }
     }
@@ -276,7 +276,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            match this.framing.feed(&buf.filled()[before..]) {
+            match this.scan.feed(&buf.filled()[before..]) {
                 Verdict::Fine => {}
                 Verdict::Conflict => this.guard.conflict.store(true, Ordering::Relaxed),
                 Verdict::TooLarge => this.guard.too_large.store(true, Ordering::Relaxed),
@@ -317,7 +317,7 @@ mod tests {
     use super::*;
 
     fn run(chunks: &[&[u8]]) -> bool {
-        let mut f = Framing::default();
+        let mut f = HeadScan::default();
         chunks.iter().any(|c| f.feed(c) == Verdict::Conflict)
     }
 
@@ -365,7 +365,7 @@ mod tests {
         }
         head.extend_from_slice(b"\r\n");
         for step in [1, 7, 4096, head.len()] {
-            let mut f = Framing::default();
+            let mut f = HeadScan::default();
             let verdicts: Vec<Verdict> = head.chunks(step).map(|c| f.feed(c)).collect();
             assert!(verdicts.contains(&Verdict::TooLarge), "step {step}");
         }
@@ -374,7 +374,7 @@ mod tests {
         let pad = MAX_HEADER_BYTES - head.len() - "X: \r\n\r\n".len();
         head.extend_from_slice(format!("X: {}\r\n\r\n", "v".repeat(pad)).as_bytes());
         assert_eq!(head.len(), MAX_HEADER_BYTES);
-        assert_eq!(Framing::default().feed(&head), Verdict::Fine);
+        assert_eq!(HeadScan::default().feed(&head), Verdict::Fine);
     }
 
     #[test]

@@ -117,14 +117,14 @@ pub struct ResponseHead {
     /// The headers to pass on: as received, minus hop-by-hop ones.
     pub headers: PassHeaders,
     /// How the body is delimited.
-    pub framing: Framing,
+    pub framing: BodyFraming,
     /// Whether the connection may carry another request after this exchange.
     pub keep_alive: bool,
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub enum BodyFraming {
     /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
     Empty,
     /// Exactly this many bytes.
@@ -237,7 +237,7 @@ pub fn parse_head(
             });
         }
         let framing = f.framing(status, method);
-        if matches!(framing, Framing::Chunked | Framing::Close) && f.length.is_some() {
+        if matches!(framing, BodyFraming::Chunked | BodyFraming::Close) && f.length.is_some() {
             // A length next to Transfer-Encoding is wrong by definition and must not
             // reach the client (RFC 9112 §6.3).
             lines.retain(|&(ns, ne, ..)| {
@@ -245,9 +245,9 @@ pub fn parse_head(
             });
         }
         let framing_reusable = match framing {
-            Framing::Close => false,
-            Framing::Chunked => f.length.is_none(),
-            Framing::Empty | Framing::Length(_) => true,
+            BodyFraming::Close => false,
+            BodyFraming::Chunked => f.length.is_none(),
+            BodyFraming::Empty | BodyFraming::Length(_) => true,
         };
         let keep_alive =
             framing_reusable && !f.close && (version == Version::HTTP_11 || f.keep_alive);
@@ -438,19 +438,19 @@ impl FramingHeaders {
     }
 
     /// RFC 9112 §6.3.
-    fn framing(&self, status: StatusCode, method: &Method) -> Framing {
+    fn framing(&self, status: StatusCode, method: &Method) -> BodyFraming {
         if method == Method::HEAD
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
-            return Framing::Empty;
+            return BodyFraming::Empty;
         }
         match (self.te, self.length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) | (None, None) => Framing::Close,
-            (None, Some(0)) => Framing::Empty,
-            (None, Some(n)) => Framing::Length(n),
+            (Some(true), _) => BodyFraming::Chunked,
+            (Some(false), _) | (None, None) => BodyFraming::Close,
+            (None, Some(0)) => BodyFraming::Empty,
+            (None, Some(n)) => BodyFraming::Length(n),
         }
     }
 }
@@ -519,12 +519,12 @@ pub struct BodyDecoder {
 
 impl BodyDecoder {
     /// A decoder for `framing`.
-    pub fn new(framing: Framing) -> Self {
+    pub fn new(framing: BodyFraming) -> Self {
         let state = match framing {
-            Framing::Empty | Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
-            Framing::Close => State::Close,
+            BodyFraming::Empty | BodyFraming::Length(0) => State::Done,
+            BodyFraming::Length(n) => State::Length(n),
+            BodyFraming::Chunked => State::ChunkSize,
+            BodyFraming::Close => State::Close,
         };
         BodyDecoder { state }
     }
@@ -736,24 +736,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.status, 200);
-        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(h.framing, BodyFraming::Length(5));
         assert!(h.keep_alive);
         assert_eq!(h.headers.get("x-a"), Some(&b"b"[..]));
         assert!(head("HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
         let h = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        assert_eq!((h.framing, h.keep_alive), (BodyFraming::Close, false));
         let h = head(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
         )
         .unwrap()
         .unwrap();
-        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        assert_eq!((h.framing, h.keep_alive), (BodyFraming::Chunked, false));
         let h = head("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!((h.framing, h.keep_alive), (Framing::Empty, false));
+        assert_eq!((h.framing, h.keep_alive), (BodyFraming::Empty, false));
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").unwrap_err(),
             Invalid::ContentLength
@@ -773,7 +773,7 @@ mod tests {
         // Passed on as the upstream wrote it.
         let names: Vec<&[u8]> = h.headers.iter().map(|(n, _)| n).collect();
         assert_eq!(names, [&b"X-Keep"[..]]);
-        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        assert_eq!((h.framing, h.keep_alive), (BodyFraming::Chunked, false));
         // A 101 keeps the upgrade pair.
         let h = head(
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -801,7 +801,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h.framing, Framing::Empty);
+        assert_eq!(h.framing, BodyFraming::Empty);
     }
 
     /// Decodes a chunked body fed over a real socket in awkward pieces.
@@ -827,7 +827,7 @@ mod tests {
         });
         let mut io = TcpStream::connect(addr).await.unwrap();
         let mut buf = BytesMut::new();
-        let mut d = BodyDecoder::new(Framing::Chunked);
+        let mut d = BodyDecoder::new(BodyFraming::Chunked);
         let mut body = Vec::new();
         while let Some(chunk) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await
         {

@@ -53,7 +53,7 @@ use super::conn::ConnMeta;
 use super::error::body_for;
 use super::exchange::{rejected, Tracked};
 use super::h1::{
-    poll_fill, BodyDecoder, ChunkLine, Framing, FramingHeaders, Hop, NameCache, PassHeaders,
+    poll_fill, BodyDecoder, BodyFraming, ChunkLine, FramingHeaders, Hop, NameCache, PassHeaders,
 };
 use super::reader::{lock, H1Body, Home, Reader, CONTINUE};
 use super::service::handle;
@@ -113,7 +113,7 @@ pub fn serve(
 /// A parsed request head and what its headers say about the connection.
 struct ReqHead {
     req: Request<()>,
-    framing: Framing,
+    framing: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
     upgrade: bool,
@@ -224,12 +224,12 @@ impl Framer {
 
     /// RFC 9112 §6.3 for requests: chunked if `Transfer-Encoding` ends in it (any
     /// other coding cannot be delimited: 400), else `Content-Length`, else none.
-    fn framing(&self) -> Result<Framing, StatusCode> {
+    fn framing(&self) -> Result<BodyFraming, StatusCode> {
         Ok(match (self.f.te, self.f.length) {
-            (Some(true), _) => Framing::Chunked,
+            (Some(true), _) => BodyFraming::Chunked,
             (Some(false), _) => return Err(StatusCode::BAD_REQUEST),
-            (None, Some(0) | None) => Framing::Empty,
-            (None, Some(n)) => Framing::Length(n),
+            (None, Some(0) | None) => BodyFraming::Empty,
+            (None, Some(n)) => BodyFraming::Length(n),
         })
     }
 }
@@ -278,7 +278,7 @@ async fn run(
         let is_head = req.method() == Method::HEAD;
         let version = req.version();
         let body = match framing {
-            Framing::Empty => ReqBody::Empty,
+            BodyFraming::Empty => ReqBody::Empty,
             f => ReqBody::H1(Box::new(H1Body {
                 reader: reader.take(),
                 decoder: BodyDecoder::new(f),
@@ -770,19 +770,19 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.req.uri(), "/a?b");
-        assert_eq!(h.framing, Framing::Empty);
+        assert_eq!(h.framing, BodyFraming::Empty);
         assert!(h.keep_alive);
         let h = parse("POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(h.framing, BodyFraming::Length(5));
         assert!(!h.keep_alive);
         let h = parse(
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n",
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h.framing, Framing::Chunked);
+        assert_eq!(h.framing, BodyFraming::Chunked);
         assert!(!h.keep_alive);
         assert!(parse("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
     }
@@ -839,7 +839,7 @@ mod tests {
             assert_eq!(heads[0].req.uri(), "/one");
             assert_eq!(heads[0].req.headers()["x-long"], "0123456789");
             assert_eq!(heads[1].req.method(), Method::POST);
-            assert_eq!(heads[1].framing, Framing::Length(3));
+            assert_eq!(heads[1].framing, BodyFraming::Length(3));
             assert_eq!(&buf[..], b"abc", "cut {cut}: the body stays in the buffer");
         }
     }
