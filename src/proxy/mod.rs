@@ -14,7 +14,8 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `reader`, `attempt`, `body`,
-//! `client`, `upgrade`, `exchange`, `service`, `server`.
+//! `client`, `upgrade`, `exchange`, `service`, `server`. `h1` is a directory whose
+//! files keep the same rule; its `mod.rs` lists them in order.
 
 pub mod attempt;
 pub mod body;
