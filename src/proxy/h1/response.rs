@@ -43,21 +43,9 @@ pub fn parse_head(
         let mut resp = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
-        let len = match parsed {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                return if buf.len() > MAX_HEADER_BYTES {
-                    Err(Invalid::TooLarge)
-                } else {
-                    Ok(None)
-                };
-            }
-            Err(httparse::Error::TooManyHeaders) => return Err(Invalid::TooLarge),
-            Err(_) => return Err(Invalid::Head),
+        let Some(len) = head_len(parsed, buf.len())? else {
+            return Ok(None);
         };
-        if len > MAX_HEADER_BYTES {
-            return Err(Invalid::TooLarge);
-        }
         let code = resp.code.unwrap_or(0);
         let version = if resp.version == Some(0) {
             Version::HTTP_10
@@ -69,65 +57,16 @@ pub fn parse_head(
             buf.advance(len);
             continue;
         }
-        // Offsets first: the values then share the head's one allocation.
-        let base = buf.as_ptr() as usize;
         // Inline and uninitialised up to 32: no 2 KiB array zeroed per response.
-        // Filled in place: collecting would move the 512-byte array.
         let mut spans = smallvec::SmallVec::<[Span; 32]>::new();
-        for h in resp.headers.iter() {
-            let ns = h.name.as_ptr() as usize - base;
-            let vs = h.value.as_ptr() as usize - base;
-            spans.push((
-                ns as u32,
-                (ns + h.name.len()) as u32,
-                vs as u32,
-                (vs + h.value.len()) as u32,
-            ));
-        }
+        record_spans(&mut spans, resp.headers, buf.as_ptr() as usize);
         let head = buf.split_to(len).freeze();
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         if switching && !upgrade {
             return Err(Invalid::UnexpectedUpgrade);
         }
-        let mut lines = Vec::with_capacity(spans.len());
         let mut f = FramingHeaders::default();
-        // `Connection` values, whose other tokens name more hop-by-hop headers.
-        let mut listing = smallvec::SmallVec::<[Span; 2]>::new();
-        for &span in &spans {
-            let (ns, ne, vs, ve) = span;
-            let value = &head[vs as usize..ve as usize];
-            // Hop-by-hop headers are read here and never reach the client; a 101
-            // keeps its Upgrade and Connection for the client's handshake.
-            match Hop::of(&head[ns as usize..ne as usize]) {
-                Hop::Connection => {
-                    f.connection(value);
-                    if connection_tokens(value).next().is_some() {
-                        listing.push(span);
-                    }
-                    if !switching {
-                        continue;
-                    }
-                }
-                Hop::TransferEncoding => {
-                    f.transfer_encoding(value);
-                    continue;
-                }
-                Hop::ContentLength => f.content_length(value)?,
-                Hop::Upgrade if switching => {}
-                Hop::Upgrade | Hop::Other => continue,
-                Hop::No => {}
-            }
-            lines.push(span);
-        }
-        if !listing.is_empty() {
-            lines.retain(|&(ns, ne, ..)| {
-                let name = &head[ns as usize..ne as usize];
-                !listing.iter().any(|&(_, _, vs, ve)| {
-                    connection_tokens(&head[vs as usize..ve as usize])
-                        .any(|t| t.eq_ignore_ascii_case(name))
-                })
-            });
-        }
+        let mut lines = pass_lines(&head, &spans, switching, &mut f)?;
         let framing = f.framing(status, method);
         if matches!(framing, BodyFraming::Chunked | BodyFraming::Close) && f.length.is_some() {
             // A length next to Transfer-Encoding is wrong by definition and must not
@@ -136,13 +75,7 @@ pub fn parse_head(
                 Hop::of(&head[ns as usize..ne as usize]) != Hop::ContentLength
             });
         }
-        let framing_reusable = match framing {
-            BodyFraming::Close => false,
-            BodyFraming::Chunked => f.length.is_none(),
-            BodyFraming::Empty | BodyFraming::Length(_) => true,
-        };
-        let keep_alive =
-            framing_reusable && !f.close && (version == Version::HTTP_11 || f.keep_alive);
+        let keep_alive = keep_alive(framing, &f, version);
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -151,6 +84,113 @@ pub fn parse_head(
             keep_alive,
         }));
     }
+}
+
+/// The length of a complete head from what httparse said of `buffered` bytes;
+/// `None` while it is incomplete and may still fit.
+#[inline]
+fn head_len(
+    parsed: Result<httparse::Status<usize>, httparse::Error>,
+    buffered: usize,
+) -> Result<Option<usize>, Invalid> {
+    let len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buffered > MAX_HEADER_BYTES {
+                Err(Invalid::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Invalid::TooLarge),
+        Err(_) => return Err(Invalid::Head),
+    };
+    if len > MAX_HEADER_BYTES {
+        return Err(Invalid::TooLarge);
+    }
+    Ok(Some(len))
+}
+
+/// The offsets of each parsed header line into the head that starts at `base`, so
+/// that the values then share the head's one allocation. Filled in place:
+/// returning the `SmallVec` could move its 512-byte array.
+#[inline]
+fn record_spans(
+    spans: &mut smallvec::SmallVec<[Span; 32]>,
+    headers: &[httparse::Header<'_>],
+    base: usize,
+) {
+    for h in headers {
+        let ns = h.name.as_ptr() as usize - base;
+        let vs = h.value.as_ptr() as usize - base;
+        spans.push((
+            ns as u32,
+            (ns + h.name.len()) as u32,
+            vs as u32,
+            (vs + h.value.len()) as u32,
+        ));
+    }
+}
+
+/// The header lines to pass on, reading the framing ones into `f` on the way.
+#[inline]
+fn pass_lines(
+    head: &[u8],
+    spans: &[Span],
+    switching: bool,
+    f: &mut FramingHeaders,
+) -> Result<Vec<Span>, Invalid> {
+    let mut lines = Vec::with_capacity(spans.len());
+    // `Connection` values, whose other tokens name more hop-by-hop headers.
+    let mut listing = smallvec::SmallVec::<[Span; 2]>::new();
+    for &span in spans {
+        let (ns, ne, vs, ve) = span;
+        let value = &head[vs as usize..ve as usize];
+        // Hop-by-hop headers are read here and never reach the client; a 101
+        // keeps its Upgrade and Connection for the client's handshake.
+        match Hop::of(&head[ns as usize..ne as usize]) {
+            Hop::Connection => {
+                f.connection(value);
+                if connection_tokens(value).next().is_some() {
+                    listing.push(span);
+                }
+                if !switching {
+                    continue;
+                }
+            }
+            Hop::TransferEncoding => {
+                f.transfer_encoding(value);
+                continue;
+            }
+            Hop::ContentLength => f.content_length(value)?,
+            Hop::Upgrade if switching => {}
+            Hop::Upgrade | Hop::Other => continue,
+            Hop::No => {}
+        }
+        lines.push(span);
+    }
+    if !listing.is_empty() {
+        lines.retain(|&(ns, ne, ..)| {
+            let name = &head[ns as usize..ne as usize];
+            !listing.iter().any(|&(_, _, vs, ve)| {
+                connection_tokens(&head[vs as usize..ve as usize])
+                    .any(|t| t.eq_ignore_ascii_case(name))
+            })
+        });
+    }
+    Ok(lines)
+}
+
+/// Whether the connection may be reused after this response: its body must end
+/// where it is known to, and neither side asked to close.
+#[inline]
+fn keep_alive(framing: BodyFraming, f: &FramingHeaders, version: Version) -> bool {
+    let framing_reusable = match framing {
+        BodyFraming::Close => false,
+        BodyFraming::Chunked => f.length.is_none(),
+        BodyFraming::Empty | BodyFraming::Length(_) => true,
+    };
+    framing_reusable && !f.close && (version == Version::HTTP_11 || f.keep_alive)
 }
 
 #[cfg(test)]
