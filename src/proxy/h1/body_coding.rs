@@ -115,7 +115,8 @@ impl BodyDecoder {
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Bytes>>> {
         loop {
-            match self.state {
+            // The chunk framing states only move the state on; the data states answer.
+            let framed = match self.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(n) | State::ChunkData(n) => {
                     if buf.is_empty() {
@@ -144,54 +145,85 @@ impl BodyDecoder {
                         Ok(_) => {}
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     }
+                    continue;
                 }
-                State::ChunkSize => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        buf.advance(used);
-                        self.state = if size == 0 {
-                            State::Trailers(0)
-                        } else {
-                            State::ChunkData(size)
-                        };
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
-                        if let Err(e) = ready!(self.fill_more(io, buf, cx)) {
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    }
-                    _ => return Poll::Ready(Some(Err(Invalid::Chunked.into()))),
-                },
-                State::ChunkEnd => {
-                    if buf.len() < 2 {
-                        if let Err(e) = ready!(self.fill_more(io, buf, cx)) {
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                        continue;
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(Invalid::Chunked.into())));
-                    }
-                    buf.advance(2);
-                    self.state = State::ChunkSize;
-                }
-                State::Trailers(seen) => match memchr::memchr(b'\n', buf) {
-                    Some(i) => {
-                        let empty = i == 0 || (i == 1 && buf[0] == b'\r');
-                        buf.advance(i + 1);
-                        self.state = if empty {
-                            State::Done
-                        } else {
-                            State::Trailers(seen + i + 1)
-                        };
-                    }
-                    None if seen + buf.len() < MAX_TRAILERS => {
-                        if let Err(e) = ready!(self.fill_more(io, buf, cx)) {
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    }
-                    None => return Poll::Ready(Some(Err(Invalid::Chunked.into()))),
-                },
+                State::ChunkSize => self.poll_chunk_size(io, buf, cx),
+                State::ChunkEnd => self.poll_chunk_end(io, buf, cx),
+                State::Trailers(seen) => self.poll_trailers(seen, io, buf, cx),
+            };
+            if let Err(e) = ready!(framed) {
+                return Poll::Ready(Some(Err(e)));
             }
+        }
+    }
+
+    /// Reads a chunk-size line: the next chunk's data, or the trailers after the last.
+    #[inline]
+    fn poll_chunk_size<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                buf.advance(used);
+                self.state = if size == 0 {
+                    State::Trailers(0)
+                } else {
+                    State::ChunkData(size)
+                };
+                Poll::Ready(Ok(()))
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
+                self.fill_more(io, buf, cx)
+            }
+            _ => Poll::Ready(Err(Invalid::Chunked.into())),
+        }
+    }
+
+    /// Reads the CRLF that ends a chunk's data.
+    #[inline]
+    fn poll_chunk_end<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.len() < 2 {
+            return self.fill_more(io, buf, cx);
+        }
+        if &buf[..2] != b"\r\n" {
+            return Poll::Ready(Err(Invalid::Chunked.into()));
+        }
+        buf.advance(2);
+        self.state = State::ChunkSize;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Skips a trailer line (`seen` bytes of trailers so far); an empty one ends the
+    /// body.
+    #[inline]
+    fn poll_trailers<R: AsyncRead + Unpin>(
+        &mut self,
+        seen: usize,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                let empty = i == 0 || (i == 1 && buf[0] == b'\r');
+                buf.advance(i + 1);
+                self.state = if empty {
+                    State::Done
+                } else {
+                    State::Trailers(seen + i + 1)
+                };
+                Poll::Ready(Ok(()))
+            }
+            None if seen + buf.len() < MAX_TRAILERS => self.fill_more(io, buf, cx),
+            None => Poll::Ready(Err(Invalid::Chunked.into())),
         }
     }
 
