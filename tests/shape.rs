@@ -32,24 +32,48 @@ fn code_lines(text: &str) -> usize {
         .unwrap_or_else(|| text.lines().count())
 }
 
-/// `(first line, length)` of every `fn` with a body longer than `max`.
+/// The name of the function a line declares: `[pub[(...)]] [const] [async] [unsafe]
+/// [extern ["abi"]] fn name`, in any order of the qualifiers rustc accepts.
+fn declared_fn(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    if let Some(r) = rest.strip_prefix("pub") {
+        rest = match r.strip_prefix('(') {
+            // `pub(crate)`, `pub(super)`, `pub(in path)`: up to the closing paren.
+            Some(inner) => inner.split_once(')')?.1,
+            None => r,
+        }
+        .trim_start();
+    }
+    loop {
+        let word = rest.split_whitespace().next()?;
+        match word {
+            "const" | "async" | "unsafe" | "extern" => {
+                rest = rest[word.len()..].trim_start();
+            }
+            // `extern "C" fn`
+            _ if word.starts_with('"') => {
+                let close = rest[1..].find('"')? + 2;
+                rest = rest[close..].trim_start();
+            }
+            _ => break,
+        }
+    }
+    let after = rest.strip_prefix("fn ")?;
+    let end = after
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(after.len());
+    (end > 0).then(|| &after[..end])
+}
+
+/// `(first line, length, name)` of every `fn` with a body longer than `max`.
 fn long_functions(text: &str, max: usize) -> Vec<(usize, usize, String)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut long = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim_start();
         let indent = l.len() - t.len();
-        let is_fn = [
-            "fn ",
-            "pub fn ",
-            "pub(crate) fn ",
-            "async fn ",
-            "pub async fn ",
-        ]
-        .iter()
-        .chain(["pub(crate) async fn ", "const fn ", "pub const fn "].iter())
-        .any(|p| t.starts_with(p));
-        if !is_fn || t.ends_with(';') {
+        let Some(name) = declared_fn(t) else { continue };
+        if t.ends_with(';') {
             continue;
         }
         let end = lines[i + 1..]
@@ -61,14 +85,7 @@ fn long_functions(text: &str, max: usize) -> Vec<(usize, usize, String)> {
         let Some(end) = end else { continue };
         let len = end - i + 1;
         if len > max {
-            let name: String = t
-                .split("fn ")
-                .nth(1)
-                .unwrap_or("")
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            long.push((i + 1, len, name));
+            long.push((i + 1, len, name.to_string()));
         }
     }
     long
@@ -117,4 +134,27 @@ fn the_reader_finds_a_long_function() {
     let text = format!("fn short() {{\n}}\n\npub fn long() {{\n{body}}}\n");
     assert_eq!(long_functions(&text, 4), vec![(4, 7, "long".to_string())]);
     assert!(long_functions(&text, 10).is_empty());
+}
+
+#[test]
+fn the_reader_knows_every_fn_form() {
+    let body = "    x();\n".repeat(5);
+    let text = format!("pub(super) fn long() {{\n{body}}}\n");
+    assert_eq!(long_functions(&text, 4), vec![(1, 7, "long".to_string())]);
+    for (line, name) in [
+        ("fn a() {", Some("a")),
+        ("pub(super) fn b_2<T>(x: T) {", Some("b_2")),
+        ("pub(in crate::proxy) fn c() {", Some("c")),
+        ("pub(crate) const async unsafe fn d() {", Some("d")),
+        ("pub const fn e() -> u8 {", Some("e")),
+        ("unsafe extern \"C\" fn f() {", Some("f")),
+        ("extern fn g() {", Some("g")),
+        ("async fn h() {", Some("h")),
+        ("let fn_ptr = f;", None),
+        ("// fn not_code() {", None),
+        ("pub struct Fn {", None),
+        ("impl Fn for X {", None),
+    ] {
+        assert_eq!(declared_fn(line), name, "{line}");
+    }
 }

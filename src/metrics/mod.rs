@@ -8,7 +8,8 @@
 //!   lock, no allocation. After a reload, [`retain`] removes the label sets the new
 //!   snapshot no longer has, so removed servers, pools and virtual servers vanish.
 //! - **Live state** (server up, active requests, reloads) is read at scrape time from
-//!   the current snapshot and `runtime::Shared` ([`render`]): nothing per request, and a
+//!   the current snapshot and the runtime's shared state, which the admin API hands
+//!   to [`render`] as `live` families: nothing per request, and a
 //!   removed server disappears with the snapshot that held it.
 //!
 //! The registry is process-wide because the handles are resolved while snapshots are
@@ -101,8 +102,21 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
 }
 
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(reg, c.clone());
+    c
+}
+
 fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let v = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(reg, v.clone());
+    v
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     register(reg, v.clone());
     v
@@ -130,19 +144,19 @@ impl Metrics {
             &reg,
             prometheus::process_collector::ProcessCollector::for_self(),
         );
-        let build = IntGaugeVec::new(
-            Opts::new("fulcrum_build_info", "fulcrum build; always 1."),
+        gauge_vec(
+            &reg,
+            "fulcrum_build_info",
+            "fulcrum build; always 1.",
             &["version"],
         )
-        .unwrap_or_else(|e| panic!("metric fulcrum_build_info: {e}"));
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        register(&reg, build);
-        let access_log_dropped = IntCounter::new(
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+        let access_log_dropped = counter(
+            &reg,
             "fulcrum_access_log_dropped_total",
             "Access log lines dropped because the log writer fell behind.",
-        )
-        .unwrap_or_else(|e| panic!("metric fulcrum_access_log_dropped_total: {e}"));
-        register(&reg, access_log_dropped.clone());
+        );
         Metrics {
             http_requests: counter_vec(
                 &reg,
@@ -186,18 +200,12 @@ impl Metrics {
                 "Active health check probes, by result.",
                 &["upstream", "server", "result"],
             ),
-            conns_active: {
-                let v = IntGaugeVec::new(
-                    Opts::new(
-                        "fulcrum_downstream_connections_active",
-                        "Open client connections per listener.",
-                    ),
-                    &["listener"],
-                )
-                .unwrap_or_else(|e| panic!("metric connections_active: {e}"));
-                register(&reg, v.clone());
-                v
-            },
+            conns_active: gauge_vec(
+                &reg,
+                "fulcrum_downstream_connections_active",
+                "Open client connections per listener.",
+                &["listener"],
+            ),
             conns_total: counter_vec(
                 &reg,
                 "fulcrum_downstream_connections_total",

@@ -12,7 +12,7 @@ use tokio::time::Sleep;
 
 use super::attempt::Attempt;
 use super::error::BoxError;
-use super::h1::{BodyDecoder, Framing, PassHeaders};
+use super::h1::{BodyDecoder, BodyFraming, PassHeaders};
 use super::reader::H1Body;
 
 pub use super::error::BodyTooLarge;
@@ -160,7 +160,7 @@ impl UpstreamBody {
     pub fn new(
         headers: PassHeaders,
         attempt: Attempt,
-        framing: Framing,
+        framing: BodyFraming,
         keep_alive: bool,
         read_timeout: Duration,
     ) -> Self {
@@ -180,7 +180,7 @@ impl UpstreamBody {
         UpstreamBody {
             headers,
             attempt: None,
-            decoder: BodyDecoder::new(Framing::Empty),
+            decoder: BodyDecoder::new(BodyFraming::Empty),
             keep_alive: false,
             read_timeout: Duration::ZERO,
             sleep: None,

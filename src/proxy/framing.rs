@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 // fills, which depends on how reads happen to split; the count here is exact.
 use super::MAX_HEADER_BYTES;
 
-/// What the framing tracker saw in a client's stream.
+/// What [`HeadScan`] saw in a client's stream.
 #[derive(Debug, Default)]
 pub struct HeadGuard {
     /// A head carried both `Content-Length` and `Transfer-Encoding`.
@@ -33,7 +33,7 @@ pub struct HeadGuard {
     pub too_large: AtomicBool,
 }
 
-/// The outcome of feeding bytes to [`Framing`].
+/// The outcome of feeding bytes to [`HeadScan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Nothing wrong seen.
@@ -72,9 +72,15 @@ const NEW_HEAD: State = State::Head {
     te: false,
 };
 
+const CHUNK_SIZE: State = State::ChunkSize {
+    size: 0,
+    ext: false,
+    cr: false,
+};
+
 /// Follows HTTP/1 message boundaries on the bytes read from a client.
 #[derive(Debug)]
-pub struct Framing {
+pub struct HeadScan {
     state: State,
     /// The next head line is a request line.
     first: bool,
@@ -82,9 +88,9 @@ pub struct Framing {
     partial: Vec<u8>,
 }
 
-impl Default for Framing {
+impl Default for HeadScan {
     fn default() -> Self {
-        Framing {
+        HeadScan {
             state: NEW_HEAD,
             first: true,
             partial: Vec::new(),
@@ -112,107 +118,50 @@ fn head_line(line: &[u8], cl: &mut Option<u64>, te: &mut bool) -> bool {
     true
 }
 
-impl Framing {
+impl HeadScan {
     /// Feeds bytes read from the client.
     pub fn feed(&mut self, mut data: &[u8]) -> Verdict {
-        let mut conflict = Verdict::Fine;
         while !data.is_empty() {
             match &mut self.state {
-                State::Off => return conflict,
+                State::Off => return Verdict::Fine,
                 State::Head { total, cl, te } => {
-                    let Some(nl) = memchr::memchr(b'\n', data) else {
-                        self.partial.extend_from_slice(data);
-                        *total += data.len();
-                        if *total > MAX_HEADER_BYTES {
+                    let line = match take_line(&mut self.partial, total, data) {
+                        Line::Complete { line, rest } => {
+                            data = rest;
+                            line
+                        }
+                        Line::Partial => return Verdict::Fine,
+                        Line::TooLarge => {
                             self.state = State::Off;
                             return Verdict::TooLarge;
                         }
-                        return conflict;
                     };
-                    *total += nl + 1;
-                    if *total > MAX_HEADER_BYTES {
-                        self.state = State::Off;
-                        return Verdict::TooLarge;
-                    }
-                    let mut line: &[u8] = if self.partial.is_empty() {
-                        &data[..nl]
-                    } else {
-                        self.partial.extend_from_slice(&data[..nl]);
-                        &self.partial
-                    };
-                    data = &data[nl + 1..];
-                    if line.last() == Some(&b'\r') {
-                        line = &line[..line.len() - 1];
-                    }
-                    let mut next = None;
-                    if self.first {
-                        self.first = false;
-                        if line.starts_with(b"PRI * HTTP/2.0") {
-                            next = Some(State::Off);
-                        }
-                    } else if line.is_empty() {
-                        // End of head.
-                        if cl.is_some() && *te {
-                            conflict = Verdict::Conflict;
-                            next = Some(State::Off);
-                        } else {
-                            self.first = true;
-                            next = Some(if *te {
-                                State::ChunkSize {
-                                    size: 0,
-                                    ext: false,
-                                    cr: false,
-                                }
-                            } else {
-                                match *cl {
-                                    Some(n) if n > 0 => State::Body(n),
-                                    _ => NEW_HEAD,
-                                }
-                            });
-                        }
-                    } else if !head_line(line, cl, te) {
-                        next = Some(State::Off);
-                    }
+                    let next = after_line(&mut self.first, line, cl, te);
                     self.partial.clear();
-                    if let Some(n) = next {
-                        self.state = n;
+                    match next {
+                        AfterLine::Same => {}
+                        AfterLine::To(state) => self.state = state,
+                        // Nothing after such a head can be trusted to be framed.
+                        AfterLine::Conflict => {
+                            self.state = State::Off;
+                            return Verdict::Conflict;
+                        }
                     }
                 }
                 State::Body(left) => {
-                    let n = (*left).min(data.len() as u64);
-                    *left -= n;
-                    data = &data[n as usize..];
-                    if *left == 0 {
+                    if skip(left, &mut data) {
                         self.state = NEW_HEAD;
                     }
                 }
                 State::ChunkSize { size, ext, cr } => {
                     let b = data[0];
                     data = &data[1..];
-                    match b {
-                        b'\n' => {
-                            let s = *size;
-                            self.state = if s == 0 {
-                                State::Trailer { len: 0 }
-                            } else {
-                                State::ChunkData(s)
-                            };
-                        }
-                        _ if *cr => self.state = State::Off,
-                        b'\r' => *cr = true,
-                        _ if *ext => {}
-                        b';' | b' ' | b'\t' => *ext = true,
-                        _ => match (b as char).to_digit(16) {
-                            Some(d) if *size < (1 << 56) => *size = *size * 16 + u64::from(d),
-                            _ => self.state = State::Off,
-                        },
+                    if let Some(state) = chunk_size_byte(size, ext, cr, b) {
+                        self.state = state;
                     }
                 }
                 State::ChunkData(left) => {
-                    let n = (*left).min(data.len() as u64);
-                    *left -= n;
-                    data = &data[n as usize..];
-                    if *left == 0 {
+                    if skip(left, &mut data) {
                         self.state = State::ChunkEnd(0);
                     }
                 }
@@ -221,13 +170,7 @@ impl Framing {
                     data = &data[1..];
                     match (*seen, b) {
                         (0, b'\r') => *seen = 1,
-                        (_, b'\n') => {
-                            self.state = State::ChunkSize {
-                                size: 0,
-                                ext: false,
-                                cr: false,
-                            }
-                        }
+                        (_, b'\n') => self.state = CHUNK_SIZE,
                         _ => self.state = State::Off,
                     }
                 }
@@ -243,15 +186,138 @@ impl Framing {
                 }
             }
         }
-        conflict
+        Verdict::Fine
     }
 }
 
-/// A client stream whose incoming bytes go through [`Framing`]; what it finds is
+/// Where [`take_line`] left a head line.
+enum Line<'p, 'd> {
+    /// A whole line, without its line end, and the bytes after it.
+    Complete { line: &'p [u8], rest: &'d [u8] },
+    /// No line end yet: the bytes wait in the partial line.
+    Partial,
+    /// The head went over [`MAX_HEADER_BYTES`].
+    TooLarge,
+}
+
+/// The next head line of `data`, joined to the `partial` one left by earlier reads;
+/// counts its bytes into the head's `total`.
+#[inline]
+fn take_line<'p, 'd: 'p>(
+    partial: &'p mut Vec<u8>,
+    total: &mut usize,
+    data: &'d [u8],
+) -> Line<'p, 'd> {
+    let Some(nl) = memchr::memchr(b'\n', data) else {
+        partial.extend_from_slice(data);
+        *total += data.len();
+        if *total > MAX_HEADER_BYTES {
+            return Line::TooLarge;
+        }
+        return Line::Partial;
+    };
+    *total += nl + 1;
+    if *total > MAX_HEADER_BYTES {
+        return Line::TooLarge;
+    }
+    let mut line: &[u8] = if partial.is_empty() {
+        &data[..nl]
+    } else {
+        partial.extend_from_slice(&data[..nl]);
+        partial
+    };
+    if line.last() == Some(&b'\r') {
+        line = &line[..line.len() - 1];
+    }
+    Line::Complete {
+        line,
+        rest: &data[nl + 1..],
+    }
+}
+
+/// What a complete head line does to the scan.
+enum AfterLine {
+    /// Still in the head.
+    Same,
+    /// Moves to another state: the body, the next head, or off.
+    To(State),
+    /// The head ended with both `Content-Length` and `Transfer-Encoding`.
+    Conflict,
+}
+
+/// Reads one head line (`first`: it is the request line) into the framing headers
+/// seen so far.
+#[inline]
+fn after_line(first: &mut bool, line: &[u8], cl: &mut Option<u64>, te: &mut bool) -> AfterLine {
+    if *first {
+        *first = false;
+        if line.starts_with(b"PRI * HTTP/2.0") {
+            return AfterLine::To(State::Off);
+        }
+    } else if line.is_empty() {
+        // End of head.
+        if cl.is_some() && *te {
+            return AfterLine::Conflict;
+        }
+        *first = true;
+        return AfterLine::To(if *te {
+            CHUNK_SIZE
+        } else {
+            match *cl {
+                Some(n) if n > 0 => State::Body(n),
+                _ => NEW_HEAD,
+            }
+        });
+    } else if !head_line(line, cl, te) {
+        return AfterLine::To(State::Off);
+    }
+    AfterLine::Same
+}
+
+/// Skips up to `left` bytes of `data`; whether that was all of them.
+#[inline]
+fn skip(left: &mut u64, data: &mut &[u8]) -> bool {
+    let n = (*left).min(data.len() as u64);
+    *left -= n;
+    *data = &data[n as usize..];
+    *left == 0
+}
+
+/// Reads one byte of a chunk-size line: hex digits, then an extension after `;` or
+/// whitespace, then CRLF. The state to move to when the line ends or breaks.
+#[inline]
+fn chunk_size_byte(size: &mut u64, ext: &mut bool, cr: &mut bool, b: u8) -> Option<State> {
+    match b {
+        b'\n' => Some(if *size == 0 {
+            State::Trailer { len: 0 }
+        } else {
+            State::ChunkData(*size)
+        }),
+        _ if *cr => Some(State::Off),
+        b'\r' => {
+            *cr = true;
+            None
+        }
+        _ if *ext => None,
+        b';' | b' ' | b'\t' => {
+            *ext = true;
+            None
+        }
+        _ => match (b as char).to_digit(16) {
+            Some(d) if *size < (1 << 56) => {
+                *size = *size * 16 + u64::from(d);
+                None
+            }
+            _ => Some(State::Off),
+        },
+    }
+}
+
+/// A client stream whose incoming bytes go through [`HeadScan`]; what it finds is
 /// set in the [`HeadGuard`] the request handler reads.
 pub struct Guarded<S> {
     inner: S,
-    framing: Framing,
+    scan: HeadScan,
     guard: Arc<HeadGuard>,
 }
 
@@ -260,7 +326,7 @@ impl<S> Guarded<S> {
     pub fn new(inner: S, guard: Arc<HeadGuard>) -> Self {
         Guarded {
             inner,
-            framing: Framing::default(),
+            scan: HeadScan::default(),
             guard,
         }
     }
@@ -276,7 +342,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            match this.framing.feed(&buf.filled()[before..]) {
+            match this.scan.feed(&buf.filled()[before..]) {
                 Verdict::Fine => {}
                 Verdict::Conflict => this.guard.conflict.store(true, Ordering::Relaxed),
                 Verdict::TooLarge => this.guard.too_large.store(true, Ordering::Relaxed),
@@ -317,7 +383,7 @@ mod tests {
     use super::*;
 
     fn run(chunks: &[&[u8]]) -> bool {
-        let mut f = Framing::default();
+        let mut f = HeadScan::default();
         chunks.iter().any(|c| f.feed(c) == Verdict::Conflict)
     }
 
@@ -365,7 +431,7 @@ mod tests {
         }
         head.extend_from_slice(b"\r\n");
         for step in [1, 7, 4096, head.len()] {
-            let mut f = Framing::default();
+            let mut f = HeadScan::default();
             let verdicts: Vec<Verdict> = head.chunks(step).map(|c| f.feed(c)).collect();
             assert!(verdicts.contains(&Verdict::TooLarge), "step {step}");
         }
@@ -374,7 +440,7 @@ mod tests {
         let pad = MAX_HEADER_BYTES - head.len() - "X: \r\n\r\n".len();
         head.extend_from_slice(format!("X: {}\r\n\r\n", "v".repeat(pad)).as_bytes());
         assert_eq!(head.len(), MAX_HEADER_BYTES);
-        assert_eq!(Framing::default().feed(&head), Verdict::Fine);
+        assert_eq!(HeadScan::default().feed(&head), Verdict::Fine);
     }
 
     #[test]

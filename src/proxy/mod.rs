@@ -16,6 +16,8 @@
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
 //! `attempt`, `body`, `client`, `upgrade`, `exchange`, `retry`, `service`, `server`.
+//! `h1` and `server` are directories whose files keep the same rule; their `mod.rs`
+//! lists them in order.
 
 pub mod attempt;
 pub mod body;

@@ -19,7 +19,7 @@ use super::conn::{ConnMeta, IN_FLIGHT};
 use super::error::{body_for, rescue, ExchangeError, Level, ProxyError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
-use super::h1::{Framing, HeadWriter, ResponseHead};
+use super::h1::{BodyFraming, HeadWriter, ResponseHead};
 use super::retry::Retry;
 use super::upgrade::ClientUpgrade;
 use crate::config::{Action, Location, ProxyPass, Return};
@@ -510,7 +510,7 @@ fn respond(
             tokio::spawn(super::upgrade::tunnel(client_side, conn, attempt));
         }
         UpstreamBody::headers_only(headers)
-    } else if framing == Framing::Empty {
+    } else if framing == BodyFraming::Empty {
         attempt.reusable = keep_alive && attempt.conn.as_ref().is_some_and(|c| c.buf.is_empty());
         drop(attempt);
         UpstreamBody::headers_only(headers)

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::proxy::h1::{Framing, FramingHeaders, NameCache};
+use crate::proxy::h1::{BodyFraming, FramingHeaders, NameCache};
 use crate::proxy::MAX_HEADER_BYTES;
 
 /// Most header lines in a request head (hyper's limit, which fulcrum had before).
@@ -17,7 +17,7 @@ const MAX_HEADERS: usize = 100;
 /// A parsed request head and what its headers say about the connection.
 pub(super) struct ReqHead {
     pub(super) req: Request<()>,
-    pub(super) framing: Framing,
+    pub(super) framing: BodyFraming,
     pub(super) keep_alive: bool,
     pub(super) expect_continue: bool,
     pub(super) upgrade: bool,
@@ -131,12 +131,12 @@ impl Framer {
 
     /// RFC 9112 §6.3 for requests: chunked if `Transfer-Encoding` ends in it (any
     /// other coding cannot be delimited: 400), else `Content-Length`, else none.
-    fn framing(&self) -> Result<Framing, StatusCode> {
+    fn framing(&self) -> Result<BodyFraming, StatusCode> {
         Ok(match (self.f.te, self.f.length) {
-            (Some(true), _) => Framing::Chunked,
+            (Some(true), _) => BodyFraming::Chunked,
             (Some(false), _) => return Err(StatusCode::BAD_REQUEST),
-            (None, Some(0) | None) => Framing::Empty,
-            (None, Some(n)) => Framing::Length(n),
+            (None, Some(0) | None) => BodyFraming::Empty,
+            (None, Some(n)) => BodyFraming::Length(n),
         })
     }
 }
@@ -156,19 +156,19 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.req.uri(), "/a?b");
-        assert_eq!(h.framing, Framing::Empty);
+        assert_eq!(h.framing, BodyFraming::Empty);
         assert!(h.keep_alive);
         let h = parse("POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(h.framing, BodyFraming::Length(5));
         assert!(!h.keep_alive);
         let h = parse(
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n",
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h.framing, Framing::Chunked);
+        assert_eq!(h.framing, BodyFraming::Chunked);
         assert!(!h.keep_alive);
         assert!(parse("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
     }
@@ -225,7 +225,7 @@ mod tests {
             assert_eq!(heads[0].req.uri(), "/one");
             assert_eq!(heads[0].req.headers()["x-long"], "0123456789");
             assert_eq!(heads[1].req.method(), Method::POST);
-            assert_eq!(heads[1].framing, Framing::Length(3));
+            assert_eq!(heads[1].framing, BodyFraming::Length(3));
             assert_eq!(&buf[..], b"abc", "cut {cut}: the body stays in the buffer");
         }
     }

@@ -62,7 +62,7 @@ use self::watch::watched;
 use super::body::ReqBody;
 use super::conn::ConnMeta;
 use super::exchange::{rejected, Tracked};
-use super::h1::{poll_fill, BodyDecoder, Framing, NameCache};
+use super::h1::{poll_fill, BodyDecoder, BodyFraming, NameCache};
 use super::reader::{lock, H1Body, Home, Reader, CONTINUE};
 use super::service::handle;
 use super::transport::{ReadSide, Transport, WriteSide};
@@ -256,7 +256,7 @@ fn start(
         upgrade: None,
     };
     let body = match framing {
-        Framing::Empty => ReqBody::Empty,
+        BodyFraming::Empty => ReqBody::Empty,
         f => {
             s.cont = expect_continue.then_some(0);
             ReqBody::H1(Box::new(H1Body {

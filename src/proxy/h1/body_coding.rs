@@ -1,0 +1,353 @@
+//! A message body on the wire: decoded from the read buffer and socket by its
+//! framing (RFC 9112 §6: length, chunked, or until close), and the chunk-size lines
+//! that encode one.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncRead;
+
+use super::body_framing::BodyFraming;
+use crate::proxy::error::Invalid;
+
+/// Longest chunk-size line or trailer section.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 64 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads more bytes from `io` into `buf`; `Ok(0)` is end of stream. Goes through
+/// `AsyncRead` so that a short read clears the socket's readiness (as nginx does
+/// with `rev->ready`): the next read waits for epoll instead of costing a system
+/// call that answers EAGAIN.
+pub fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// A reusable chunk-size line (`{:x}\r\n`), written without formatting machinery.
+#[derive(Debug, Default)]
+pub struct ChunkLine([u8; 18]);
+
+impl ChunkLine {
+    /// The chunk-size line for `n` bytes.
+    pub fn chunk(&mut self, mut n: usize) -> &[u8] {
+        let mut i = 16;
+        loop {
+            i -= 1;
+            self.0[i] = b"0123456789abcdef"[n & 15];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0[16] = b'\r';
+        self.0[17] = b'\n';
+        &self.0[i..]
+    }
+}
+
+/// Where a body decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Bytes left of a `Content-Length` body.
+    Length(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Bytes left of the current chunk.
+    ChunkData(u64),
+    /// The CRLF after a chunk.
+    ChunkEnd,
+    /// Trailer section after the last chunk (skipped; bytes so far).
+    Trailers(usize),
+    /// Until end of stream.
+    Close,
+    /// Complete.
+    Done,
+}
+
+/// Decodes a response body from the connection's read buffer and socket.
+#[derive(Debug)]
+pub struct BodyDecoder {
+    state: State,
+}
+
+impl BodyDecoder {
+    /// A decoder for `framing`.
+    pub fn new(framing: BodyFraming) -> Self {
+        let state = match framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => State::Done,
+            BodyFraming::Length(n) => State::Length(n),
+            BodyFraming::Chunked => State::ChunkSize,
+            BodyFraming::Close => State::Close,
+        };
+        BodyDecoder { state }
+    }
+
+    /// Whether the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Bytes still to come, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of body data; `None` at the end. Data is split off `buf`
+    /// without copying.
+    pub fn poll_data<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            // The chunk framing states only move the state on; the data states answer.
+            let framed = match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(n) | State::ChunkData(n) => {
+                    if buf.is_empty() {
+                        match ready!(poll_fill(io, buf, cx)) {
+                            Ok(0) => return Poll::Ready(Some(Err(eof()))),
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        }
+                    }
+                    let take = n.min(buf.len() as u64);
+                    let left = n - take;
+                    self.state = match self.state {
+                        State::Length(_) if left == 0 => State::Done,
+                        State::Length(_) => State::Length(left),
+                        _ if left == 0 => State::ChunkEnd,
+                        _ => State::ChunkData(left),
+                    };
+                    return Poll::Ready(Some(Ok(buf.split_to(take as usize).freeze())));
+                }
+                State::Close => {
+                    if !buf.is_empty() {
+                        return Poll::Ready(Some(Ok(buf.split().freeze())));
+                    }
+                    match ready!(poll_fill(io, buf, cx)) {
+                        Ok(0) => self.state = State::Done,
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                    continue;
+                }
+                State::ChunkSize => self.poll_chunk_size(io, buf, cx),
+                State::ChunkEnd => self.poll_chunk_end(io, buf, cx),
+                State::Trailers(seen) => self.poll_trailers(seen, io, buf, cx),
+            };
+            if let Err(e) = ready!(framed) {
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+    }
+
+    /// Reads a chunk-size line: the next chunk's data, or the trailers after the last.
+    #[inline]
+    fn poll_chunk_size<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                buf.advance(used);
+                self.state = if size == 0 {
+                    State::Trailers(0)
+                } else {
+                    State::ChunkData(size)
+                };
+                Poll::Ready(Ok(()))
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
+                self.fill_more(io, buf, cx)
+            }
+            _ => Poll::Ready(Err(Invalid::Chunked.into())),
+        }
+    }
+
+    /// Reads the CRLF that ends a chunk's data.
+    #[inline]
+    fn poll_chunk_end<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.len() < 2 {
+            return self.fill_more(io, buf, cx);
+        }
+        if &buf[..2] != b"\r\n" {
+            return Poll::Ready(Err(Invalid::Chunked.into()));
+        }
+        buf.advance(2);
+        self.state = State::ChunkSize;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Skips a trailer line (`seen` bytes of trailers so far); an empty one ends the
+    /// body.
+    #[inline]
+    fn poll_trailers<R: AsyncRead + Unpin>(
+        &mut self,
+        seen: usize,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                let empty = i == 0 || (i == 1 && buf[0] == b'\r');
+                buf.advance(i + 1);
+                self.state = if empty {
+                    State::Done
+                } else {
+                    State::Trailers(seen + i + 1)
+                };
+                Poll::Ready(Ok(()))
+            }
+            None if seen + buf.len() < MAX_TRAILERS => self.fill_more(io, buf, cx),
+            None => Poll::Ready(Err(Invalid::Chunked.into())),
+        }
+    }
+
+    fn fill_more<R: AsyncRead + Unpin>(
+        &self,
+        io: &mut R,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match ready!(poll_fill(io, buf, cx)) {
+            Ok(0) => Poll::Ready(Err(eof())),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// A body ended before its framing said it would; says whose body it was. The
+/// decoder reads both sides' bodies and calls it [`Truncated::Upstream`]; the client
+/// side renames it with [`client_side`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Truncated {
+    /// An upstream response body (nginx's wording).
+    #[error("upstream prematurely closed connection while reading upstream")]
+    Upstream,
+    /// A client request body.
+    #[error("client prematurely closed connection while reading client request body")]
+    Client,
+}
+
+fn eof() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, Truncated::Upstream)
+}
+
+/// An error of a decoder reading the client's request body: a truncated body is the
+/// client's, not the upstream's. Other errors pass unchanged.
+pub fn client_side(e: io::Error) -> io::Error {
+    match e.get_ref().and_then(|r| r.downcast_ref::<Truncated>()) {
+        Some(Truncated::Upstream) => io::Error::new(e.kind(), Truncated::Client),
+        _ => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpStream;
+
+    #[test]
+    fn chunk_lines() {
+        let mut l = ChunkLine::default();
+        assert_eq!(l.chunk(0), b"0\r\n");
+        assert_eq!(l.chunk(255), b"ff\r\n");
+        assert_eq!(l.chunk(4096), b"1000\r\n");
+    }
+
+    /// Decodes a chunked body fed over a real socket in awkward pieces.
+    #[tokio::test]
+    async fn decodes_chunked_over_a_socket() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            for piece in [
+                "5\r\nhel",
+                "lo\r\n",
+                "6;ext=1\r\n wor",
+                "ld\r\n0\r\nX-T: 1\r\n",
+                "\r\n",
+            ] {
+                s.write_all(piece.as_bytes()).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            s
+        });
+        let mut io = TcpStream::connect(addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut d = BodyDecoder::new(BodyFraming::Chunked);
+        let mut body = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await
+        {
+            body.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(body, b"hello world");
+        assert!(d.is_done() && buf.is_empty());
+        drop(writer.await.unwrap());
+    }
+
+    /// A body cut short is the upstream's by default and the client's once renamed.
+    #[tokio::test]
+    async fn truncated_body_names_its_side() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"abc").await.unwrap();
+        });
+        let mut io = TcpStream::connect(addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut d = BodyDecoder::new(BodyFraming::Length(10));
+        let mut err = None;
+        while let Some(r) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await {
+            if let Err(e) = r {
+                err = Some(e);
+                break;
+            }
+        }
+        writer.await.unwrap();
+        let e = err.expect("a truncated body fails");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            e.to_string(),
+            "upstream prematurely closed connection while reading upstream"
+        );
+        let e = client_side(e);
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            e.to_string(),
+            "client prematurely closed connection while reading client request body"
+        );
+        let other = client_side(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+        assert_eq!(other.to_string(), "reset");
+    }
+}
