@@ -142,6 +142,10 @@ impl AttemptError {
 /// Every way fulcrum answers a request itself instead of the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The HTTP/1 request head does not parse (fulcrum's server refuses it before
+    /// any routing).
+    #[error("client sent invalid request")]
+    MalformedHead,
     /// HTTP/1 request with both `Transfer-Encoding` and `Content-Length`.
     #[error("request has both Transfer-Encoding and Content-Length")]
     ConflictingFraming,
@@ -236,7 +240,8 @@ pub struct Rescue {
 /// The one map from an error to its status, connection close, metric and log text.
 pub fn rescue(e: &ProxyError) -> Rescue {
     let (status, close) = match e {
-        ProxyError::ConflictingFraming
+        ProxyError::MalformedHead
+        | ProxyError::ConflictingFraming
         | ProxyError::HostNotText(_)
         | ProxyError::MissingHost
         | ProxyError::InvalidHost(_)
@@ -331,6 +336,7 @@ mod tests {
         let bad_uri = http::Uri::try_from("a b").unwrap_err();
         let client = ExchangeError::Client(Box::new(io()));
         check(vec![
+            (ProxyError::MalformedHead, 400, true, None, None),
             (ProxyError::ConflictingFraming, 400, true, None, None),
             (ProxyError::HeadTooLarge, 431, true, None, None),
             (ProxyError::HostNotText(not_text), 400, true, None, None),

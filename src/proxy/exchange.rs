@@ -20,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::body::ProxyBody;
 use super::conn::ConnMeta;
-use super::error::BoxError;
+use super::error::{rescue, BoxError, ProxyError};
 use crate::access_log::{basic_user, Entry, RequestLine, RequestText, Try};
 use crate::state::{Site, Snapshot};
 
@@ -277,13 +277,14 @@ pub fn parser_rejected(
             None => return,
         }
     };
-    let status = if hyper_err.is_parse_too_large() {
-        431
+    let refused = if hyper_err.is_parse_too_large() {
+        ProxyError::HeadTooLarge
     } else if hyper_err.is_parse() {
-        400
+        ProxyError::MalformedHead
     } else {
         return;
     };
+    let status = rescue(&refused).status.as_u16();
     rejected(snap, listen_key, remote, status);
 }
 

@@ -6,8 +6,9 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, StatusCode, Uri, Version};
+use http::{Method, Request, Uri, Version};
 
+use crate::proxy::error::ProxyError;
 use crate::proxy::h1::{BodyFraming, FramingHeaders, NameCache};
 use crate::proxy::MAX_HEADER_BYTES;
 
@@ -30,7 +31,7 @@ pub(super) struct ReqHead {
 pub(super) fn parse_head(
     buf: &mut BytesMut,
     names: &mut NameCache,
-) -> Result<Option<ReqHead>, StatusCode> {
+) -> Result<Option<ReqHead>, ProxyError> {
     // Uninitialised slots: httparse fills what it uses.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -39,23 +40,21 @@ pub(super) fn parse_head(
     {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEADER_BYTES => {
-            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            return Err(ProxyError::HeadTooLarge)
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        }
-        Err(_) => return Err(StatusCode::BAD_REQUEST),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
+        Err(_) => return Err(ProxyError::MalformedHead),
     };
     if len > MAX_HEADER_BYTES {
-        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        return Err(ProxyError::HeadTooLarge);
     }
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
     let method = req.method.unwrap_or_default();
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| ProxyError::MalformedHead)?;
     // Offsets first: the target and the values then share the head's one allocation.
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
@@ -72,16 +71,16 @@ pub(super) fn parse_head(
     let n = spans.len();
     let head = buf.split_to(len).freeze();
     let slice = |(s, e): (u32, u32)| head.slice(s as usize..e as usize);
-    let uri = Uri::from_maybe_shared(slice(path)).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let uri = Uri::from_maybe_shared(slice(path)).map_err(|_| ProxyError::MalformedHead)?;
     let mut headers = HeaderMap::with_capacity(n);
     let mut f = Framer::default();
     for (i, &(name, value)) in spans.iter().enumerate() {
         let name = names
             .get(i, &head[name.0 as usize..name.1 as usize])
-            .map_err(|_| StatusCode::BAD_REQUEST)?;
+            .map_err(|_| ProxyError::MalformedHead)?;
         // httparse has already refused the bytes a header value may not hold.
         let value =
-            HeaderValue::from_maybe_shared(slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;
+            HeaderValue::from_maybe_shared(slice(value)).map_err(|_| ProxyError::MalformedHead)?;
         f.header(&name, &value)?;
         headers.append(name, value);
     }
@@ -111,11 +110,11 @@ struct Framer {
 }
 
 impl Framer {
-    fn header(&mut self, name: &header::HeaderName, v: &HeaderValue) -> Result<(), StatusCode> {
+    fn header(&mut self, name: &header::HeaderName, v: &HeaderValue) -> Result<(), ProxyError> {
         if name == header::CONTENT_LENGTH {
             self.f
                 .content_length(v.as_bytes())
-                .map_err(|_| StatusCode::BAD_REQUEST)?;
+                .map_err(|_| ProxyError::MalformedHead)?;
         } else if name == header::TRANSFER_ENCODING {
             self.f.transfer_encoding(v.as_bytes());
         } else if name == header::CONNECTION {
@@ -131,10 +130,10 @@ impl Framer {
 
     /// RFC 9112 §6.3 for requests: chunked if `Transfer-Encoding` ends in it (any
     /// other coding cannot be delimited: 400), else `Content-Length`, else none.
-    fn framing(&self) -> Result<BodyFraming, StatusCode> {
+    fn framing(&self) -> Result<BodyFraming, ProxyError> {
         Ok(match (self.f.te, self.f.length) {
             (Some(true), _) => BodyFraming::Chunked,
-            (Some(false), _) => return Err(StatusCode::BAD_REQUEST),
+            (Some(false), _) => return Err(ProxyError::MalformedHead),
             (None, Some(0) | None) => BodyFraming::Empty,
             (None, Some(n)) => BodyFraming::Length(n),
         })
@@ -145,7 +144,14 @@ impl Framer {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Option<ReqHead>, StatusCode> {
+    use crate::proxy::error::rescue;
+
+    /// The status a refused head is answered with (the one error map's).
+    fn status_of(r: Result<Option<ReqHead>, ProxyError>) -> Option<u16> {
+        r.err().map(|e| rescue(&e).status.as_u16())
+    }
+
+    fn parse(s: &str) -> Result<Option<ReqHead>, ProxyError> {
         let mut buf = BytesMut::from(s.as_bytes());
         parse_head(&mut buf, &mut NameCache::default())
     }
@@ -183,18 +189,15 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
         ] {
-            assert_eq!(parse(bad).err(), Some(StatusCode::BAD_REQUEST), "{bad:?}");
+            assert_eq!(status_of(parse(bad)), Some(400), "{bad:?}");
         }
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(
-            parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            status_of(parse(&format!("GET / HTTP/1.1\r\n{many}\r\n"))),
+            Some(431)
         );
         let long = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(MAX_HEADER_BYTES));
-        assert_eq!(
-            parse(&long).err(),
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        );
+        assert_eq!(status_of(parse(&long)), Some(431));
     }
 
     #[test]

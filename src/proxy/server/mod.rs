@@ -61,6 +61,7 @@ use self::respond::{encode_head, error_head, write_response, Written, FLUSH_AT};
 use self::watch::watched;
 use super::body::ReqBody;
 use super::conn::ConnMeta;
+use super::error::{rescue, ProxyError};
 use super::exchange::{rejected, Tracked};
 use super::h1::{poll_fill, BodyDecoder, BodyFraming, NameCache};
 use super::reader::{lock, H1Body, Home, Reader, CONTINUE};
@@ -134,7 +135,8 @@ async fn run(
         let head = match read_head(rdr, &mut names, &meta).await? {
             Next::Head(h) => h,
             Next::Closed => return Ok(()),
-            Next::Bad(status) => {
+            Next::Bad(e) => {
+                let status = rescue(&e).status;
                 let snap = snapshots.load();
                 rejected(&snap, meta.listen_key, meta.remote, status.as_u16());
                 drop(snap);
@@ -300,7 +302,8 @@ enum Next {
     Head(ReqHead),
     /// The client closed (or the connection is closing) between requests.
     Closed,
-    Bad(StatusCode),
+    /// A head refused before routing (400, 431), answered by [`refuse`].
+    Bad(ProxyError),
 }
 
 async fn read_head(rdr: &mut Reader, names: &mut NameCache, meta: &ConnMeta) -> io::Result<Next> {
@@ -309,7 +312,7 @@ async fn read_head(rdr: &mut Reader, names: &mut NameCache, meta: &ConnMeta) -> 
             match parse_head(&mut rdr.buf, names) {
                 Ok(Some(h)) => return Ok(Next::Head(h)),
                 Ok(None) => {}
-                Err(status) => return Ok(Next::Bad(status)),
+                Err(e) => return Ok(Next::Bad(e)),
             }
         }
         let n = poll_fn(|cx| {
