@@ -8,7 +8,7 @@
 //!   lock, no allocation. After a reload, [`retain`] removes the label sets the new
 //!   snapshot no longer has, so removed servers, pools and virtual servers vanish.
 //! - **Live state** (server up, active requests, reloads) is read at scrape time from
-//!   the current snapshot and [`Shared`] ([`render`]): nothing per request, and a
+//!   the current snapshot and `runtime::Shared` ([`render`]): nothing per request, and a
 //!   removed server disappears with the snapshot that held it.
 //!
 //! The registry is process-wide because the handles are resolved while snapshots are
