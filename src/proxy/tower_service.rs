@@ -50,7 +50,10 @@ use crate::state::Snapshot;
 /// let listen_key = "127.0.0.1:8080".parse().expect("an address");
 /// let meta = std::sync::Arc::new(ConnMeta::new(remote, local, listen_key, "http"));
 /// let svc = tower::ServiceBuilder::new()
-///     .concurrency_limit(64)
+///     .map_request(|mut req: http::Request<hyper::body::Incoming>| {
+///         req.headers_mut().insert("x-via", http::HeaderValue::from_static("embedder"));
+///         req
+///     })
 ///     .service(Proxy::new(snapshots, meta));
 /// hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
 ///     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
