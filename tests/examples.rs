@@ -1,7 +1,8 @@
 //! The shipped monitoring examples: `examples/prometheus.yml` is a valid Prometheus
 //! config, and every query of `examples/grafana-dashboard.json` is valid PromQL over
 //! metric names a running fulcrum exports (checked with promtool; skipped with a note
-//! when promtool is missing unless FULCRUM_REQUIRE_TOOLS is set).
+//! when promtool is missing unless FULCRUM_REQUIRE_TOOLS is set); `examples/embed.rs`
+//! runs and exits on its own.
 
 mod common;
 use common::*;
@@ -121,4 +122,31 @@ fn dashboard_queries_are_valid_promql_over_exported_metrics() {
     let path = dir.path().join("dashboard-rules.yml");
     std::fs::write(&path, rules).unwrap();
     promtool(&["check", "rules", path.to_str().unwrap()], None);
+}
+
+/// `examples/embed.rs` runs, proxies one request to its demo backend and exits on its
+/// own. `cargo test` builds the examples; a run of only this test file does not, and
+/// then it is skipped with a note.
+#[test]
+fn embed_example_proxies_one_request_and_exits() {
+    let dir = bin().parent().expect("a directory").join("examples");
+    let exe = dir.join(format!("embed{}", std::env::consts::EXE_SUFFIX));
+    if !exe.exists() {
+        eprintln!("note: {} not built, skipping", exe.display());
+        return;
+    }
+    let mut child = std::process::Command::new(&exe)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the embed example");
+    let exited = eventually(20, || child.try_wait().ok().flatten().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("its output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(exited, "the example did not exit on its own: {text}");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("status: 200 OK"), "{text}");
+    assert!(text.contains("body: hello from demo backend"), "{text}");
 }

@@ -1,12 +1,17 @@
 //! Body types on both sides of the proxy. Concrete enums rather than boxed trait
 //! objects: no allocation per request, and the pool can name its connection type.
+//! Only a request body of a type fulcrum does not know (an embedding program's) is
+//! boxed.
 
+use std::any::Any;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
@@ -30,6 +35,36 @@ pub enum ReqBody {
     Hyper(Incoming),
     /// From fulcrum's HTTP/1 server.
     H1(Box<H1Body>),
+    /// Any other body (from a program that embeds fulcrum's tower `Service`), boxed.
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl ReqBody {
+    /// The request body for any `B`: hyper's [`Incoming`] and a `ReqBody` as they
+    /// are (no allocation: the type check is resolved at compile time), anything
+    /// else boxed.
+    pub fn from_body<B>(body: B) -> ReqBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut slot = Some(body);
+        let any: &mut dyn Any = &mut slot;
+        if let Some(b) = any.downcast_mut::<Option<Incoming>>() {
+            if let Some(b) = b.take() {
+                return ReqBody::Hyper(b);
+            }
+        }
+        if let Some(b) = any.downcast_mut::<Option<ReqBody>>() {
+            if let Some(b) = b.take() {
+                return b;
+            }
+        }
+        match slot {
+            Some(b) => ReqBody::Boxed(UnsyncBoxBody::new(b.map_err(Into::into))),
+            None => ReqBody::Empty,
+        }
+    }
 }
 
 impl std::fmt::Debug for ReqBody {
@@ -38,6 +73,7 @@ impl std::fmt::Debug for ReqBody {
             ReqBody::Empty => "ReqBody::Empty",
             ReqBody::Hyper(_) => "ReqBody::Hyper",
             ReqBody::H1(_) => "ReqBody::H1",
+            ReqBody::Boxed(_) => "ReqBody::Boxed",
         })
     }
 }
@@ -55,6 +91,7 @@ impl Body for ReqBody {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ReqBody::H1(b) => Pin::new(&mut **b).poll_frame(cx),
+            ReqBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -63,6 +100,7 @@ impl Body for ReqBody {
             ReqBody::Empty => true,
             ReqBody::Hyper(b) => b.is_end_stream(),
             ReqBody::H1(b) => b.is_end_stream(),
+            ReqBody::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -71,6 +109,7 @@ impl Body for ReqBody {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Hyper(b) => b.size_hint(),
             ReqBody::H1(b) => b.size_hint(),
+            ReqBody::Boxed(b) => b.size_hint(),
         }
     }
 }

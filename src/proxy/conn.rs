@@ -29,5 +29,28 @@ pub struct ConnMeta {
     pub closing: AtomicBool,
 }
 
+impl ConnMeta {
+    /// The facts of a connection that a program embedding fulcrum accepted itself
+    /// (see [`super::tower_service::Proxy`]): `listen_key` is the configured `listen`
+    /// address whose virtual servers route its requests; `scheme` is "http" or
+    /// "https" (`$scheme`).
+    pub fn new(
+        remote: SocketAddr,
+        local: SocketAddr,
+        listen_key: SocketAddr,
+        scheme: &'static str,
+    ) -> ConnMeta {
+        ConnMeta {
+            remote,
+            local,
+            listen_key,
+            scheme,
+            head_guard: Arc::default(),
+            waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
+            closing: AtomicBool::new(false),
+        }
+    }
+}
+
 /// [`ConnMeta::waiting_since`] while a request is being served.
 pub const IN_FLIGHT: u64 = u64::MAX;

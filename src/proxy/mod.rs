@@ -1,7 +1,8 @@
 //! Forwarding requests upstream. A request's path, top to bottom:
 //!
 //! 1. [`server`] reads a request head from a client connection (fulcrum's HTTP/1
-//!    server; h2c listeners use hyper's) and calls [`service::handle`].
+//!    server; h2c listeners use hyper's, through [`tower_service::Proxy`], which is
+//!    also how another program embeds fulcrum) and calls [`service::handle`].
 //! 2. [`service`] routes it (server name, location), then picks a server, forwards,
 //!    and retries as nginx's `proxy_next_upstream`; [`exchange`] records what the
 //!    access log and metrics need as it goes.
@@ -15,9 +16,9 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
-//! `attempt`, `body`, `client`, `upgrade`, `exchange`, `retry`, `service`, `server`.
-//! `h1` and `server` are directories whose files keep the same rule; their `mod.rs`
-//! lists them in order.
+//! `attempt`, `body`, `client`, `upgrade`, `exchange`, `retry`, `service`,
+//! `tower_service`, `server`. `h1` and `server` are directories whose files keep the
+//! same rule; their `mod.rs` lists them in order.
 
 pub mod attempt;
 pub mod body;
@@ -32,6 +33,7 @@ pub mod reader;
 pub mod retry;
 pub mod server;
 pub mod service;
+pub mod tower_service;
 pub mod transport;
 pub mod upgrade;
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 
@@ -20,7 +20,7 @@ use super::drain::Drain;
 use super::{ListenOpts, Shared};
 use crate::clock::CoarseTimer;
 use crate::proxy::conn::{ConnMeta, IN_FLIGHT};
-use crate::proxy::service::handle;
+use crate::proxy::tower_service::Proxy;
 
 /// How a listener serves its connections: fulcrum's own HTTP/1 server
 /// ([`crate::proxy::server`]), or hyper-util's protocol-sniffing one when the
@@ -200,21 +200,7 @@ pub(super) async fn accept_loop(
                 // hyper hides a request's conflicting framing headers: the stream is
                 // watched on its way in (see `proxy::framing`).
                 let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
-                let conn_shared = shared.clone();
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (shared, meta) = (conn_shared.clone(), meta.clone());
-                    async move {
-                        let req = req.map(crate::proxy::body::ReqBody::Hyper);
-                        let mut resp = handle(&shared.snapshot, meta, req).await?;
-                        // hyper writes a response from its `HeaderMap` only; an
-                        // upstream's headers come as its raw lines.
-                        if let Some(h) = resp.body().pass_headers() {
-                            let map = h.to_map();
-                            resp.headers_mut().extend(map);
-                        }
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
+                let svc = TowerToHyperService::new(Proxy::new(shared.snapshot.clone(), meta));
                 spawn_conn(
                     graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
                     end,

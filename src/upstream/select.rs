@@ -22,7 +22,8 @@ pub const MAX_TRIES: u32 = 20;
 /// its mutable state (weights, cursors) is its own business, but a pick must not
 /// block other requests for long.
 pub trait Balancer: Send + Sync + Debug {
-    /// Chooses one peer of `tier` that is `balance::eligible` for this request, or `None`.
+    /// Chooses one peer of `tier` that is eligible (`balance::eligible`) for this
+    /// request, or `None`.
     fn pick(&self, tier: &Tier, req: &mut PickState<'_>) -> Option<usize>;
 
     /// A try on peer `idx` failed (nginx lowers the round-robin effective weight).
