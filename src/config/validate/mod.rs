@@ -55,7 +55,7 @@ impl Validator<'_> {
             Some(s) => match values::parse_duration(s.get_ref()) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.r.error(span_of(s), e);
+                    self.r.error(span_of(s), e.to_string());
                     default
                 }
             },
@@ -79,12 +79,12 @@ impl Validator<'_> {
         let parsed = match v.get_ref() {
             toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
             toml::Value::String(s) => values::parse_size_str(s),
-            other => Err(format!(
-                "invalid size {other} (use bytes, or a string like \"1m\")"
-            )),
+            other => Err(values::ValueError::SizeType {
+                value: other.to_string(),
+            }),
         };
         parsed.unwrap_or_else(|e| {
-            self.r.error(span_of(v), e);
+            self.r.error(span_of(v), e.to_string());
             default
         })
     }
@@ -128,7 +128,7 @@ impl Validator<'_> {
             for b in &d.get_ref().backends {
                 match values::parse_listen(b.get_ref()) {
                     Ok(a) => demo.push(a),
-                    Err(e) => self.r.error(span_of(b), e),
+                    Err(e) => self.r.error(span_of(b), e.to_string()),
                 }
             }
         }
@@ -195,7 +195,7 @@ impl Validator<'_> {
             Some(l) => match values::parse_listen(l.get_ref()) {
                 Ok(a) => a,
                 Err(e) => {
-                    self.r.error(span_of(l), e);
+                    self.r.error(span_of(l), e.to_string());
                     return None;
                 }
             },

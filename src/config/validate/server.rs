@@ -25,7 +25,7 @@ impl Validator<'_> {
         for l in s.listen.get_ref() {
             match values::parse_listen(l.get_ref()) {
                 Ok(a) => listen.push(a),
-                Err(e) => self.r.error(span_of(l), e),
+                Err(e) => self.r.error(span_of(l), e.to_string()),
             }
         }
         if s.listen.get_ref().is_empty() {
@@ -210,7 +210,7 @@ impl Validator<'_> {
         let (host, port) = match values::split_host_port(authority) {
             Ok(hp) => hp,
             Err(e) => {
-                self.r.error(span_of(pp), e);
+                self.r.error(span_of(pp), e.to_string());
                 return None;
             }
         };
@@ -230,7 +230,7 @@ impl Validator<'_> {
                 return None;
             }
             Err(e) => {
-                self.r.error(span_of(pp), e);
+                self.r.error(span_of(pp), e.to_string());
                 return None;
             }
         };

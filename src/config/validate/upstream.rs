@@ -7,7 +7,7 @@ use serde_spanned::Spanned;
 
 use super::{span_of, Validator, NOT_YET};
 use crate::config::schema;
-use crate::config::values::{self, ServerParams};
+use crate::config::values::{self, ServerParams, ValueError};
 use crate::config::{Balance, CheckKind, HealthCheck, NextUpstream, ServerConf, Upstream};
 use crate::route::template::Template;
 
@@ -18,7 +18,7 @@ impl Validator<'_> {
             toml::Value::Table(t) => (|| {
                 let addr = match t.get("addr") {
                     Some(toml::Value::String(a)) => a.clone(),
-                    _ => return Err("server table needs addr = \"host:port\"".to_string()),
+                    _ => return Err(ValueError::ServerTableAddr),
                 };
                 let mut p = ServerParams::new(addr);
                 for (k, val) in t {
@@ -31,14 +31,15 @@ impl Validator<'_> {
                         }
                         (_, toml::Value::Integer(n)) => p.apply(k, Some(&n.to_string()))?,
                         (_, toml::Value::String(s)) => p.apply(k, Some(s))?,
-                        (k, _) => return Err(format!("invalid type for server key \"{k}\"")),
+                        (k, _) => return Err(ValueError::ServerKeyType { key: k.to_string() }),
                     }
                 }
                 Ok(p)
             })(),
-            _ => Err("a server is a string or an inline table".to_string()),
+            _ => Err(ValueError::ServerType),
         };
-        res.map_err(|e| self.r.error(span_of(v), e)).ok()
+        res.map_err(|e| self.r.error(span_of(v), e.to_string()))
+            .ok()
     }
 
     pub(super) fn upstream(
@@ -188,7 +189,7 @@ impl Validator<'_> {
             };
             match values::resolve(&p.addr, 80) {
                 Ok(addrs) => servers.extend(addrs.into_iter().map(|addr| p.server(addr))),
-                Err(e) => self.r.error(span_of(entry), e),
+                Err(e) => self.r.error(span_of(entry), e.to_string()),
             }
         }
         if list.get_ref().is_empty() {
@@ -341,14 +342,14 @@ impl Validator<'_> {
             let parsed = match it {
                 toml::Value::Integer(n) => status_range(&n.to_string()),
                 toml::Value::String(s) => status_range(s),
-                other => Err(format!(
-                    "invalid expect_status item {other} (expected a code or \"lo-hi\")"
-                )),
+                other => Err(ValueError::StatusType {
+                    value: other.to_string(),
+                }),
             };
             // Items inside an array carry no span of their own: point at the key's value.
             match parsed {
                 Ok(r) => out.push(r),
-                Err(e) => self.r.error(span_of(v), e),
+                Err(e) => self.r.error(span_of(v), e.to_string()),
             }
         }
         if items.is_empty() {
@@ -362,18 +363,25 @@ impl Validator<'_> {
 }
 
 /// One `expect_status` item: "200" or "200-399", codes 100-599.
-fn status_range(s: &str) -> Result<(u16, u16), String> {
-    let code = |c: &str| match c.trim().parse::<u16>() {
-        Ok(n) if (100..=599).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "invalid status \"{c}\" in expect_status (expected 100-599)"
-        )),
+fn status_range(s: &str) -> Result<(u16, u16), ValueError> {
+    let code = |c: &str| {
+        let bad = |source| ValueError::Status {
+            text: c.to_string(),
+            source,
+        };
+        match c.trim().parse::<u16>() {
+            Ok(n) if (100..=599).contains(&n) => Ok(n),
+            Ok(_) => Err(bad(None)),
+            Err(e) => Err(bad(Some(e))),
+        }
     };
     match s.split_once('-') {
         Some((lo, hi)) => {
             let (lo, hi) = (code(lo)?, code(hi)?);
             if lo > hi {
-                return Err(format!("empty status range \"{s}\" in expect_status"));
+                return Err(ValueError::EmptyStatusRange {
+                    text: s.to_string(),
+                });
             }
             Ok((lo, hi))
         }
