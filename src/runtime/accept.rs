@@ -13,8 +13,8 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::drain::Drain;
 use super::{ListenOpts, Shared};
@@ -97,7 +97,7 @@ struct ConnEnd {
     remote: SocketAddr,
     /// `fulcrum_downstream_connections_active` of its listener.
     active: prometheus::IntGauge,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for ConnEnd {
@@ -136,76 +136,96 @@ pub(super) async fn accept_loop(
     let graceful = Drain::new();
     let metrics = crate::metrics::ListenerMetrics::new(key);
     let mut builder = conn_builder(*opts.borrow_and_update());
-    loop {
-        let permit = match &limit {
-            Some(s) => tokio::select! {
-                p = s.clone().acquire_owned() => match p {
-                    Ok(p) => Some(p),
-                    Err(_) => return graceful,
-                },
-                _ = &mut stop => return graceful,
-            },
-            None => None,
-        };
-        let (stream, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(listen = %key, error = %e, "accept failed");
-                    // Out of descriptors: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => return graceful,
-        };
+    while let Some(conn) = next_conn(&listener, key, limit.as_ref(), &mut stop).await {
         // A reload changed this listener's options: new connections use them.
         if opts.has_changed().unwrap_or(false) {
             builder = conn_builder(*opts.borrow_and_update());
         }
-        let _ = stream.set_nodelay(true);
-        let guard = Arc::new(crate::proxy::framing::HeadGuard::default());
-        let meta = Arc::new(ConnMeta {
-            remote,
-            local: stream.local_addr().unwrap_or(key),
-            listen_key: key,
-            scheme: "http",
-            head_guard: guard.clone(),
-            waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
-            closing: AtomicBool::new(false),
-        });
         metrics.total.inc();
         metrics.active.inc();
         let end = ConnEnd {
             shared: shared.clone(),
             key,
-            remote,
+            remote: conn.remote,
             active: metrics.active.clone(),
-            _permit: permit,
+            _permit: conn.permit,
         };
-        match &builder {
-            ConnBuilder::Http1(header_timeout) => spawn_conn(
-                watch_head(
-                    graceful.serve(crate::proxy::server::serve(
-                        stream,
-                        shared.snapshot.clone(),
-                        meta.clone(),
-                    )),
-                    meta,
-                    *header_timeout,
-                ),
+        serve_conn(&builder, &graceful, &shared, key, conn.stream, end);
+    }
+    graceful
+}
+
+/// An accepted connection and its `max_connections` permit.
+struct Accepted {
+    stream: TcpStream,
+    remote: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Waits for a permit (if connections are limited), then for a connection; `None`
+/// once `stop` fires.
+async fn next_conn(
+    listener: &TcpListener,
+    key: SocketAddr,
+    limit: Option<&Arc<Semaphore>>,
+    stop: &mut oneshot::Receiver<()>,
+) -> Option<Accepted> {
+    let permit = match limit {
+        Some(s) => tokio::select! {
+            p = s.clone().acquire_owned() => Some(p.ok()?),
+            _ = &mut *stop => return None,
+        },
+        None => None,
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => return Some(Accepted { stream, remote, permit }),
+                Err(e) => {
+                    tracing::warn!(listen = %key, error = %e, "accept failed");
+                    // Out of descriptors: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut *stop => return None,
+        }
+    }
+}
+
+/// Starts the task that serves one connection as the listener's options say.
+fn serve_conn(
+    builder: &ConnBuilder,
+    graceful: &Drain,
+    shared: &Arc<Shared>,
+    key: SocketAddr,
+    stream: TcpStream,
+    end: ConnEnd,
+) {
+    let _ = stream.set_nodelay(true);
+    let guard = Arc::new(crate::proxy::framing::HeadGuard::default());
+    let meta = Arc::new(ConnMeta {
+        remote: end.remote,
+        local: stream.local_addr().unwrap_or(key),
+        listen_key: key,
+        scheme: "http",
+        head_guard: guard.clone(),
+        waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
+        closing: AtomicBool::new(false),
+    });
+    match builder {
+        ConnBuilder::Http1(header_timeout) => {
+            let conn = crate::proxy::server::serve(stream, shared.snapshot.clone(), meta.clone());
+            spawn_conn(watch_head(graceful.serve(conn), meta, *header_timeout), end)
+        }
+        ConnBuilder::Auto(b) => {
+            // hyper hides a request's conflicting framing headers: the stream is
+            // watched on its way in (see `proxy::framing`).
+            let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
+            let svc = TowerToHyperService::new(Proxy::new(shared.snapshot.clone(), meta));
+            spawn_conn(
+                graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
                 end,
-            ),
-            ConnBuilder::Auto(b) => {
-                // hyper hides a request's conflicting framing headers: the stream is
-                // watched on its way in (see `proxy::framing`).
-                let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
-                let svc = TowerToHyperService::new(Proxy::new(shared.snapshot.clone(), meta));
-                spawn_conn(
-                    graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
-                    end,
-                )
-            }
+            )
         }
     }
 }
