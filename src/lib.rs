@@ -1,10 +1,13 @@
 //! fulcrum: a Layer-7 HTTP reverse-proxy load balancer with nginx-compatible
 //! balancing, active health checks, Prometheus metrics and hot reload.
 //!
-//! `config` parses and validates the file into a runtime [`config::Config`];
-//! `state` compiles it into the immutable [`state::Snapshot`] each request reads;
-//! `upstream` and `balance` pick servers; `proxy` forwards; `runtime` owns the
-//! listeners and the life cycle.
+//! The modules are layers, each using only those below it (`docs/architecture.md`
+//! has the table; `tests/layers.rs` enforces it): `clock`, `route` and `metrics` at
+//! the bottom; `config` parses and validates the file into a [`config::Config`];
+//! `upstream` holds pools and per-server live state, `balance` the algorithms;
+//! `state` compiles a config into the immutable [`state::Snapshot`] each request
+//! reads; `proxy` is the request path (its module page walks it); `runtime` owns the
+//! listeners and the life cycle; `reload`, `health` and `admin` drive it.
 
 #![forbid(unsafe_code)]
 
