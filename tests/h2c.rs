@@ -272,3 +272,50 @@ fn h2_proxy_set_header_and_response_headers() {
     assert_eq!(last.uri.path(), "/p/q");
     assert_eq!(b.hits(), 1);
 }
+
+/// `client_body_timeout` on h2c: a request body that stops after its first byte
+/// gets 408 on its stream once it has waited the timeout, and the upstream attempt
+/// is aborted before the backend got the whole body.
+#[test]
+fn h2_body_stalled_past_client_body_timeout_is_408() {
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::StreamBody;
+
+    let (backend, got) = recording_backend();
+    let f = Fulcrum::start(&proxy_config(
+        &[backend],
+        "",
+        "http2 = true\nclient_body_timeout = \"1s\"",
+    ));
+    let addr = f.addr();
+    let rt = runtime();
+    let status = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut send, conn) = hyper::client::conn::http2::handshake::<
+            _,
+            _,
+            BoxBody<Bytes, std::convert::Infallible>,
+        >(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        // One byte, then nothing (the stream stays open).
+        let frames = futures_util::stream::unfold(false, |sent| async move {
+            if sent {
+                std::future::pending::<()>().await;
+            }
+            Some((Ok(hyper::body::Frame::data(Bytes::from_static(b"x"))), true))
+        });
+        let req = Request::post(format!("http://{addr}/up"))
+            .header("content-length", "10")
+            .body(BoxBody::new(StreamBody::new(frames)))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+            .await
+            .expect("an answer in time")
+            .expect("h2 response");
+        resp.status()
+    });
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_cut_short(&got, "POST /up HTTP/1.1\r\n", 10);
+}

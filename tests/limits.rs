@@ -204,3 +204,71 @@ fn invalid_upstream_response_is_502() {
     let f = Fulcrum::start(&proxy_config(&[addr], "", ""));
     assert_eq!(get(f.addr(), "/").status, 502);
 }
+
+/// SPEC §6: a body trickling one byte every 2 s past `client_body_timeout = "1s"`
+/// gets 408 and the connection closes; the upstream attempt is aborted (its
+/// connection closed, never reused) and the backend never gets the whole request.
+#[test]
+fn a_body_stalled_past_client_body_timeout_is_408_and_closed() {
+    let (addr, got) = recording_backend();
+    let f = Fulcrum::start(&proxy_config(&[addr], "", "client_body_timeout = \"1s\""));
+    let mut s = TcpStream::connect(f.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nx")
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..9 {
+            std::thread::sleep(Duration::from_secs(2));
+            if w.write_all(b"x").is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Then the connection closes (after a short lingering read).
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!(
+            "more after the 408: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => panic!("not closed: {e}"),
+    }
+    // The backend saw the head and part of the body, then the connection end.
+    assert_cut_short(&got, "POST /up HTTP/1.1\r\n", 10);
+    drop(s);
+    writer.join().unwrap();
+}
+
+/// The timeout is between two reads, not for the whole body: a body sent steadily
+/// every 300 ms, 2.4 s in all, passes a 1 s `client_body_timeout`.
+#[test]
+fn a_steady_body_longer_than_client_body_timeout_passes() {
+    let (b, bodies) = echo();
+    let f = Fulcrum::start(&proxy_config(&[b.addr], "", "client_body_timeout = \"1s\""));
+    let mut s = TcpStream::connect(f.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(b"y").unwrap();
+    }
+    let r = read_response(&mut s).unwrap();
+    assert!(started.elapsed() > Duration::from_secs(2));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "POST /up\nyyyyyyyy");
+    assert_eq!(bodies.lock().unwrap().as_slice(), &[b"yyyyyyyy".to_vec()]);
+}

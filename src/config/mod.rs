@@ -317,6 +317,9 @@ pub struct VirtualServer {
     pub client_max_body_size: u64,
     /// Time to receive the request head.
     pub client_header_timeout: Duration,
+    /// Longest wait between two reads of the request body (nginx
+    /// `client_body_timeout`); then 408 and the connection closes.
+    pub client_body_timeout: Duration,
     /// Idle keep-alive lifetime.
     pub keepalive_timeout: Duration,
     /// h2c with prior knowledge.

@@ -151,6 +151,8 @@ pub struct ServerSection {
     pub client_max_body_size: Option<SpannedValue>,
     /// Time to receive the request head.
     pub client_header_timeout: Option<Spanned<String>>,
+    /// Longest wait between two reads of the request body.
+    pub client_body_timeout: Option<Spanned<String>>,
     /// Idle keep-alive connection lifetime.
     pub keepalive_timeout: Option<Spanned<String>>,
     /// h2c with prior knowledge on cleartext listeners.

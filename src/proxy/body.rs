@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +19,10 @@ use super::attempt::Attempt;
 use super::error::BoxError;
 use super::h1::{BodyDecoder, BodyFraming, PassHeaders};
 use super::reader::H1Body;
+use crate::clock;
+use crate::upstream::conn::LazyTimer;
 
-pub use super::error::BodyTooLarge;
+pub use super::error::{BodyTooLarge, ClientBodyTimeout};
 
 /// Reading the client's body failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +127,21 @@ pub enum UpBody {
         inner: ReqBody,
         /// Bytes left under `client_max_body_size` (u64::MAX = no limit).
         left: u64,
+        /// `client_body_timeout` between two reads.
+        gap: ReadGap,
     },
+}
+
+impl UpBody {
+    /// The client's body streamed up, under `client_max_body_size` (`left` bytes,
+    /// u64::MAX = no limit) and `client_body_timeout` (`timeout`).
+    pub fn stream(inner: ReqBody, left: u64, timeout: Duration) -> UpBody {
+        UpBody::Stream {
+            inner,
+            left,
+            gap: ReadGap::new(timeout),
+        }
+    }
 }
 
 impl Body for UpBody {
@@ -136,22 +152,29 @@ impl Body for UpBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpBody::Empty => Poll::Ready(None),
-            UpBody::Stream { inner, left } => match ready!(Pin::new(inner).poll_frame(cx)) {
-                None => Poll::Ready(None),
-                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
-                Some(Ok(frame)) => {
-                    if let Some(d) = frame.data_ref() {
-                        let n = d.len() as u64;
-                        if n > *left {
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
-                        }
-                        *left -= n;
+        let UpBody::Stream { inner, left, gap } = self.get_mut() else {
+            return Poll::Ready(None);
+        };
+        let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) else {
+            return match gap.poll_waiting(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ClientBodyTimeout)))),
+                Poll::Pending => Poll::Pending,
+            };
+        };
+        gap.progress();
+        match frame {
+            None => Poll::Ready(None),
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    let n = d.len() as u64;
+                    if n > *left {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    *left -= n;
                 }
-            },
+                Poll::Ready(Some(Ok(frame)))
+            }
         }
     }
 
@@ -167,6 +190,50 @@ impl Body for UpBody {
             UpBody::Empty => SizeHint::with_exact(0),
             UpBody::Stream { inner, .. } => inner.size_hint(),
         }
+    }
+}
+
+/// nginx's `client_body_timeout` on a request body: the longest the upstream side
+/// waits for the client's next data, not for the whole body. A read that completes
+/// at once costs one store; the first read that has to wait notes the time on the
+/// coarse clock, and the body's one timer is registered the first time any read
+/// waits. It is not re-armed per read: it fires at the deadline of the wait that
+/// armed it and is moved on then if data came in between ([`LazyTimer`]), so a
+/// steady upload moves it about once per timeout.
+#[derive(Debug)]
+pub struct ReadGap {
+    timeout_ns: u64,
+    /// Coarse time the current wait began, or [`ReadGap::READING`].
+    since: u64,
+    timer: LazyTimer,
+}
+
+impl ReadGap {
+    /// Not waiting: the last read gave something.
+    const READING: u64 = u64::MAX;
+
+    /// A gap of at most `timeout` between two reads.
+    pub fn new(timeout: Duration) -> ReadGap {
+        ReadGap {
+            timeout_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            since: Self::READING,
+            timer: LazyTimer::default(),
+        }
+    }
+
+    /// A read gave data (or the end).
+    #[inline]
+    fn progress(&mut self) {
+        self.since = Self::READING;
+    }
+
+    /// A read has to wait: ready once it has waited `timeout`.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.since == Self::READING {
+            self.since = clock::coarse_nanos();
+        }
+        let deadline = self.since.saturating_add(self.timeout_ns);
+        self.timer.poll_expired(cx, deadline)
     }
 }
 
@@ -330,3 +397,61 @@ impl Body for ProxyBody {
 }
 
 use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use http_body_util::{BodyExt as _, StreamBody};
+
+    use super::*;
+
+    /// A client body of `n` one-byte frames, each after `every`.
+    fn trickle(n: usize, every: Duration) -> ReqBody {
+        let frames = futures_util::stream::unfold(n, move |left| async move {
+            if left == 0 {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x"))),
+                left - 1,
+            ))
+        });
+        ReqBody::Boxed(UnsyncBoxBody::new(StreamBody::new(frames)))
+    }
+
+    /// A client that stops sending: the upstream side gets [`ClientBodyTimeout`]
+    /// once it has waited the timeout for the next data.
+    #[tokio::test]
+    async fn a_stalled_body_times_out_between_reads() {
+        let started = Instant::now();
+        let body = UpBody::stream(
+            trickle(2, Duration::from_secs(30)),
+            u64::MAX,
+            Duration::from_millis(100),
+        );
+        let Err(err) = body.collect().await else {
+            panic!("the stalled body was read to its end")
+        };
+        assert!(err.is::<ClientBodyTimeout>(), "{err}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(90), "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+    }
+
+    /// The timeout is between two reads, not for the whole body: data every 40 ms
+    /// under a 150 ms timeout goes through although it takes longer than that.
+    #[tokio::test]
+    async fn a_steady_body_longer_than_the_timeout_passes() {
+        let started = Instant::now();
+        let body = UpBody::stream(
+            trickle(8, Duration::from_millis(40)),
+            u64::MAX,
+            Duration::from_millis(150),
+        );
+        let got = body.collect().await.map(|c| c.to_bytes()).ok();
+        assert_eq!(got.as_deref(), Some(&b"xxxxxxxx"[..]));
+        assert!(started.elapsed() > Duration::from_millis(150));
+    }
+}

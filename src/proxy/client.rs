@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use super::body::{BodyTooLarge, UpBody};
+use super::body::{BodyTooLarge, ClientBodyTimeout, UpBody};
 use super::h1::{self, HeadWriter, ResponseHead};
 use crate::clock;
 use crate::upstream::conn::Conn;
@@ -201,6 +201,7 @@ async fn upload<W: AsyncWrite + Unpin>(
         let frame = match frame {
             Ok(f) => f,
             Err(e) if e.is::<BodyTooLarge>() => return Err(BodyTooLarge.into()),
+            Err(e) if e.is::<ClientBodyTimeout>() => return Err(ClientBodyTimeout.into()),
             Err(e) => return Err(ExchangeError::Client(e)),
         };
         let Ok(data) = frame.into_data() else {

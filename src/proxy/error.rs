@@ -44,6 +44,12 @@ impl From<Invalid> for io::Error {
 #[error("client intended to send too large body")]
 pub struct BodyTooLarge;
 
+/// The client's body stalled: no data for `client_body_timeout` while the upstream
+/// side waited for it (nginx: between two successive reads).
+#[derive(Debug, thiserror::Error)]
+#[error("client timed out while sending the request body")]
+pub struct ClientBodyTimeout;
+
 /// Why a connection to an upstream server could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -80,6 +86,9 @@ pub enum ExchangeError {
     /// The client's body broke `client_max_body_size`.
     #[error("{0}")]
     TooLarge(#[from] BodyTooLarge),
+    /// The client's body stalled past `client_body_timeout`.
+    #[error("{0}")]
+    BodyTimeout(#[from] ClientBodyTimeout),
     /// The client's body could not be read.
     #[error("client body read failed")]
     Client(#[source] BoxError),
@@ -123,6 +132,7 @@ impl AttemptError {
                 ExchangeError::Closed { .. }
                 | ExchangeError::Io(_)
                 | ExchangeError::TooLarge(_)
+                | ExchangeError::BodyTimeout(_)
                 | ExchangeError::Client(_) => FailureKind::Reset,
             },
         }
@@ -182,6 +192,9 @@ pub enum ProxyError {
     /// The streamed body went over `client_max_body_size`.
     #[error("client request body too large")]
     BodyTooLarge(#[source] BodyTooLarge),
+    /// The client's body stalled past `client_body_timeout`.
+    #[error("client request body timed out")]
+    BodyTimeout(#[source] ClientBodyTimeout),
     /// The client's body could not be read.
     #[error("client request body read failed")]
     ClientBody(#[source] BoxError),
@@ -201,6 +214,7 @@ impl From<ExchangeError> for ProxyError {
     fn from(e: ExchangeError) -> ProxyError {
         match e {
             ExchangeError::TooLarge(b) => ProxyError::BodyTooLarge(b),
+            ExchangeError::BodyTimeout(t) => ProxyError::BodyTimeout(t),
             ExchangeError::Client(e) => ProxyError::ClientBody(e),
             e => ProxyError::Upstream(AttemptError::Exchange(e)),
         }
@@ -250,6 +264,8 @@ pub fn rescue(e: &ProxyError) -> Rescue {
         | ProxyError::ClientBody(_) => (StatusCode::BAD_REQUEST, true),
         ProxyError::HeadTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, true),
         ProxyError::ListenerRemoved => (StatusCode::MISDIRECTED_REQUEST, true),
+        // The rest of the body may still come: the stream cannot carry on.
+        ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, true),
         ProxyError::NoLocation => (StatusCode::NOT_FOUND, false),
         ProxyError::DeclaredTooLarge { .. } | ProxyError::BodyTooLarge(_) => {
             (StatusCode::PAYLOAD_TOO_LARGE, true)
@@ -292,6 +308,7 @@ pub fn body_for(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "400 Bad Request\n",
         404 => "404 Not Found\n",
+        408 => "408 Request Time-out\n",
         413 => "413 Request Entity Too Large\n",
         421 => "421 Misdirected Request\n",
         431 => "431 Request Header Fields Too Large\n",
@@ -361,6 +378,7 @@ mod tests {
             ),
             (exchange(BodyTooLarge.into()), 413, true, None, None),
             (exchange(client), 400, true, None, None),
+            (exchange(ClientBodyTimeout.into()), 408, true, None, None),
         ]);
     }
 
@@ -465,6 +483,10 @@ mod tests {
         assert!(matches!(
             ProxyError::from(ExchangeError::TooLarge(BodyTooLarge)),
             ProxyError::BodyTooLarge(_)
+        ));
+        assert!(matches!(
+            ProxyError::from(ExchangeError::BodyTimeout(ClientBodyTimeout)),
+            ProxyError::BodyTimeout(_)
         ));
     }
 }

@@ -356,10 +356,8 @@ fn limit_body(fwd: &Forward<'_>, body: ReqBody) -> Result<UpBody, ProxyError> {
     Ok(if body.is_end_stream() {
         UpBody::Empty
     } else {
-        UpBody::Stream {
-            inner: body,
-            left: if max == 0 { u64::MAX } else { max },
-        }
+        let left = if max == 0 { u64::MAX } else { max };
+        UpBody::stream(body, left, fwd.vs.conf.client_body_timeout)
     })
 }
 

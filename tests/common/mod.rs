@@ -126,6 +126,41 @@ where
     (addr, rt)
 }
 
+/// A backend that reads each connection to its end, answering nothing, and hands
+/// over the bytes it got: shows what an aborted upload left the backend with.
+pub fn recording_backend() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                let _ = tx.send(got);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Asserts that the one connection a [`recording_backend`] got began with `head`
+/// and ended before the `body_len` bytes of its body: an upload cut short.
+pub fn assert_cut_short(got: &mpsc::Receiver<Vec<u8>>, head: &str, body_len: usize) {
+    let seen = got
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a connection");
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(text.starts_with(head), "{text}");
+    let head_end = text.find("\r\n\r\n").map(|i| i + 4).expect("a whole head");
+    assert!(
+        seen.len() - head_end < body_len,
+        "the whole body reached the backend: {text}"
+    );
+}
+
 /// An address where nothing listens: connect is refused. The port stays bound (never
 /// listening, without `SO_REUSEADDR`) for the life of the test process, so a listener
 /// another test binds to port 0 cannot be handed the same port and bring it to life.

@@ -64,9 +64,25 @@ impl Validator<'_> {
                 .collect(),
             client_max_body_size: self.size(&s.client_max_body_size, 1024 * 1024),
             client_header_timeout: self.duration(&s.client_header_timeout, Duration::from_secs(60)),
+            client_body_timeout: self.body_timeout(&s.client_body_timeout),
             keepalive_timeout: Duration::from_secs(75),
             http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
             locations,
+        }
+    }
+
+    /// `client_body_timeout`: a duration above zero (a zero one would refuse every
+    /// body that has to wait for the network at all).
+    fn body_timeout(&mut self, v: &Option<Spanned<String>>) -> Duration {
+        let default = Duration::from_secs(60);
+        let d = self.duration(v, default);
+        match v {
+            Some(s) if d.is_zero() => {
+                self.r
+                    .error(span_of(s), "client_body_timeout must be above zero");
+                default
+            }
+            _ => d,
         }
     }
 
