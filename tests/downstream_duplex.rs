@@ -49,6 +49,7 @@ fn connect(config: &str) -> (DuplexStream, tokio::task::JoinHandle<std::io::Resu
         head_guard: Default::default(),
         waiting_since: AtomicU64::new(fulcrum::clock::coarse_nanos()),
         closing: AtomicBool::new(false),
+        streams: None,
     });
     let (client, server) = tokio::io::duplex(64 * 1024);
     let conn = serve(

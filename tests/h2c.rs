@@ -319,3 +319,62 @@ fn h2_body_stalled_past_client_body_timeout_is_408() {
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
     assert_cut_short(&got, "POST /up HTTP/1.1\r\n", 10);
 }
+
+/// Sends `bytes` on a new connection to `addr` and waits, up to `secs`, for the server
+/// to close it; true if it did (EOF or reset), false if it was still open.
+fn closed_after(addr: SocketAddr, bytes: &[u8], secs: u64) -> bool {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(bytes).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            // The server's SETTINGS frame, and whatever else it says before closing.
+            Ok(1..) => continue,
+            Ok(0) => return true,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// An h2c client that sends the preface (or part of it) and then nothing is closed
+/// after `client_header_timeout`, as nginx closes it; so is one whose requests have
+/// all ended. A request still in flight keeps the connection open, also while
+/// another stream on it has ended.
+#[test]
+fn h2c_connection_without_requests_is_closed_after_client_header_timeout() {
+    let b = Backend::with(Arc::new(|parts, _| {
+        if parts.uri.path() == "/slow" {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    }));
+    let f = Fulcrum::start(&proxy_config(
+        &[b.addr],
+        "",
+        "http2 = true\nclient_header_timeout = \"1s\"",
+    ));
+    let addr = f.addr();
+    assert!(closed_after(addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 10));
+    assert!(closed_after(addr, b"PRI * HTTP/2.0\r\n", 10));
+    let rt = runtime();
+    rt.block_on(async move {
+        let mut send = h2_connect(addr).await;
+        let mut fast = send.clone();
+        let slow = tokio::spawn(async move { h2_send(&mut send, get_req(addr, "/slow")).await });
+        // This stream ends at once; the slow one, 2.5 s past the 1 s timeout, lives on.
+        let (parts, _) = h2_send(&mut fast, get_req(addr, "/fast")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        let (parts, body) = slow.await.expect("slow request");
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(body, "ok");
+        // Idle now: the connection closes after about a second.
+        let idle = tokio::time::timeout(Duration::from_secs(10), async {
+            while fast.ready().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        assert!(idle.await.is_ok(), "the idle h2c connection stayed open");
+    });
+}

@@ -2,7 +2,7 @@
 //! reads it, the request path and the listener's watch on it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use super::framing::HeadGuard;
@@ -27,6 +27,11 @@ pub struct ConnMeta {
     pub waiting_since: AtomicU64,
     /// Set by a graceful shutdown: finish the request in flight, take no more.
     pub closing: AtomicBool,
+    /// The requests in flight, counted (from the start of a request to the end of its
+    /// response) only on a connection that can carry several at once: hyper's, on
+    /// `http2 = true` listeners, where one request's end does not make the connection
+    /// idle. `None` elsewhere (one request at a time: [`IN_FLIGHT`] says it).
+    pub streams: Option<AtomicUsize>,
 }
 
 impl ConnMeta {
@@ -48,7 +53,19 @@ impl ConnMeta {
             head_guard: Arc::default(),
             waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
             closing: AtomicBool::new(false),
+            streams: None,
         }
+    }
+
+    /// Whether a request is being served: what the listener's idle watch asks.
+    pub fn busy(&self) -> bool {
+        self.waiting_since
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == IN_FLIGHT
+            || self
+                .streams
+                .as_ref()
+                .is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) > 0)
     }
 }
 

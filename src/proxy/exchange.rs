@@ -159,6 +159,9 @@ impl Exchange {
     /// Starts the bookkeeping of `req`, read on `meta`'s connection, under `snap`.
     pub fn start<B>(snap: Arc<Snapshot>, meta: Arc<ConnMeta>, req: &Request<B>) -> Exchange {
         let log = snap.access_log.as_ref().map(|_| log_entry(&meta, req));
+        if let Some(n) = &meta.streams {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         let started = Instant::now();
         Exchange {
             snap,
@@ -193,6 +196,9 @@ impl Drop for Exchange {
         self.meta
             .waiting_since
             .store(crate::clock::coarse_nanos(), Ordering::Relaxed);
+        if let Some(n) = &self.meta.streams {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
         if !crate::metrics::recording() && self.snap.access_log.is_none() {
             return;
         }

@@ -5,7 +5,7 @@
 
 use std::future::Future as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use super::drain::Drain;
 use super::{ListenOpts, Shared};
 use crate::clock::CoarseTimer;
-use crate::proxy::conn::{ConnMeta, IN_FLIGHT};
+use crate::proxy::conn::ConnMeta;
 use crate::proxy::tower_service::Proxy;
 
 /// How a listener serves its connections: fulcrum's own HTTP/1 server
@@ -28,7 +28,9 @@ use crate::proxy::tower_service::Proxy;
 enum ConnBuilder {
     /// With its `client_header_timeout`, which [`watch_head`] enforces.
     Http1(Duration),
-    Auto(Box<auto::Builder<TokioExecutor>>),
+    /// With its `client_header_timeout` too: hyper's HTTP/1 side has its own, and
+    /// [`watch_head`] bounds what hyper's h2 side does not (handshake, idle).
+    Auto(Box<auto::Builder<TokioExecutor>>, Duration),
 }
 
 fn conn_builder(opts: ListenOpts) -> ConnBuilder {
@@ -43,14 +45,17 @@ fn conn_builder(opts: ListenOpts) -> ConnBuilder {
         .max_buf_size(crate::proxy::MAX_HEADER_BYTES)
         .keep_alive(true);
     builder.http2().timer(CoarseTimer::default());
-    ConnBuilder::Auto(Box::new(builder))
+    ConnBuilder::Auto(Box::new(builder), opts.header_timeout)
 }
 
-/// Serves an HTTP/1 connection, closing it once it has waited `timeout` for a request
-/// head: nginx's `client_header_timeout`, which (as with hyper's timer it replaces)
-/// also bounds an idle keep-alive connection. The request path only stores a time
-/// stamp in [`ConnMeta::waiting_since`]; the one timer per connection is re-armed
-/// when it fires, not per request. A request being served is never cut off.
+/// Serves a connection, closing it once it has waited `timeout` for a request:
+/// nginx's `client_header_timeout`, which (as with hyper's timer it replaces) also
+/// bounds an idle keep-alive connection. The request path only stores a time stamp in
+/// [`ConnMeta::waiting_since`] (and, on connections that multiplex, counts
+/// [`ConnMeta::streams`]); the one timer per connection is re-armed when it fires, not
+/// per request. A request being served is never cut off. On `http2 = true` listeners
+/// this is also the h2 handshake and idle timeout: a client that sent the preface, or
+/// part of it, and then nothing, or whose streams have all ended, is closed.
 async fn watch_head<E>(
     conn: impl std::future::Future<Output = Result<(), E>>,
     meta: Arc<ConnMeta>,
@@ -66,7 +71,7 @@ async fn watch_head<E>(
         while timer.as_mut().poll(cx).is_ready() {
             let since = meta.waiting_since.load(Ordering::Relaxed);
             let now = crate::clock::coarse_nanos();
-            let wait = if since == IN_FLIGHT {
+            let wait = if meta.busy() {
                 timeout
             } else {
                 let due = since.saturating_add(timeout_ns);
@@ -211,21 +216,21 @@ fn serve_conn(
         head_guard: guard.clone(),
         waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
         closing: AtomicBool::new(false),
+        // hyper's connections may carry several requests at once (h2).
+        streams: matches!(builder, ConnBuilder::Auto(..)).then(AtomicUsize::default),
     });
     match builder {
         ConnBuilder::Http1(header_timeout) => {
             let conn = crate::proxy::server::serve(stream, shared.snapshot.clone(), meta.clone());
             spawn_conn(watch_head(graceful.serve(conn), meta, *header_timeout), end)
         }
-        ConnBuilder::Auto(b) => {
+        ConnBuilder::Auto(b, header_timeout) => {
             // hyper hides a request's conflicting framing headers: the stream is
             // watched on its way in (see `proxy::framing`).
             let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
-            let svc = TowerToHyperService::new(Proxy::new(shared.snapshot.clone(), meta));
-            spawn_conn(
-                graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned()),
-                end,
-            )
+            let svc = TowerToHyperService::new(Proxy::new(shared.snapshot.clone(), meta.clone()));
+            let conn = graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned());
+            spawn_conn(watch_head(conn, meta, *header_timeout), end)
         }
     }
 }
