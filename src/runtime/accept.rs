@@ -141,7 +141,8 @@ pub(super) async fn accept_loop(
     let graceful = Drain::new();
     let metrics = crate::metrics::ListenerMetrics::new(key);
     let mut builder = conn_builder(*opts.borrow_and_update());
-    while let Some(conn) = next_conn(&listener, key, limit.as_ref(), &mut stop).await {
+    let mut errors = AcceptErrors::new(key);
+    while let Some(conn) = next_conn(&listener, &mut errors, limit.as_ref(), &mut stop).await {
         // A reload changed this listener's options: new connections use them.
         if opts.has_changed().unwrap_or(false) {
             builder = conn_builder(*opts.borrow_and_update());
@@ -167,11 +168,69 @@ struct Accepted {
     permit: Option<OwnedSemaphorePermit>,
 }
 
+/// One listener's accept failures, logged at most once a second: while descriptors
+/// are exhausted every try fails (about 20 a second with the back-off), and a line
+/// for each would flood the log. A line counts the failures not logged before it;
+/// those after the last line are told once the listener accepts again.
+struct AcceptErrors {
+    key: SocketAddr,
+    /// Coarse time of the last line, `None` before the first.
+    last_line: Option<u64>,
+    /// Failures since then that wrote no line.
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// At most one line per this many nanoseconds.
+    const EVERY_NS: u64 = 1_000_000_000;
+
+    fn new(key: SocketAddr) -> AcceptErrors {
+        AcceptErrors {
+            key,
+            last_line: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Counts a failure at `now` (coarse nanoseconds): `Some(n)` if it is to be
+    /// logged, `n` being the failures before it that were not.
+    fn failed(&mut self, now: u64) -> Option<u64> {
+        match self.last_line {
+            Some(t) if now.saturating_sub(t) < Self::EVERY_NS => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_line = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// A connection was accepted: the failures not logged yet, if there are any.
+    #[inline]
+    fn recovered(&mut self) -> Option<u64> {
+        (self.suppressed > 0).then(|| std::mem::take(&mut self.suppressed))
+    }
+
+    fn log_failure(&mut self, e: &std::io::Error) {
+        if let Some(suppressed) = self.failed(crate::clock::coarse_nanos()) {
+            tracing::warn!(listen = %self.key, error = %e, suppressed, "accept failed");
+        }
+    }
+
+    fn log_recovery(&mut self) {
+        if let Some(suppressed) = self.recovered() {
+            tracing::warn!(listen = %self.key, suppressed, "accepting again after failures");
+        }
+    }
+}
+
 /// Waits for a permit (if connections are limited), then for a connection; `None`
 /// once `stop` fires.
 async fn next_conn(
     listener: &TcpListener,
-    key: SocketAddr,
+    errors: &mut AcceptErrors,
     limit: Option<&Arc<Semaphore>>,
     stop: &mut oneshot::Receiver<()>,
 ) -> Option<Accepted> {
@@ -185,9 +244,12 @@ async fn next_conn(
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, remote)) => return Some(Accepted { stream, remote, permit }),
+                Ok((stream, remote)) => {
+                    errors.log_recovery();
+                    return Some(Accepted { stream, remote, permit });
+                }
                 Err(e) => {
-                    tracing::warn!(listen = %key, error = %e, "accept failed");
+                    errors.log_failure(&e);
                     // Out of descriptors: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -232,5 +294,32 @@ fn serve_conn(
             let conn = graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned());
             spawn_conn(watch_head(conn, meta, *header_timeout), end)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second of failures every 10 ms writes one line; the next line, a second
+    /// later, counts the 99 that wrote none; a success after more failures tells
+    /// those once.
+    #[test]
+    fn accept_failures_are_logged_once_a_second_with_a_count() {
+        let mut e = AcceptErrors::new("127.0.0.1:80".parse().expect("addr"));
+        let ms = 1_000_000;
+        assert_eq!(e.recovered(), None);
+        assert_eq!(e.failed(5_000 * ms), Some(0));
+        for i in 1..100 {
+            assert_eq!(e.failed((5_000 + 10 * i) * ms), None, "{i}");
+        }
+        assert_eq!(e.failed(6_000 * ms), Some(99));
+        assert_eq!(e.failed(6_010 * ms), None);
+        assert_eq!(e.failed(6_020 * ms), None);
+        assert_eq!(e.recovered(), Some(2));
+        assert_eq!(e.recovered(), None);
+        // Still within the second of the last line: counted, not logged.
+        assert_eq!(e.failed(6_500 * ms), None);
+        assert_eq!(e.failed(7_000 * ms), Some(1));
     }
 }
