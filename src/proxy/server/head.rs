@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use crate::proxy::error::ProxyError;
+use crate::proxy::forward;
 use crate::proxy::h1::{BodyFraming, FramingHeaders, NameCache};
 use crate::proxy::MAX_HEADER_BYTES;
 
@@ -121,7 +122,8 @@ impl Framer {
             // Names it lists stay with the request: `forward` drops them on the way up.
             self.f.connection(v.as_bytes());
         } else if name == header::UPGRADE {
-            self.upgrade = true;
+            // Only WebSocket is passed on (`forward::is_upgrade` decides the same).
+            self.upgrade = forward::is_websocket(v.as_bytes());
         } else if name == header::EXPECT {
             self.expect_continue = v.as_bytes().eq_ignore_ascii_case(b"100-continue");
         }
