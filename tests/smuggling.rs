@@ -208,6 +208,19 @@ const REFUSED_HEADS: &[Case] = &[
         Seen::Nothing,
     ),
     (
+        "HTTP/1.0 with TE: chunked",
+        b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        Seen::Nothing,
+    ),
+    (
+        "HTTP/1.0 keep-alive with TE: chunked and a smuggled request",
+        b"POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        400,
+        Seen::Nothing,
+    ),
+    (
         "CL: two different values",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\nab",
         400,

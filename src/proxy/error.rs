@@ -149,6 +149,9 @@ pub enum ProxyError {
     /// HTTP/1 request with both `Transfer-Encoding` and `Content-Length`.
     #[error("request has both Transfer-Encoding and Content-Length")]
     ConflictingFraming,
+    /// HTTP/1.0 request with `Transfer-Encoding` (RFC 9112 §6.1: faulty framing).
+    #[error("client sent \"Transfer-Encoding\" header in an HTTP/1.0 request")]
+    TransferEncodingHttp10,
     /// The request head is over [`super::MAX_HEADER_BYTES`].
     #[error("request header too large")]
     HeadTooLarge,
@@ -242,6 +245,7 @@ pub fn rescue(e: &ProxyError) -> Rescue {
     let (status, close) = match e {
         ProxyError::MalformedHead
         | ProxyError::ConflictingFraming
+        | ProxyError::TransferEncodingHttp10
         | ProxyError::HostNotText(_)
         | ProxyError::MissingHost
         | ProxyError::InvalidHost(_)
@@ -338,6 +342,7 @@ mod tests {
         check(vec![
             (ProxyError::MalformedHead, 400, true, None, None),
             (ProxyError::ConflictingFraming, 400, true, None, None),
+            (ProxyError::TransferEncodingHttp10, 400, true, None, None),
             (ProxyError::HeadTooLarge, 431, true, None, None),
             (ProxyError::HostNotText(not_text), 400, true, None, None),
             (ProxyError::MissingHost, 400, true, None, None),

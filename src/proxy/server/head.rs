@@ -85,6 +85,10 @@ pub(super) fn parse_head(
         f.header(&name, &value)?;
         headers.append(name, value);
     }
+    // RFC 9112 §6.1: an HTTP/1.0 peer cannot mean chunked; its framing is faulty.
+    if version == Version::HTTP_10 && f.f.te.is_some() {
+        return Err(ProxyError::TransferEncodingHttp10);
+    }
     let framing = f.framing()?;
     let keep_alive = !f.f.close && (version == Version::HTTP_11 || f.f.keep_alive);
     let mut r = Request::new(());
@@ -190,6 +194,8 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\nConnection: keep-alive\r\n\r\n",
         ] {
             assert_eq!(status_of(parse(bad)), Some(400), "{bad:?}");
         }
