@@ -227,6 +227,24 @@ const REFUSED_HEADS: &[Case] = &[
         Seen::Nothing,
     ),
     (
+        "CL: equal values in one line",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+        400,
+        Seen::Nothing,
+    ),
+    (
+        "CL: two equal lines",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        400,
+        Seen::Nothing,
+    ),
+    (
+        "CL: a second line of 0 (CL.CL)",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+        400,
+        Seen::Nothing,
+    ),
+    (
         "CL: plus sign",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
         400,

@@ -152,6 +152,10 @@ pub enum ProxyError {
     /// HTTP/1.0 request with `Transfer-Encoding` (RFC 9112 §6.1: faulty framing).
     #[error("client sent \"Transfer-Encoding\" header in an HTTP/1.0 request")]
     TransferEncodingHttp10,
+    /// A header a request may carry once came twice, or with a list of values
+    /// (`Content-Length: 5, 5`), which a backend may read differently (nginx: 400).
+    #[error("client sent duplicate header line: \"{0}\"")]
+    DuplicateHeader(&'static str),
     /// The request head is over [`super::MAX_HEADER_BYTES`].
     #[error("request header too large")]
     HeadTooLarge,
@@ -246,6 +250,7 @@ pub fn rescue(e: &ProxyError) -> Rescue {
         ProxyError::MalformedHead
         | ProxyError::ConflictingFraming
         | ProxyError::TransferEncodingHttp10
+        | ProxyError::DuplicateHeader(_)
         | ProxyError::HostNotText(_)
         | ProxyError::MissingHost
         | ProxyError::InvalidHost(_)
@@ -343,6 +348,13 @@ mod tests {
             (ProxyError::MalformedHead, 400, true, None, None),
             (ProxyError::ConflictingFraming, 400, true, None, None),
             (ProxyError::TransferEncodingHttp10, 400, true, None, None),
+            (
+                ProxyError::DuplicateHeader("Content-Length"),
+                400,
+                true,
+                None,
+                None,
+            ),
             (ProxyError::HeadTooLarge, 431, true, None, None),
             (ProxyError::HostNotText(not_text), 400, true, None, None),
             (ProxyError::MissingHost, 400, true, None, None),

@@ -117,6 +117,10 @@ struct Framer {
 impl Framer {
     fn header(&mut self, name: &header::HeaderName, v: &HeaderValue) -> Result<(), ProxyError> {
         if name == header::CONTENT_LENGTH {
+            // One value only: equal duplicates are refused too (nginx), not merged.
+            if self.f.length.is_some() || v.as_bytes().contains(&b',') {
+                return Err(ProxyError::DuplicateHeader("Content-Length"));
+            }
             self.f
                 .content_length(v.as_bytes())
                 .map_err(|_| ProxyError::MalformedHead)?;
@@ -193,6 +197,8 @@ mod tests {
             "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\nConnection: keep-alive\r\n\r\n",
