@@ -245,6 +245,18 @@ const REFUSED_HEADS: &[Case] = &[
         Seen::Nothing,
     ),
     (
+        "two Host lines",
+        b"GET / HTTP/1.1\r\nHost: x\r\nHost: internal\r\n\r\n",
+        400,
+        Seen::Nothing,
+    ),
+    (
+        "two equal Host lines, apart",
+        b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nhost: x\r\n\r\n",
+        400,
+        Seen::Nothing,
+    ),
+    (
         "CL: plus sign",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
         400,

@@ -152,8 +152,8 @@ pub enum ProxyError {
     /// HTTP/1.0 request with `Transfer-Encoding` (RFC 9112 §6.1: faulty framing).
     #[error("client sent \"Transfer-Encoding\" header in an HTTP/1.0 request")]
     TransferEncodingHttp10,
-    /// A header a request may carry once came twice, or with a list of values
-    /// (`Content-Length: 5, 5`), which a backend may read differently (nginx: 400).
+    /// A header a request may carry once (`Host`, `Content-Length`) came twice, or
+    /// with a list of values (`Content-Length: 5, 5`), which a backend may read differently (nginx: 400).
     #[error("client sent duplicate header line: \"{0}\"")]
     DuplicateHeader(&'static str),
     /// The request head is over [`super::MAX_HEADER_BYTES`].
@@ -355,6 +355,7 @@ mod tests {
                 None,
                 None,
             ),
+            (ProxyError::DuplicateHeader("Host"), 400, true, None, None),
             (ProxyError::HeadTooLarge, 431, true, None, None),
             (ProxyError::HostNotText(not_text), 400, true, None, None),
             (ProxyError::MissingHost, 400, true, None, None),

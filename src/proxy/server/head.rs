@@ -112,11 +112,19 @@ struct Framer {
     f: FramingHeaders,
     upgrade: bool,
     expect_continue: bool,
+    /// A `Host` line was seen.
+    host: bool,
 }
 
 impl Framer {
     fn header(&mut self, name: &header::HeaderName, v: &HeaderValue) -> Result<(), ProxyError> {
-        if name == header::CONTENT_LENGTH {
+        if name == header::HOST {
+            // RFC 9110 §7.2: one `Host` (nginx: 400); which one routes is ambiguous.
+            if self.host {
+                return Err(ProxyError::DuplicateHeader("Host"));
+            }
+            self.host = true;
+        } else if name == header::CONTENT_LENGTH {
             // One value only: equal duplicates are refused too (nginx), not merged.
             if self.f.length.is_some() || v.as_bytes().contains(&b',') {
                 return Err(ProxyError::DuplicateHeader("Content-Length"));
@@ -199,6 +207,8 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nhost: b\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\nConnection: keep-alive\r\n\r\n",
