@@ -264,15 +264,50 @@ const REFUSED_HEADS: &[Case] = &[
     ),
 ];
 
+/// A chunked request head: the bodies of [`BODY_BREAKS`] follow it.
+const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// Chunked bodies whose framing breaks after the head went up: each is answered 400
+/// and closed, and the upstream connection that carried the head is closed (the
+/// backend sees the head and a cut-off body, [`Seen::Cut`], never a complete request)
+/// and never reused.
+const BODY_BREAKS: &[(&str, &[u8])] = &[
+    (
+        "chunk extension with a bare LF",
+        b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+    ),
+    ("chunk extension with a NUL", b"5;\0\r\nhello\r\n0\r\n\r\n"),
+    ("chunk size 2^64-1", b"ffffffffffffffff\r\nabc"),
+    (
+        "chunk size overflowing 64 bits",
+        b"10000000000000005\r\nhello\r\n0\r\n\r\n",
+    ),
+    ("chunk size 0x5", b"0x5\r\nhello\r\n0\r\n\r\n"),
+    (
+        "chunk size with leading garbage",
+        b"+5\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "chunk size with trailing garbage",
+        b"5 x\r\nhello\r\n0\r\n\r\n",
+    ),
+    ("bare LF after the chunk size", b"5\nhello\r\n0\r\n\r\n"),
+    ("bare LF after chunk data", b"5\r\nhello\n0\r\n\r\n"),
+    (
+        "chunk data longer than its size",
+        b"3\r\nhello\r\n0\r\n\r\n",
+    ),
+];
+
 /// The status line's code of `raw`'s answer, and (when `close` is to be checked)
 /// whether fulcrum closed the connection after it.
 fn send(addr: SocketAddr, raw: &[u8], close: bool) -> (u16, bool) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(raw).expect("write");
-    let status = match read_response(&mut s) {
-        Ok(r) => r.status,
-        Err(e) => panic!("no answer: {e}"),
+    // No answer at all is status 0, reported with the rest of the table.
+    let Ok(status) = read_response(&mut s).map(|r| r.status) else {
+        return (0, false);
     };
     if !close {
         return (status, false);
@@ -300,11 +335,12 @@ fn seen(rec: &Recorder, before: usize) -> Seen {
     }
 }
 
-fn run(cases: &[Case]) {
+fn run<B: AsRef<[u8]>>(cases: &[(&str, B, u16, Seen)]) {
     let rec = Recorder::start();
     let f = Fulcrum::start(&proxy_config(&[rec.addr], "", ""));
     let mut wrong = Vec::new();
-    for &(name, raw, status, expect) in cases {
+    for (name, raw, status, expect) in cases {
+        let (raw, status, expect) = (raw.as_ref(), *status, *expect);
         let before = rec.events().len();
         let must_close = status >= 400;
         let (got, closed) = send(f.addr(), raw, must_close);
@@ -374,4 +410,18 @@ fn h2c_upgrade_is_forwarded_as_a_plain_request() {
     if let Some(Event::Cut(rest)) = events.get(before + 1) {
         panic!("unexpected bytes: {rest:?}");
     }
+}
+
+/// Each break follows a good request, so the upstream connection it finds is a
+/// pooled one: that connection must close, not go back to the pool.
+#[test]
+fn broken_chunk_framing_is_400_and_cuts_the_upstream_connection() {
+    let good = |(name, raw, status, seen): Case| (name, raw.to_vec(), status, seen);
+    let mut cases = Vec::new();
+    for &(name, body) in BODY_BREAKS {
+        cases.push(good(VALID[1]));
+        cases.push((name, [CHUNKED, body].concat(), 400, Seen::Cut));
+    }
+    cases.push(good(VALID[2]));
+    run(&cases);
 }
