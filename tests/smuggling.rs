@@ -267,10 +267,11 @@ const REFUSED_HEADS: &[Case] = &[
 /// A chunked request head: the bodies of [`BODY_BREAKS`] follow it.
 const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
 
-/// Chunked bodies whose framing breaks after the head went up: each is answered 400
-/// and closed, and the upstream connection that carried the head is closed (the
-/// backend sees the head and a cut-off body, [`Seen::Cut`], never a complete request)
-/// and never reused.
+/// Chunked bodies whose framing breaks: each is answered 400 and closed. Sent with
+/// the head, the break is found before anything is forwarded ([`Seen::Nothing`]).
+/// Sent after the head went up, the upstream connection that carried it is closed
+/// (the backend sees the head and a cut-off body, [`Seen::Cut`], never a complete
+/// request) and never reused.
 const BODY_BREAKS: &[(&str, &[u8])] = &[
     (
         "chunk extension with a bare LF",
@@ -299,12 +300,29 @@ const BODY_BREAKS: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// How a case's bytes are sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Send {
+    /// In one write.
+    Whole,
+    /// The head, then (once fulcrum has had time to forward it) the rest.
+    HeadFirst,
+}
+
 /// The status line's code of `raw`'s answer, and (when `close` is to be checked)
 /// whether fulcrum closed the connection after it.
-fn send(addr: SocketAddr, raw: &[u8], close: bool) -> (u16, bool) {
+fn send(addr: SocketAddr, raw: &[u8], how: Send, close: bool) -> (u16, bool) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(raw).expect("write");
+    let cut = match how {
+        Send::HeadFirst => find(raw, b"\r\n\r\n").map_or(0, |i| i + 4),
+        Send::Whole => 0,
+    };
+    s.write_all(&raw[..cut]).expect("write");
+    if cut > 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.write_all(&raw[cut..]).expect("write");
     // No answer at all is status 0, reported with the rest of the table.
     let Ok(status) = read_response(&mut s).map(|r| r.status) else {
         return (0, false);
@@ -335,7 +353,7 @@ fn seen(rec: &Recorder, before: usize) -> Seen {
     }
 }
 
-fn run<B: AsRef<[u8]>>(cases: &[(&str, B, u16, Seen)]) {
+fn run<B: AsRef<[u8]>>(cases: &[(&str, B, u16, Seen)], how: Send) {
     let rec = Recorder::start();
     let f = Fulcrum::start(&proxy_config(&[rec.addr], "", ""));
     let mut wrong = Vec::new();
@@ -343,7 +361,7 @@ fn run<B: AsRef<[u8]>>(cases: &[(&str, B, u16, Seen)]) {
         let (raw, status, expect) = (raw.as_ref(), *status, *expect);
         let before = rec.events().len();
         let must_close = status >= 400;
-        let (got, closed) = send(f.addr(), raw, must_close);
+        let (got, closed) = send(f.addr(), raw, how, must_close);
         let saw = seen(&rec, before);
         if got != status || saw != expect || (must_close && !closed) {
             wrong.push(format!(
@@ -358,12 +376,13 @@ fn run<B: AsRef<[u8]>>(cases: &[(&str, B, u16, Seen)]) {
 
 #[test]
 fn valid_requests_pass_whole() {
-    run(VALID);
+    run(VALID, Send::Whole);
+    run(VALID, Send::HeadFirst);
 }
 
 #[test]
 fn refused_heads_reach_nothing() {
-    run(REFUSED_HEADS);
+    run(REFUSED_HEADS, Send::Whole);
 }
 
 /// An `Upgrade` other than WebSocket is no upgrade (nginx passes `Upgrade` only
@@ -385,7 +404,7 @@ fn h2c_upgrade_is_forwarded_as_a_plain_request() {
     .enumerate()
     {
         let before = rec.events().len();
-        let (status, _) = send(f.addr(), raw, false);
+        let (status, _) = send(f.addr(), raw, Send::Whole, false);
         assert_eq!(status, 200, "case {i}");
         assert_eq!(seen(&rec, before), Seen::Whole, "case {i}");
         let Event::Request(up) = &rec.events()[before] else {
@@ -399,7 +418,7 @@ fn h2c_upgrade_is_forwarded_as_a_plain_request() {
     // A WebSocket handshake still goes up as one.
     let before = rec.events().len();
     let ws = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n";
-    let _ = send(f.addr(), ws, false);
+    let _ = send(f.addr(), ws, Send::Whole, false);
     assert_eq!(seen(&rec, before), Seen::Whole);
     let events = rec.events();
     let Event::Request(up) = &events[before] else {
@@ -412,10 +431,22 @@ fn h2c_upgrade_is_forwarded_as_a_plain_request() {
     }
 }
 
-/// Each break follows a good request, so the upstream connection it finds is a
-/// pooled one: that connection must close, not go back to the pool.
+/// Sent with its head, a broken body is refused before anything goes up.
 #[test]
-fn broken_chunk_framing_is_400_and_cuts_the_upstream_connection() {
+fn broken_chunk_framing_with_the_head_is_400_and_never_forwarded() {
+    let cases: Vec<_> = BODY_BREAKS
+        .iter()
+        .map(|&(name, body)| (name, [CHUNKED, body].concat(), 400, Seen::Nothing))
+        .collect();
+    run(&cases, Send::Whole);
+}
+
+/// Sent after its head went up, a broken body is 400 to the client and cuts the
+/// upstream connection. Each break follows a good request, so the upstream
+/// connection it finds is a pooled one: that connection must close, not go back to
+/// the pool.
+#[test]
+fn broken_chunk_framing_after_the_head_is_400_and_cuts_the_upstream_connection() {
     let good = |(name, raw, status, seen): Case| (name, raw.to_vec(), status, seen);
     let mut cases = Vec::new();
     for &(name, body) in BODY_BREAKS {
@@ -423,5 +454,5 @@ fn broken_chunk_framing_is_400_and_cuts_the_upstream_connection() {
         cases.push((name, [CHUNKED, body].concat(), 400, Seen::Cut));
     }
     cases.push(good(VALID[2]));
-    run(&cases);
+    run(&cases, Send::HeadFirst);
 }

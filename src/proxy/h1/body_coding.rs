@@ -287,6 +287,42 @@ fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Invalid> {
     Ok(None)
 }
 
+/// Checks the chunk framing of the bytes of a body already read with its head
+/// (`buf` starts where the body does), without consuming them: the first framing
+/// error in them is found before anything is forwarded. Bytes that end mid-line or
+/// mid-chunk are fine so far; trailers are left to the decoder. Walks the size lines
+/// and skips the data: no copy.
+pub fn check_chunked(buf: &[u8]) -> Result<(), Invalid> {
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        let Some((used, size)) = parse_chunk_size(rest)? else {
+            return match rest.len() < MAX_CHUNK_LINE {
+                true => Ok(()),
+                false => Err(Invalid::Chunked),
+            };
+        };
+        if size == 0 {
+            return Ok(());
+        }
+        let end = match usize::try_from(size)
+            .ok()
+            .and_then(|n| (at + used).checked_add(n))
+        {
+            Some(end) if end < buf.len() => end,
+            _ => return Ok(()),
+        };
+        let crlf = &buf[end..buf.len().min(end + 2)];
+        if crlf != &b"\r\n"[..crlf.len()] {
+            return Err(Invalid::Chunked);
+        }
+        if crlf.len() < 2 {
+            return Ok(());
+        }
+        at = end + 2;
+    }
+}
+
 /// A body ended before its framing said it would; says whose body it was. The
 /// decoder reads both sides' bodies and calls it [`Truncated::Upstream`]; the client
 /// side renames it with [`client_side`].
@@ -346,25 +382,51 @@ mod tests {
                 );
             }
         }
-        for bad in [
-            &b"ffffffffffffffff\r\n"[..],
-            b"8000000000000000\r\n",
-            b"10000000000000000\r\n",
-            b"5;a\nb\r\n",
-            b"5;a\rb\r\n",
-            b"5;\0\r\n",
-            b"5;\x7f\r\n",
-            b"5\n",
-            b"0x5\r\n",
-            b" 5\r\n",
-            b"-5\r\n",
-            b"\r\n",
-            b"5 6\r\n",
-            b"5\r\r\n",
-            b";a\r\n",
-        ] {
+        for bad in BAD_LINES {
             assert_eq!(parse_chunk_size(bad), Err(Invalid::Chunked), "{bad:?}");
         }
+    }
+
+    /// Chunk-size lines refused.
+    const BAD_LINES: &[&[u8]] = &[
+        b"ffffffffffffffff\r\n",
+        b"8000000000000000\r\n",
+        b"10000000000000000\r\n",
+        b"5;a\nb\r\n",
+        b"5;a\rb\r\n",
+        b"5;\0\r\n",
+        b"5;\x7f\r\n",
+        b"5\n",
+        b"0x5\r\n",
+        b" 5\r\n",
+        b"-5\r\n",
+        b"\r\n",
+        b"5 6\r\n",
+        b"5\r\r\n",
+        b";a\r\n",
+    ];
+
+    #[test]
+    fn chunked_prefixes() {
+        let body = b"5;a=1\r\nhello\r\n3\r\nabc\r\n0\r\nX: y\r\n\r\nGET / HTTP/1.1\r\n";
+        for cut in 0..=body.len() {
+            assert_eq!(check_chunked(&body[..cut]), Ok(()), "cut {cut}");
+        }
+        let bodies: [&[u8]; 4] = [
+            b"3\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\nx\r\n",
+            b"5\r\nhello\rx",
+        ];
+        for &bad in BAD_LINES.iter().chain(&bodies) {
+            assert_eq!(check_chunked(bad), Err(Invalid::Chunked), "{bad:?}");
+            // Every prefix of a bad body is fine so far or bad; none panics.
+            for cut in 0..bad.len() {
+                let _ = check_chunked(&bad[..cut]);
+            }
+        }
+        let long = [b"1;".as_slice(), &[b'x'; MAX_CHUNK_LINE]].concat();
+        assert_eq!(check_chunked(&long), Err(Invalid::Chunked));
     }
 
     /// Decodes a chunked body fed over a real socket in awkward pieces.

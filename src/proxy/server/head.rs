@@ -10,7 +10,7 @@ use http::{Method, Request, Uri, Version};
 
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward;
-use crate::proxy::h1::{BodyFraming, FramingHeaders, NameCache};
+use crate::proxy::h1::{check_chunked, BodyFraming, FramingHeaders, NameCache};
 use crate::proxy::MAX_HEADER_BYTES;
 
 /// Most header lines in a request head (hyper's limit, which fulcrum had before).
@@ -90,6 +90,10 @@ pub(super) fn parse_head(
         return Err(ProxyError::TransferEncodingHttp10);
     }
     let framing = f.framing()?;
+    // What of a chunked body came with the head is checked before the head goes up.
+    if framing == BodyFraming::Chunked {
+        check_chunked(buf).map_err(|_| ProxyError::InvalidChunkedBody)?;
+    }
     let keep_alive = !f.f.close && (version == Version::HTTP_11 || f.f.keep_alive);
     let mut r = Request::new(());
     *r.method_mut() = method;
@@ -209,6 +213,8 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nhost: b\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\nConnection: keep-alive\r\n\r\n",
