@@ -456,3 +456,30 @@ fn broken_chunk_framing_after_the_head_is_400_and_cuts_the_upstream_connection()
     cases.push(good(VALID[2]));
     run(&cases, Send::HeadFirst);
 }
+
+/// On `http2 = true` listeners HTTP/1 is hyper's: a second `Host` line is refused
+/// there too, before anything is forwarded; equal `Content-Length` lines are
+/// normalised to one (hyper keeps one), which the backend cannot read two ways.
+#[test]
+fn duplicates_on_an_h2c_listener() {
+    let rec = Recorder::start();
+    let f = Fulcrum::start(&proxy_config(&[rec.addr], "", "http2 = true"));
+    for name in ["two Host lines", "two equal Host lines, apart"] {
+        let Some(&(_, raw, status, seen_want)) = REFUSED_HEADS.iter().find(|c| c.0 == name) else {
+            panic!("{name} is in the catalogue");
+        };
+        let before = rec.events().len();
+        let (got, closed) = send(f.addr(), raw, Send::Whole, true);
+        assert_eq!((got, closed), (status, true), "{name}");
+        assert_eq!(seen(&rec, before), seen_want, "{name}");
+    }
+    let before = rec.events().len();
+    let two = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(send(f.addr(), two, Send::Whole, false).0, 200);
+    assert_eq!(seen(&rec, before), Seen::Whole);
+    let Event::Request(up) = &rec.events()[before] else {
+        unreachable!()
+    };
+    let up = String::from_utf8_lossy(up).to_ascii_lowercase();
+    assert_eq!(up.matches("content-length").count(), 1, "{up}");
+}
