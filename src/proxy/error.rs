@@ -159,6 +159,17 @@ pub enum ProxyError {
     /// HTTP/1 request with both `Transfer-Encoding` and `Content-Length`.
     #[error("request has both Transfer-Encoding and Content-Length")]
     ConflictingFraming,
+    /// HTTP/1.0 request with `Transfer-Encoding` (RFC 9112 §6.1: faulty framing).
+    #[error("client sent \"Transfer-Encoding\" header in an HTTP/1.0 request")]
+    TransferEncodingHttp10,
+    /// The chunked body bytes that came with the head break the chunk framing
+    /// (found before anything is forwarded).
+    #[error("client sent invalid chunked body")]
+    InvalidChunkedBody,
+    /// A header a request may carry once (`Host`, `Content-Length`) came twice, or
+    /// with a list of values (`Content-Length: 5, 5`), which a backend may read differently (nginx: 400).
+    #[error("client sent duplicate header line: \"{0}\"")]
+    DuplicateHeader(&'static str),
     /// The request head is over [`super::MAX_HEADER_BYTES`].
     #[error("request header too large")]
     HeadTooLarge,
@@ -256,6 +267,9 @@ pub fn rescue(e: &ProxyError) -> Rescue {
     let (status, close) = match e {
         ProxyError::MalformedHead
         | ProxyError::ConflictingFraming
+        | ProxyError::TransferEncodingHttp10
+        | ProxyError::DuplicateHeader(_)
+        | ProxyError::InvalidChunkedBody
         | ProxyError::HostNotText(_)
         | ProxyError::MissingHost
         | ProxyError::InvalidHost(_)
@@ -355,6 +369,16 @@ mod tests {
         check(vec![
             (ProxyError::MalformedHead, 400, true, None, None),
             (ProxyError::ConflictingFraming, 400, true, None, None),
+            (ProxyError::TransferEncodingHttp10, 400, true, None, None),
+            (
+                ProxyError::DuplicateHeader("Content-Length"),
+                400,
+                true,
+                None,
+                None,
+            ),
+            (ProxyError::DuplicateHeader("Host"), 400, true, None, None),
+            (ProxyError::InvalidChunkedBody, 400, true, None, None),
             (ProxyError::HeadTooLarge, 431, true, None, None),
             (ProxyError::HostNotText(not_text), 400, true, None, None),
             (ProxyError::MissingHost, 400, true, None, None),

@@ -13,11 +13,29 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Whether the request asks for a protocol upgrade (WebSocket): `Connection: upgrade`
-/// plus an `Upgrade` header.
+/// Whether the request asks for a protocol upgrade fulcrum passes on: `Connection:
+/// upgrade` plus an `Upgrade` offering WebSocket first. Any other `Upgrade` (`h2c`
+/// above all: a backend answering 101 would get a raw tunnel past routing) is no
+/// upgrade: the request goes up as a plain one, without it (nginx passes `Upgrade`
+/// only when configured to).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| is_websocket(v.as_bytes()))
+        && connection_has(headers, "upgrade")
 }
+
+/// Whether an `Upgrade` value's first protocol is WebSocket (`websocket`, any
+/// version, ASCII case-insensitive).
+pub fn is_websocket(upgrade: &[u8]) -> bool {
+    let first = upgrade.split(|&b| b == b',').next().unwrap_or_default();
+    let name = first.split(|&b| b == b'/').next().unwrap_or_default();
+    name.trim_ascii().eq_ignore_ascii_case(b"websocket")
+}
+
+/// `HTTP2-Settings`, which belongs to an `Upgrade: h2c` offer (RFC 7540 §3.2.1) and
+/// goes nowhere without it.
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|v| {
@@ -84,7 +102,12 @@ pub fn for_each_upstream_header(
         }
     }
     let named = if client.contains_key(header::CONNECTION) {
-        connection_named(client)
+        let mut named = connection_named(client);
+        // An h2c offer not listing its settings in `Connection` still loses them.
+        if client.contains_key(header::UPGRADE) {
+            named.push(HTTP2_SETTINGS);
+        }
+        named
     } else {
         Vec::new()
     };
@@ -182,5 +205,38 @@ mod tests {
         assert_eq!(out["upgrade"], "websocket");
         assert_eq!(out["connection"], "upgrade");
         assert!(!out.contains_key("x-a"));
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade() {
+        for (upgrade, yes) in [
+            ("websocket", true),
+            ("WebSocket", true),
+            ("websocket/13, h2c", true),
+            (" websocket ", true),
+            ("h2c", false),
+            ("H2C", false),
+            ("h2c, websocket", false),
+            ("websocketx", false),
+            ("", false),
+        ] {
+            let client = map(&[
+                ("upgrade", upgrade),
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ]);
+            assert_eq!(is_upgrade(&client), yes, "{upgrade:?}");
+            let out = upstream_headers(&client, &[], &[], &HeaderValue::from_static("b"), yes);
+            assert_eq!(out.contains_key("upgrade"), yes, "{upgrade:?}");
+            assert!(!out.contains_key("http2-settings"), "{upgrade:?}");
+        }
+        // Not named in `Connection`: still dropped with the offer.
+        let client = map(&[
+            ("upgrade", "h2c"),
+            ("connection", "upgrade"),
+            ("http2-settings", "AAMA"),
+        ]);
+        let out = upstream_headers(&client, &[], &[], &HeaderValue::from_static("b"), false);
+        assert!(!out.contains_key("http2-settings") && !out.contains_key("upgrade"));
     }
 }

@@ -82,6 +82,9 @@ async fn route(
     let h1 = parts.version <= Version::HTTP_11;
     if h1 {
         guard_framing(&parts.headers, meta)?;
+        if matches!(body, ReqBody::Hyper(_)) {
+            guard_duplicates(&parts.headers)?;
+        }
     }
     let (raw_host, host) = host(&parts.uri, &parts.headers, parts.version)?;
     let vs_idx = virtual_server(snap, meta, &host)?;
@@ -155,6 +158,18 @@ fn guard_framing(headers: &http::HeaderMap, meta: &ConnMeta) -> Result<(), Proxy
     }
     if meta.head_guard.too_large.load(Relaxed) {
         return Err(ProxyError::HeadTooLarge);
+    }
+    Ok(())
+}
+
+/// A second `Host` line, which hyper's HTTP/1 server (h2c listeners) lets through,
+/// is refused as fulcrum's own head parser refuses it (RFC 9110 §7.2, nginx: 400).
+/// (hyper keeps one of equal `Content-Length` lines: the backend gets one.) Only
+/// hyper's requests are looked at here: the own server has checked in the loop that
+/// parsed the head.
+fn guard_duplicates(headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(ProxyError::DuplicateHeader("Host"));
     }
     Ok(())
 }

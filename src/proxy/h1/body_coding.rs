@@ -165,8 +165,8 @@ impl BodyDecoder {
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        match httparse::parse_chunk_size(buf) {
-            Ok(httparse::Status::Complete((used, size))) => {
+        match parse_chunk_size(buf) {
+            Ok(Some((used, size))) => {
                 buf.advance(used);
                 self.state = if size == 0 {
                     State::Trailers(0)
@@ -175,9 +175,7 @@ impl BodyDecoder {
                 };
                 Poll::Ready(Ok(()))
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
-                self.fill_more(io, buf, cx)
-            }
+            Ok(None) if buf.len() < MAX_CHUNK_LINE => self.fill_more(io, buf, cx),
             _ => Poll::Ready(Err(Invalid::Chunked.into())),
         }
     }
@@ -241,6 +239,90 @@ impl BodyDecoder {
     }
 }
 
+/// The largest chunk size taken: what fits a signed 64-bit offset (nginx's limit).
+const MAX_CHUNK_SIZE: u64 = i64::MAX as u64;
+
+/// Parses a chunk-size line (RFC 9112 §7.1) at the front of `buf`: hex digits (at
+/// most [`MAX_CHUNK_SIZE`]), optional whitespace, extensions after `;` holding no
+/// control byte but HTAB, then CRLF. A bare LF or CR anywhere in the line is
+/// refused: another parser may end the line there and read the rest as data.
+/// `Ok(None)`: the line is not complete yet. The extensions are not interpreted.
+fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Invalid> {
+    let mut size = 0u64;
+    let mut i = 0;
+    while let Some(&b) = buf.get(i) {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => break,
+        };
+        if size > MAX_CHUNK_SIZE >> 4 {
+            return Err(Invalid::Chunked);
+        }
+        size = size << 4 | u64::from(d);
+        i += 1;
+    }
+    if i == 0 && !buf.is_empty() {
+        return Err(Invalid::Chunked);
+    }
+    let mut ext = false;
+    while let Some(&b) = buf.get(i) {
+        match b {
+            b'\r' => {
+                return match buf.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some((i + 2, size))),
+                    Some(_) => Err(Invalid::Chunked),
+                }
+            }
+            b';' => ext = true,
+            b' ' | b'\t' => {}
+            // Token and quoted-string bytes (obs-text included), nothing else.
+            0x21..=0x7e | 0x80..=0xff if ext => {}
+            _ => return Err(Invalid::Chunked),
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// Checks the chunk framing of the bytes of a body already read with its head
+/// (`buf` starts where the body does), without consuming them: the first framing
+/// error in them is found before anything is forwarded. Bytes that end mid-line or
+/// mid-chunk are fine so far; trailers are left to the decoder. Walks the size lines
+/// and skips the data: no copy.
+pub fn check_chunked(buf: &[u8]) -> Result<(), Invalid> {
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        let Some((used, size)) = parse_chunk_size(rest)? else {
+            return match rest.len() < MAX_CHUNK_LINE {
+                true => Ok(()),
+                false => Err(Invalid::Chunked),
+            };
+        };
+        if size == 0 {
+            return Ok(());
+        }
+        let end = match usize::try_from(size)
+            .ok()
+            .and_then(|n| (at + used).checked_add(n))
+        {
+            Some(end) if end < buf.len() => end,
+            _ => return Ok(()),
+        };
+        let crlf = &buf[end..buf.len().min(end + 2)];
+        if crlf != &b"\r\n"[..crlf.len()] {
+            return Err(Invalid::Chunked);
+        }
+        if crlf.len() < 2 {
+            return Ok(());
+        }
+        at = end + 2;
+    }
+}
+
 /// A body ended before its framing said it would; says whose body it was. The
 /// decoder reads both sides' bodies and calls it [`Truncated::Upstream`]; the client
 /// side renames it with [`client_side`].
@@ -278,6 +360,73 @@ mod tests {
         assert_eq!(l.chunk(0), b"0\r\n");
         assert_eq!(l.chunk(255), b"ff\r\n");
         assert_eq!(l.chunk(4096), b"1000\r\n");
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        let ok: &[(&[u8], usize, u64)] = &[
+            (b"5\r\n", 3, 5),
+            (b"00ff\r\nx", 6, 255),
+            (b"A;ext=1\r\n", 9, 10),
+            (b"5 ; a=\"b c\"\t;d\r\n", 16, 5),
+            (b"7fffffffffffffff\r\n", 18, i64::MAX as u64),
+            (b"00000000000000000001\r\n", 22, 1),
+        ];
+        for &(line, used, size) in ok {
+            assert_eq!(parse_chunk_size(line), Ok(Some((used, size))), "{line:?}");
+            for cut in 0..used {
+                assert_eq!(
+                    parse_chunk_size(&line[..cut]),
+                    Ok(None),
+                    "{line:?} at {cut}"
+                );
+            }
+        }
+        for bad in BAD_LINES {
+            assert_eq!(parse_chunk_size(bad), Err(Invalid::Chunked), "{bad:?}");
+        }
+    }
+
+    /// Chunk-size lines refused.
+    const BAD_LINES: &[&[u8]] = &[
+        b"ffffffffffffffff\r\n",
+        b"8000000000000000\r\n",
+        b"10000000000000000\r\n",
+        b"5;a\nb\r\n",
+        b"5;a\rb\r\n",
+        b"5;\0\r\n",
+        b"5;\x7f\r\n",
+        b"5\n",
+        b"0x5\r\n",
+        b" 5\r\n",
+        b"-5\r\n",
+        b"\r\n",
+        b"5 6\r\n",
+        b"5\r\r\n",
+        b";a\r\n",
+    ];
+
+    #[test]
+    fn chunked_prefixes() {
+        let body = b"5;a=1\r\nhello\r\n3\r\nabc\r\n0\r\nX: y\r\n\r\nGET / HTTP/1.1\r\n";
+        for cut in 0..=body.len() {
+            assert_eq!(check_chunked(&body[..cut]), Ok(()), "cut {cut}");
+        }
+        let bodies: [&[u8]; 4] = [
+            b"3\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\nx\r\n",
+            b"5\r\nhello\rx",
+        ];
+        for &bad in BAD_LINES.iter().chain(&bodies) {
+            assert_eq!(check_chunked(bad), Err(Invalid::Chunked), "{bad:?}");
+            // Every prefix of a bad body is fine so far or bad; none panics.
+            for cut in 0..bad.len() {
+                let _ = check_chunked(&bad[..cut]);
+            }
+        }
+        let long = [b"1;".as_slice(), &[b'x'; MAX_CHUNK_LINE]].concat();
+        assert_eq!(check_chunked(&long), Err(Invalid::Chunked));
     }
 
     /// Decodes a chunked body fed over a real socket in awkward pieces.

@@ -9,7 +9,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use crate::proxy::error::ProxyError;
-use crate::proxy::h1::{BodyFraming, FramingHeaders, NameCache};
+use crate::proxy::forward;
+use crate::proxy::h1::{check_chunked, BodyFraming, FramingHeaders, NameCache};
 use crate::proxy::MAX_HEADER_BYTES;
 
 /// Most header lines in a request head (hyper's limit, which fulcrum had before).
@@ -84,7 +85,15 @@ pub(super) fn parse_head(
         f.header(&name, &value)?;
         headers.append(name, value);
     }
+    // RFC 9112 §6.1: an HTTP/1.0 peer cannot mean chunked; its framing is faulty.
+    if version == Version::HTTP_10 && f.f.te.is_some() {
+        return Err(ProxyError::TransferEncodingHttp10);
+    }
     let framing = f.framing()?;
+    // What of a chunked body came with the head is checked before the head goes up.
+    if framing == BodyFraming::Chunked {
+        check_chunked(buf).map_err(|_| ProxyError::InvalidChunkedBody)?;
+    }
     let keep_alive = !f.f.close && (version == Version::HTTP_11 || f.f.keep_alive);
     let mut r = Request::new(());
     *r.method_mut() = method;
@@ -107,11 +116,23 @@ struct Framer {
     f: FramingHeaders,
     upgrade: bool,
     expect_continue: bool,
+    /// A `Host` line was seen.
+    host: bool,
 }
 
 impl Framer {
     fn header(&mut self, name: &header::HeaderName, v: &HeaderValue) -> Result<(), ProxyError> {
-        if name == header::CONTENT_LENGTH {
+        if name == header::HOST {
+            // RFC 9110 §7.2: one `Host` (nginx: 400); which one routes is ambiguous.
+            if self.host {
+                return Err(ProxyError::DuplicateHeader("Host"));
+            }
+            self.host = true;
+        } else if name == header::CONTENT_LENGTH {
+            // One value only: equal duplicates are refused too (nginx), not merged.
+            if self.f.length.is_some() || v.as_bytes().contains(&b',') {
+                return Err(ProxyError::DuplicateHeader("Content-Length"));
+            }
             self.f
                 .content_length(v.as_bytes())
                 .map_err(|_| ProxyError::MalformedHead)?;
@@ -121,7 +142,8 @@ impl Framer {
             // Names it lists stay with the request: `forward` drops them on the way up.
             self.f.connection(v.as_bytes());
         } else if name == header::UPGRADE {
-            self.upgrade = true;
+            // Only WebSocket is passed on (`forward::is_upgrade` decides the same).
+            self.upgrade = forward::is_websocket(v.as_bytes());
         } else if name == header::EXPECT {
             self.expect_continue = v.as_bytes().eq_ignore_ascii_case(b"100-continue");
         }
@@ -187,7 +209,15 @@ mod tests {
             "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nhost: b\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\nConnection: keep-alive\r\n\r\n",
         ] {
             assert_eq!(status_of(parse(bad)), Some(400), "{bad:?}");
         }
