@@ -24,6 +24,15 @@ pub struct Directive {
 }
 
 impl Directive {
+    /// `nginx.conf:42`: the file's name (not its directory) and the line, for comments.
+    pub fn short(&self) -> String {
+        let name = self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        format!("{name}:{}", self.line)
+    }
+
     /// `PATH:LINE`, as warnings and errors name it.
     pub fn at(&self) -> String {
         format!("{}:{}", self.file.display(), self.line)
@@ -78,6 +87,7 @@ pub fn parse_file(path: &Path) -> Result<Vec<Directive>, ParseError> {
     let prefix = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut reader = Reader {
         prefix,
+        eof_line: 1,
         texts: HashMap::new(),
         stack: Vec::new(),
     };
@@ -86,6 +96,8 @@ pub fn parse_file(path: &Path) -> Result<Vec<Directive>, ParseError> {
 
 struct Reader {
     prefix: PathBuf,
+    /// The last line of the file being read: where an unexpected end is reported.
+    eof_line: usize,
     /// Each file's text, read once.
     texts: HashMap<PathBuf, Arc<str>>,
     /// The files being read, to refuse include cycles.
@@ -132,8 +144,11 @@ impl Reader {
             kind: e.into(),
         })?;
         self.stack.push(path.to_path_buf());
+        let outer = self.eof_line;
+        self.eof_line = text.lines().count().max(1);
         let mut it = tokens.into_iter().peekable();
         let out = self.block(&mut it, &file, false);
+        self.eof_line = outer;
         self.stack.pop();
         out
     }
@@ -150,16 +165,14 @@ impl Reader {
             kind,
         };
         let mut out = Vec::new();
-        let mut last_line = 1;
         loop {
             let Some(tok) = it.next() else {
                 return if nested {
-                    Err(err(last_line, ParseErrorKind::Eof))
+                    Err(err(self.eof_line, ParseErrorKind::Eof))
                 } else {
                     Ok(out)
                 };
             };
-            last_line = tok.line;
             let name = match tok.kind {
                 TokenKind::Word(w) => w,
                 TokenKind::Close if nested => return Ok(out),
@@ -176,9 +189,8 @@ impl Reader {
             let mut args = Vec::new();
             let block = loop {
                 let Some(t) = it.next() else {
-                    return Err(err(last_line, ParseErrorKind::Eof));
+                    return Err(err(self.eof_line, ParseErrorKind::Eof));
                 };
-                last_line = t.line;
                 match t.kind {
                     TokenKind::Word(w) => args.push(w),
                     TokenKind::Semicolon => break None,
