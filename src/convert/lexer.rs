@@ -98,7 +98,8 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, LexError> {
                 let word = quoted(&mut chars, c, &mut line)?;
                 match chars.peek() {
                     None => {}
-                    Some(&n) if n.is_whitespace() || matches!(n, ';' | '{' | '}') => {}
+                    // nginx also lets `)` follow: `if ($a = "b")`.
+                    Some(&n) if n.is_whitespace() || matches!(n, ';' | '{' | '}' | ')') => {}
                     Some(&found) => return Err(LexError::AfterQuote { found, line }),
                 }
                 out.push(Token {
@@ -278,6 +279,10 @@ mod tests {
         );
         let e = tokenize("a \"b\"c;").expect_err("glued");
         assert_eq!(e.to_string(), "unexpected \"c\" after a quoted string");
+        assert_eq!(
+            words("if ($a = \"b\") {"),
+            ["if", "($a", "=", "b", ")", "{"]
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ fn structural(context: &str, name: &str) -> bool {
             name,
             "listen" | "server_name" | "location" | "http2" | "return"
         ),
-        _ => matches!(name, "location" | "proxy_pass" | "return" | "limit_except"),
+        _ => matches!(
+            name,
+            "location" | "proxy_pass" | "return" | "limit_except" | "if"
+        ),
     }
 }
 
@@ -261,6 +264,16 @@ pub(crate) fn location(
                 cx.warn(c, "guards methods, which fulcrum cannot enforce: the location answers 403 (fail closed)");
                 guard.get_or_insert_with(|| format!("guarded by limit_except ({}), which fulcrum cannot enforce: 403 (fail closed)", c.at()));
             }
+            "if" if rejects(c) => {
+                cx.warn(c, "may refuse requests (a 4xx return or an access rule inside), which fulcrum cannot evaluate: the location answers 403 (fail closed)");
+                guard.get_or_insert_with(|| {
+                    format!(
+                        "guarded by if ({}), which fulcrum cannot evaluate: 403 (fail closed)",
+                        c.at()
+                    )
+                });
+            }
+            "if" => cx.warn(c, super::other_message(c)),
             "return" if action.is_none() => action = returned(cx, c),
             "proxy_pass" if action.is_none() => action = proxied(cx, c, &inh, &path),
             "return" | "proxy_pass" => cx.warn(
@@ -293,6 +306,18 @@ pub(crate) fn location(
             location(cx, c, b, &inh, out);
         }
     }
+}
+
+/// Whether an `if` block may refuse a request: a `return` of 4xx, or an access rule.
+fn rejects(d: &Directive) -> bool {
+    d.block.iter().flatten().any(|c| match c.name.as_str() {
+        "return" => c
+            .args
+            .first()
+            .and_then(|a| a.parse::<u16>().ok())
+            .is_some_and(|s| (400..500).contains(&s) || s == 444),
+        name => GUARDS.contains(&name) || name == "limit_except",
+    })
 }
 
 /// fulcrum's `path` for nginx's location arguments (`=/x` glued or apart).

@@ -214,6 +214,7 @@ fn every_guard_fails_closed() {
         "deny all;",
         "satisfy any;",
         "limit_except GET { deny all; }",
+        "if ($http_x_token != \"s3cret\") { return 401; }",
     ] {
         let o = run(&format!(
             "http {{ server {{ listen 127.0.0.1:8080;
@@ -290,4 +291,13 @@ http {
         o.toml
     );
     config(&o);
+}
+
+#[test]
+fn an_if_that_cannot_refuse_is_only_warned() {
+    let o = run("http { server { listen 127.0.0.1:8080;
+  location / { if ($request_method = OPTIONS) { return 204; } proxy_pass http://127.0.0.1:9001; }
+} }");
+    assert!(o.toml.contains("path = \"/\"\nproxy_pass"), "{}", o.toml);
+    assert_eq!(warned(&o, "if").len(), 1);
 }
