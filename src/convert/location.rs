@@ -106,6 +106,10 @@ impl Inherit {
                 next.guard(cx, d, &mut own_access);
                 continue;
             }
+            if name == "include" {
+                unreadable(cx, d, context, &mut next.guards);
+                continue;
+            }
             if name == "proxy_set_header" {
                 let list = own_headers.get_or_insert_with(Vec::new);
                 header(cx, d, list);
@@ -199,6 +203,21 @@ impl Inherit {
         self.guards.first().map(|(n, at)| {
             format!("guarded by {n} ({at}), which fulcrum cannot enforce: 403 (fail closed)")
         })
+    }
+}
+
+/// An `include` whose file is not here: what it said is unknown, so in a server or
+/// a location it fails closed.
+fn unreadable(cx: &mut Cx, d: &Directive, context: &str, guards: &mut Vec<(String, String)>) {
+    let file = d.args.first().map_or("", String::as_str);
+    if context == "http" {
+        cx.warn(
+            d,
+            format!("\"{file}\" is not there: its directives are not carried"),
+        );
+    } else {
+        cx.warn(d, format!("\"{file}\" is not there, and it may have guarded access: every location under it answers 403 (fail closed; convert where the file exists)"));
+        guards.push(("include".into(), d.at()));
     }
 }
 

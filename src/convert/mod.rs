@@ -172,6 +172,7 @@ pub(crate) fn other_message(d: &Directive) -> String {
         "keepalive_timeout" | "client_body_timeout" | "send_timeout" => {
             "is not supported by fulcrum's config yet: fulcrum's default applies"
         }
+        "include" => "names a file that is not there: its directives are not carried",
         "rewrite" => "is not carried: the URI passes unchanged",
         "if" => "is not carried: its block is ignored",
         "error_page" => "is not carried: errors are answered with fulcrum's own pages",

@@ -301,3 +301,37 @@ fn an_if_that_cannot_refuse_is_only_warned() {
     assert!(o.toml.contains("path = \"/\"\nproxy_pass"), "{}", o.toml);
     assert_eq!(warned(&o, "if").len(), 1);
 }
+
+#[test]
+fn a_repeated_server_is_dropped_with_a_warning() {
+    let o = run("http { upstream u { server 127.0.0.1:9001; server 127.0.0.1:9001 weight=2; server 127.0.0.1:9001 backup; }
+  server { listen 127.0.0.1:8080; location / { proxy_pass http://u; } } }");
+    assert_eq!(config(&o).upstreams[0].servers.len(), 2);
+    assert_eq!(warned(&o, "server").len(), 1, "{:?}", o.warnings);
+}
+
+#[test]
+fn an_include_that_is_not_there_is_warned_and_fails_closed_below_http() {
+    let o = run("include modules/*.conf;
+include main-extra.conf;
+http { include mime.types;
+  server { listen 127.0.0.1:8080;
+    location / { include proxy_params; proxy_pass http://127.0.0.1:9001; }
+    location /b { proxy_pass http://127.0.0.1:9001; }
+  }
+}");
+    let w = warned(&o, "include");
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].contains("nginx.conf:2:"), "{w:?}");
+    assert!(
+        w[2].contains("nginx.conf:5:") && w[2].contains("fail closed"),
+        "{w:?}"
+    );
+    assert!(
+        o.toml.contains("path = \"/\"\nreturn = { status = 403 }"),
+        "{}",
+        o.toml
+    );
+    assert!(o.toml.contains("path = \"/b\"\nproxy_pass"), "{}", o.toml);
+    config(&o);
+}

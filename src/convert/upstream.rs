@@ -22,6 +22,8 @@ pub(crate) struct Pool {
     pub keepalive_timeout: Option<String>,
     /// connect, send, read: from the locations proxying here.
     pub timeouts: [Option<String>; 3],
+    /// The addresses (and backup flags) of its servers so far.
+    seen: Vec<(std::net::SocketAddr, bool)>,
 }
 
 /// Their defaults in nginx and in fulcrum.
@@ -43,6 +45,7 @@ pub(crate) fn pool(cx: &mut Cx, d: &Directive, block: &[Directive]) -> Option<Po
         keepalive: None,
         keepalive_timeout: None,
         timeouts: [None, None, None],
+        seen: Vec::new(),
     };
     for s in block {
         directive(cx, s, &mut p);
@@ -124,13 +127,22 @@ fn server(cx: &mut Cx, d: &Directive, p: &mut Pool) {
         );
         return;
     }
-    if let Err(e) = cfg::resolve(addr, 80) {
-        cx.warn(
-            d,
-            format!("{e}: the server is dropped (fulcrum check resolves every name)"),
-        );
+    let addrs = match cfg::resolve(addr, 80) {
+        Ok(a) => a,
+        Err(e) => {
+            cx.warn(
+                d,
+                format!("{e}: the server is dropped (fulcrum check resolves every name)"),
+            );
+            return;
+        }
+    };
+    let backup = d.args[1..].iter().any(|a| a == "backup");
+    if addrs.iter().any(|a| p.seen.contains(&(*a, backup))) {
+        cx.warn(d, format!("{addr} is already a server of this pool, which fulcrum refuses: the repeat is dropped (its weight is not added)"));
         return;
     }
+    p.seen.extend(addrs.into_iter().map(|a| (a, backup)));
     let mut out = vec![addr.clone()];
     for param in &d.args[1..] {
         let (k, v) = match param.split_once('=') {
