@@ -133,6 +133,7 @@ http {{
             proxy_pass http://hashed/v2/;
         }}
         location /spare/ {{ proxy_pass http://spare; }}
+        location /old/ {{ rewrite ^/old/(.*)$ /new/$1 break; proxy_pass http://app; }}
     }}
 }}
 "#,
@@ -160,6 +161,7 @@ http {{
         "/exact",
         "/v1/orders/9",
         "/deep/x.php",
+        "/old/a/b?c=d",
     ];
     let expected = run_nginx(&bin, dir.path(), &path, port, &paths);
 

@@ -76,7 +76,7 @@ fn structural(context: &str, name: &str) -> bool {
         ),
         _ => matches!(
             name,
-            "location" | "proxy_pass" | "return" | "limit_except" | "if"
+            "location" | "proxy_pass" | "return" | "limit_except" | "if" | "rewrite"
         ),
     }
 }
@@ -302,6 +302,7 @@ pub(crate) fn location(
             _ => {}
         }
     }
+    let action = rewritten(cx, block, &path, action);
     let action = match (guard, action) {
         (Some(why), _) => Action::status(403, why),
         (None, Some(a)) => a,
@@ -325,6 +326,66 @@ pub(crate) fn location(
             location(cx, c, b, &inh, out);
         }
     }
+}
+
+/// The `rewrite ^/prefix/(.*)$ /new/$1 break;` + `proxy_pass http://b;` idiom in
+/// location `/prefix/` is `proxy_pass http://b/new/;`; any other `rewrite` is warned.
+fn rewritten(
+    cx: &mut Cx,
+    block: &[Directive],
+    path: &str,
+    action: Option<Action>,
+) -> Option<Action> {
+    let rewrites: Vec<&Directive> = block.iter().filter(|c| c.name == "rewrite").collect();
+    let uri_part = match (rewrites.as_slice(), &action) {
+        ([r], Some(Action::Proxy { url, authority, .. }))
+            if url.len() == "http://".len() + authority.len() =>
+        {
+            idiom(&r.args, path)
+        }
+        _ => None,
+    };
+    match (uri_part, action) {
+        (
+            Some(part),
+            Some(Action::Proxy {
+                url,
+                authority,
+                headers,
+            }),
+        ) => {
+            cx.carry();
+            Some(Action::Proxy {
+                url: format!("{url}{part}"),
+                authority,
+                headers,
+            })
+        }
+        (_, action) => {
+            for r in rewrites {
+                cx.warn(r, super::other_message(r));
+            }
+            action
+        }
+    }
+}
+
+/// The URI part a rewrite idiom amounts to in a plain prefix location `path`.
+fn idiom(args: &[String], path: &str) -> Option<String> {
+    let [re, repl, flag] = args else { return None };
+    let plain = |p: &str| {
+        p.starts_with('/')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_'))
+    };
+    if flag != "break" || !plain(path) {
+        return None;
+    }
+    let inner = re.strip_prefix('^')?;
+    let inner = inner.strip_suffix('$').unwrap_or(inner);
+    let part = repl.strip_suffix("$1")?;
+    (inner.strip_suffix("(.*)")? == path && plain(part) && part.ends_with('/'))
+        .then(|| part.to_string())
 }
 
 /// Whether an `if` block may refuse a request: a `return` of 4xx, or an access rule.

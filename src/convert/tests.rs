@@ -335,3 +335,33 @@ http { include mime.types;
     assert!(o.toml.contains("path = \"/b\"\nproxy_pass"), "{}", o.toml);
     config(&o);
 }
+
+#[test]
+fn the_rewrite_break_idiom_is_a_uri_part() {
+    let o = run("http { server { listen 127.0.0.1:8080;
+  location /api/ { rewrite ^/api/(.*)$ /$1 break; proxy_pass http://127.0.0.1:9001; }
+  location /v1/ { rewrite ^/v1/(.*) /v2/$1 break; proxy_pass http://127.0.0.1:9001; }
+  location /x/ { rewrite ^/y/(.*)$ /$1 break; proxy_pass http://127.0.0.1:9001; }
+  location /z/ { rewrite ^/z/(.*)$ /$1 last; proxy_pass http://127.0.0.1:9001; }
+} }");
+    let t = &o.toml;
+    assert!(
+        t.contains("path = \"/api/\"\nproxy_pass = \"http://127.0.0.1:9001/\"\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("path = \"/v1/\"\nproxy_pass = \"http://127.0.0.1:9001/v2/\"\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("path = \"/x/\"\nproxy_pass = \"http://127.0.0.1:9001\"\n"),
+        "{t}"
+    );
+    let w = warned(&o, "rewrite");
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("nginx.conf:4:") && w[1].contains("nginx.conf:5:"),
+        "{w:?}"
+    );
+    config(&o);
+}
