@@ -6,26 +6,8 @@ use std::fmt::Write;
 use super::location::{Action, Loc};
 use super::server::Server;
 use super::upstream::Pool;
+use super::values::toml_str as q;
 use super::Http;
-
-/// A TOML basic string.
-fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// A TOML key: bare when it can be.
 fn key(s: &str) -> String {
@@ -78,12 +60,9 @@ fn pool(out: &mut String, p: &Pool) {
     if let Some(t) = &p.keepalive_timeout {
         let _ = writeln!(out, "keepalive_timeout = {}", q(t));
     }
-    for (name, t) in ["connect_timeout", "send_timeout", "read_timeout"]
-        .iter()
-        .zip(&p.timeouts)
-    {
+    for (name, t) in super::location::POOL_KEYS.iter().zip(&p.timeouts) {
         if let Some(t) = t {
-            let _ = writeln!(out, "{name} = {}", q(t));
+            let _ = writeln!(out, "{name} = {t}");
         }
     }
 }

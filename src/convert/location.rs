@@ -13,8 +13,8 @@ use crate::route::template::Template;
 pub(crate) struct Inherit {
     /// The nearest level's own `proxy_set_header` list.
     pub headers: Option<Vec<(String, String)>>,
-    /// connect, send, read: (value, PATH:LINE).
-    pub timeouts: [Option<(String, String)>; 3],
+    /// The pool settings of [`POOL_SETTINGS`]: (TOML value, PATH:LINE).
+    pub timeouts: [Option<(String, String)>; 6],
     pub max_body: Option<u64>,
     pub header_timeout: Option<String>,
     /// Guards in force, each as `"auth_basic" at PATH:LINE`; `off` clears its kind.
@@ -63,7 +63,7 @@ pub(crate) struct Loc {
     /// `nginx.conf:42 location /api/`.
     pub origin: String,
     pub action: Action,
-    pub timeouts: [Option<(String, String)>; 3],
+    pub timeouts: [Option<(String, String)>; 6],
 }
 
 /// Names a level handles itself rather than through [`Inherit::level`].
@@ -81,12 +81,52 @@ fn structural(context: &str, name: &str) -> bool {
     }
 }
 
-/// nginx's `proxy_connect_timeout`, `proxy_send_timeout`, `proxy_read_timeout`.
-pub(crate) const TIMEOUTS: [&str; 3] = [
+/// The nginx directives fulcrum sets per pool, and the pool keys they become.
+pub(crate) const POOL_SETTINGS: [&str; 6] = [
     "proxy_connect_timeout",
     "proxy_send_timeout",
     "proxy_read_timeout",
+    "proxy_next_upstream",
+    "proxy_next_upstream_tries",
+    "proxy_next_upstream_timeout",
 ];
+pub(crate) const POOL_KEYS: [&str; 6] = [
+    "connect_timeout",
+    "send_timeout",
+    "read_timeout",
+    "next_upstream",
+    "next_upstream_tries",
+    "next_upstream_timeout",
+];
+
+/// A pool setting's value as TOML, or `None` when nginx would reject it.
+fn pool_value(cx: &mut Cx, d: &Directive, i: usize) -> Option<String> {
+    let arg = d.args.first().map(String::as_str).unwrap_or("");
+    match i {
+        3 => {
+            let mut kept = Vec::new();
+            for a in &d.args {
+                let known = matches!(
+                    a.as_str(),
+                    "error" | "timeout" | "invalid_header" | "non_idempotent" | "off"
+                ) || a
+                    .strip_prefix("http_")
+                    .is_some_and(|c| c.parse::<u16>().is_ok());
+                if known {
+                    kept.push(values::toml_str(a));
+                } else {
+                    cx.warn(
+                        d,
+                        format!("\"{a}\" is not a condition fulcrum has: not retried on"),
+                    );
+                }
+            }
+            (!kept.is_empty()).then(|| format!("[{}]", kept.join(", ")))
+        }
+        4 => arg.parse::<u32>().ok().map(|n| n.to_string()),
+        _ => values::time(arg).map(|t| values::toml_str(&t)),
+    }
+}
 
 const GUARDS: [&str; 5] = ["auth_basic", "auth_request", "allow", "deny", "satisfy"];
 
@@ -129,13 +169,13 @@ impl Inherit {
     fn setting(&mut self, cx: &mut Cx, d: &Directive, context: &str) -> bool {
         let name = d.name.as_str();
         let arg = d.args.first().map(String::as_str).unwrap_or("");
-        if let Some(i) = TIMEOUTS.iter().position(|t| *t == name) {
-            match values::time(arg) {
-                Some(t) => {
-                    self.timeouts[i] = Some((t, d.at()));
+        if let Some(i) = POOL_SETTINGS.iter().position(|t| *t == name) {
+            match pool_value(cx, d, i) {
+                Some(v) => {
+                    self.timeouts[i] = Some((v, d.at()));
                     cx.carry();
                 }
-                None => cx.warn(d, "has a time nginx would reject: ignored"),
+                None => cx.warn(d, "has a value nginx would reject: ignored"),
             }
             return true;
         }

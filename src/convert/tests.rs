@@ -365,3 +365,31 @@ fn the_rewrite_break_idiom_is_a_uri_part() {
     );
     config(&o);
 }
+
+#[test]
+fn next_upstream_settings_go_to_the_pool() {
+    let o = run("http { upstream p { server 127.0.0.1:9001; server 127.0.0.1:9002; }
+  proxy_next_upstream error timeout http_502 denied;
+  server { listen 127.0.0.1:8080;
+    location / { proxy_next_upstream_tries 2; proxy_next_upstream_timeout 10s; proxy_pass http://p; }
+} }");
+    let c = config(&o);
+    let p = &c.upstreams[0];
+    assert!(
+        p.next_upstream.error && p.next_upstream.timeout && p.next_upstream.statuses.contains(502)
+    );
+    assert_eq!(p.next_upstream_tries, 2);
+    assert_eq!(p.next_upstream_timeout, std::time::Duration::from_secs(10));
+    assert!(
+        o.toml
+            .contains("next_upstream = [\"error\", \"timeout\", \"http_502\"]"),
+        "{}",
+        o.toml
+    );
+    assert_eq!(
+        warned(&o, "proxy_next_upstream").len(),
+        1,
+        "{:?}",
+        o.warnings
+    );
+}

@@ -1,7 +1,7 @@
 //! nginx `upstream` blocks into `[upstream.NAME]` pools, and the pool settings nginx
 //! gives per location (`proxy_*_timeout`) gathered onto the pools they reach.
 
-use super::location::{Action, Loc, TIMEOUTS};
+use super::location::{Action, Loc, POOL_SETTINGS};
 use super::parser::Directive;
 use super::{values, Cx, Http};
 use crate::config::values as cfg;
@@ -20,15 +20,16 @@ pub(crate) struct Pool {
     pub consistent: bool,
     pub keepalive: Option<u64>,
     pub keepalive_timeout: Option<String>,
-    /// connect, send, read: from the locations proxying here.
-    pub timeouts: [Option<String>; 3],
+    /// The pool settings (`location::POOL_KEYS`) as TOML: from the locations proxying here.
+    pub timeouts: [Option<String>; 6],
     /// The addresses (and backup flags) of its servers so far.
     seen: Vec<(std::net::SocketAddr, bool)>,
 }
 
-/// Their defaults in nginx and in fulcrum.
-const NGINX_DEFAULT: &str = "60s";
-const FULCRUM_DEFAULT: [&str; 3] = ["5s", "60s", "60s"];
+const NEXT: &str = r#"["error", "timeout"]"#;
+/// Their defaults in nginx (connect: 60s, not fulcrum's 5s) and in fulcrum, as TOML.
+const NGINX_DEFAULT: [&str; 6] = [r#""60s""#, r#""60s""#, r#""60s""#, NEXT, "0", r#""0s""#];
+const FULCRUM_DEFAULT: [&str; 6] = [r#""5s""#, r#""60s""#, r#""60s""#, NEXT, "0", r#""0s""#];
 
 pub(crate) fn pool(cx: &mut Cx, d: &Directive, block: &[Directive]) -> Option<Pool> {
     let Some(name) = d.args.first().filter(|_| d.args.len() == 1) else {
@@ -44,7 +45,7 @@ pub(crate) fn pool(cx: &mut Cx, d: &Directive, block: &[Directive]) -> Option<Po
         consistent: false,
         keepalive: None,
         keepalive_timeout: None,
-        timeouts: [None, None, None],
+        timeouts: Default::default(),
         seen: Vec::new(),
     };
     for s in block {
@@ -196,7 +197,7 @@ pub(crate) fn resolve_targets(cx: &mut Cx, http: &mut Http) {
             } else {
                 for (i, t) in l.timeouts.iter().enumerate() {
                     if let Some((_, at)) = t {
-                        cx.warn_at(at, TIMEOUTS[i], "is set per pool in fulcrum, and a literal proxy_pass address has none: fulcrum's default applies");
+                        cx.warn_at(at, POOL_SETTINGS[i], "is set per pool in fulcrum, and a literal proxy_pass address has none: fulcrum's default applies");
                     }
                 }
             }
@@ -213,13 +214,13 @@ pub(crate) fn resolve_targets(cx: &mut Cx, http: &mut Http) {
 
 fn pool_timeouts(cx: &mut Cx, p: &mut Pool, l: &Loc) {
     for (i, t) in l.timeouts.iter().enumerate() {
-        let value = t.as_ref().map_or(NGINX_DEFAULT, |(v, _)| v.as_str());
+        let value = t.as_ref().map_or(NGINX_DEFAULT[i], |(v, _)| v.as_str());
         match &p.timeouts[i] {
             None => p.timeouts[i] = Some(value.to_string()),
             Some(have) if have == value => {}
             Some(have) => {
                 let at = t.as_ref().map_or(l.at.as_str(), |(_, at)| at.as_str());
-                cx.warn_at(at, TIMEOUTS[i], format!("{value} differs from the {have} another location gives pool \"{}\": fulcrum sets it per pool, so {have} applies", p.name));
+                cx.warn_at(at, POOL_SETTINGS[i], format!("{value} differs from the {have} another location gives pool \"{}\": fulcrum sets it per pool, so {have} applies", p.name));
             }
         }
     }
