@@ -16,6 +16,7 @@ pub mod admin;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod convert;
 pub mod demo;
 pub mod health;
 pub mod metrics;

@@ -24,6 +24,11 @@ struct Cli {
 enum Command {
     /// Parse and validate the config, like `nginx -t`.
     Check,
+    /// Translate an nginx config to fulcrum TOML on stdout; warnings on stderr.
+    Convert {
+        /// The nginx config file (its includes are followed).
+        nginx_conf: PathBuf,
+    },
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -40,6 +45,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Convert { nginx_conf }) = &cli.command {
+        return convert(nginx_conf);
+    }
     let path = config_path(&cli);
     let cfg = match config::load(&path) {
         Ok(c) => c,
@@ -57,6 +65,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fulcrum: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `fulcrum convert`: TOML on stdout, one warning a line and the summary on stderr.
+fn convert(path: &std::path::Path) -> ExitCode {
+    match fulcrum::convert::convert(path) {
+        Ok(out) => {
+            for w in &out.warnings {
+                eprintln!("{w}");
+            }
+            eprintln!(
+                "fulcrum convert: {} directives carried, {} warned",
+                out.carried,
+                out.warnings.len()
+            );
+            print!("{}", out.toml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }

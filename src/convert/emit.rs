@@ -1,0 +1,131 @@
+//! Writing the converted config as readable TOML, each block under a comment naming
+//! its nginx source line.
+
+use std::fmt::Write;
+
+use super::location::{Action, Loc};
+use super::server::Server;
+use super::upstream::Pool;
+use super::values::toml_str as q;
+use super::Http;
+
+/// A TOML key: bare when it can be.
+fn key(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        s.to_string()
+    } else {
+        q(s)
+    }
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| q(i)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+pub(crate) fn config(http: &Http) -> String {
+    let mut out =
+        String::from("# Converted from nginx by `fulcrum convert`.\n\n[admin]\nlisten = \"off\"\n");
+    for p in &http.upstreams {
+        pool(&mut out, p);
+    }
+    for s in &http.servers {
+        server(&mut out, s);
+    }
+    out
+}
+
+fn pool(out: &mut String, p: &Pool) {
+    let _ = writeln!(out, "\n# {}\n[upstream.{}]", p.origin, key(&p.name));
+    out.push_str("server = [\n");
+    for s in &p.servers {
+        let _ = writeln!(out, "    {},", q(s));
+    }
+    out.push_str("]\n");
+    if let Some(b) = p.balance {
+        let _ = writeln!(out, "balance = {}", q(b));
+    }
+    if let Some(k) = &p.hash_key {
+        let _ = writeln!(out, "hash_key = {}", q(k));
+    }
+    if p.consistent {
+        out.push_str("consistent = true\n");
+    }
+    if let Some(k) = p.keepalive {
+        let _ = writeln!(out, "keepalive = {k}");
+    }
+    if let Some(t) = &p.keepalive_timeout {
+        let _ = writeln!(out, "keepalive_timeout = {}", q(t));
+    }
+    for (name, t) in super::location::POOL_KEYS.iter().zip(&p.timeouts) {
+        if let Some(t) = t {
+            let _ = writeln!(out, "{name} = {t}");
+        }
+    }
+}
+
+fn server(out: &mut String, s: &Server) {
+    let _ = writeln!(
+        out,
+        "\n# {}\n[[server]]\nlisten = {}",
+        s.origin,
+        list(&s.listen)
+    );
+    if !s.names.is_empty() {
+        let _ = writeln!(out, "server_name = {}", list(&s.names));
+    }
+    if let Some(n) = s.max_body {
+        let _ = writeln!(out, "client_max_body_size = {n}");
+    }
+    if let Some(t) = &s.header_timeout {
+        let _ = writeln!(out, "client_header_timeout = {}", q(t));
+    }
+    if s.http2 {
+        out.push_str("http2 = true\n");
+    }
+    for l in &s.locations {
+        location(out, l);
+    }
+}
+
+fn location(out: &mut String, l: &Loc) {
+    let _ = writeln!(out, "\n# {}", l.origin);
+    if let Action::Return { why: Some(why), .. } = &l.action {
+        let _ = writeln!(out, "# {why}");
+    }
+    let _ = writeln!(out, "[[server.location]]\npath = {}", q(&l.path));
+    match &l.action {
+        Action::Proxy { url, headers, .. } => {
+            let _ = writeln!(out, "proxy_pass = {}", q(url));
+            if let Some(h) = headers {
+                let pairs: Vec<String> = h
+                    .iter()
+                    .map(|(k, v)| format!("{} = {}", key(k), q(v)))
+                    .collect();
+                if pairs.is_empty() {
+                    out.push_str("proxy_set_header = {}\n");
+                } else {
+                    let _ = writeln!(out, "proxy_set_header = {{ {} }}", pairs.join(", "));
+                }
+            }
+        }
+        Action::Return {
+            status,
+            body,
+            location,
+            ..
+        } => {
+            let mut parts = vec![format!("status = {status}")];
+            if let Some(b) = body {
+                parts.push(format!("body = {}", q(b)));
+            }
+            if let Some(l) = location {
+                parts.push(format!("location = {}", q(l)));
+            }
+            let _ = writeln!(out, "return = {{ {} }}", parts.join(", "));
+        }
+    }
+}

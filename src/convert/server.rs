@@ -1,0 +1,204 @@
+//! nginx `server` blocks into `[[server]]`: listen addresses (ordered so that
+//! nginx's `default_server` is fulcrum's first server on the address), names, limits.
+
+use super::location::{self, Inherit, Loc};
+use super::parser::Directive;
+use super::Cx;
+
+/// One virtual server, ready to write.
+#[derive(Debug)]
+pub(crate) struct Server {
+    /// `nginx.conf:12 server`.
+    pub origin: String,
+    pub at: String,
+    pub listen: Vec<String>,
+    /// Addresses it is nginx's `default_server` of.
+    pub defaults: Vec<String>,
+    pub names: Vec<String>,
+    pub max_body: Option<u64>,
+    pub header_timeout: Option<String>,
+    pub http2: bool,
+    pub locations: Vec<Loc>,
+}
+
+pub(crate) fn server(
+    cx: &mut Cx,
+    d: &Directive,
+    block: &[Directive],
+    parent: &Inherit,
+) -> Option<Server> {
+    let inh = parent.level(cx, block, "server");
+    let mut s = Server {
+        origin: format!("{} server", d.short()),
+        at: d.at(),
+        listen: Vec::new(),
+        defaults: Vec::new(),
+        names: Vec::new(),
+        max_body: inh.max_body,
+        header_timeout: inh.header_timeout.clone(),
+        http2: false,
+        locations: Vec::new(),
+    };
+    let mut listens = 0;
+    let mut returned = None;
+    for c in block {
+        match (c.name.as_str(), &c.block) {
+            ("listen", _) => {
+                listens += 1;
+                listen(cx, c, &mut s);
+            }
+            ("server_name", _) => names(cx, c, &mut s.names),
+            ("http2", _) if c.args.first().is_some_and(|a| a == "on") => {
+                s.http2 = true;
+                cx.carry();
+            }
+            ("http2", _) => cx.carry(),
+            ("location", Some(b)) => location::location(cx, c, b, &inh, &mut s.locations),
+            ("location", None) => cx.warn(c, "has no block: skipped"),
+            ("return", _) if returned.is_none() => {
+                returned = location::returned(cx, c).map(|a| (a, c))
+            }
+            _ => {}
+        }
+    }
+    // A server-level return answers before any location is looked at.
+    if let Some((action, c)) = returned {
+        s.locations = vec![Loc {
+            path: "/".into(),
+            at: c.at(),
+            origin: format!("{} return (server level: every request)", c.short()),
+            action,
+            timeouts: Default::default(),
+        }];
+    }
+    if listens == 0 {
+        s.listen.push("0.0.0.0:80".into());
+    }
+    if s.listen.is_empty() {
+        cx.warn(
+            d,
+            "has no listen address fulcrum can serve: the server is dropped",
+        );
+        return None;
+    }
+    cx.carry();
+    Some(s)
+}
+
+fn listen(cx: &mut Cx, d: &Directive, s: &mut Server) {
+    let Some(raw) = d.args.first() else {
+        cx.warn(d, "has no address: ignored");
+        return;
+    };
+    let Some(addr) = address(raw) else {
+        cx.warn(d, format!("\"{raw}\" is not an address fulcrum can listen on (unix sockets, host names): ignored"));
+        return;
+    };
+    let mut default = false;
+    for p in &d.args[1..] {
+        match p.as_str() {
+            "default_server" | "default" => default = true,
+            "http2" => s.http2 = true,
+            "ssl" | "quic" => {
+                cx.warn(d, format!("\"{p}\": TLS listeners are not supported by fulcrum's config yet: the address is not served"));
+                return;
+            }
+            "proxy_protocol" => {
+                cx.warn(d, "\"proxy_protocol\" is not supported by fulcrum's config yet: the address is not served");
+                return;
+            }
+            other => cx.warn(d, format!("parameter \"{other}\" is not carried: ignored")),
+        }
+    }
+    if default {
+        s.defaults.push(addr.clone());
+    }
+    if !s.listen.contains(&addr) {
+        s.listen.push(addr);
+    }
+    cx.carry();
+}
+
+/// nginx's listen forms as `addr:port`: `80`, `*:80`, `1.2.3.4`, `1.2.3.4:80`, `[::]:80`.
+fn address(raw: &str) -> Option<String> {
+    if let Ok(port) = raw.parse::<u16>() {
+        return Some(format!("0.0.0.0:{port}"));
+    }
+    let raw = raw
+        .strip_prefix("*:")
+        .map_or(raw.to_string(), |p| format!("0.0.0.0:{p}"));
+    if let Ok(a) = raw.parse::<std::net::SocketAddr>() {
+        return Some(a.to_string());
+    }
+    if let Ok(ip) = raw.parse::<std::net::Ipv4Addr>() {
+        return Some(format!("{ip}:80"));
+    }
+    let v6 = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']'))?;
+    v6.parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|ip| format!("[{ip}]:80"))
+}
+
+fn names(cx: &mut Cx, d: &Directive, out: &mut Vec<String>) {
+    for n in &d.args {
+        if n.contains('$') && !n.starts_with('~') {
+            cx.warn(
+                d,
+                format!(
+                    "name \"{n}\" has a variable, which fulcrum's server_name does not: ignored"
+                ),
+            );
+        } else if let Some(suffix) = n.strip_prefix('.') {
+            out.push(suffix.to_ascii_lowercase());
+            out.push(format!("*.{}", suffix.to_ascii_lowercase()));
+        } else if !n.is_empty()
+            && crate::route::server_name::ServerNameTable::new(&[vec![n.clone()]]).is_err()
+        {
+            cx.warn(
+                d,
+                format!("name \"{n}\" is not one fulcrum can match: ignored"),
+            );
+        } else if !n.is_empty() {
+            out.push(if n.starts_with('~') {
+                n.clone()
+            } else {
+                n.to_ascii_lowercase()
+            });
+        }
+    }
+    cx.carry();
+}
+
+/// nginx's default server of an address is its `default_server`, fulcrum's is the
+/// first server on it: those move to the front (stable). fulcrum cannot bind a
+/// wildcard and a specific address on one port, so a specific one becomes the
+/// wildcard, with a warning.
+pub(crate) fn order(cx: &mut Cx, servers: &mut [Server]) {
+    servers.sort_by_key(|s| s.defaults.is_empty());
+    let wild: Vec<String> = servers
+        .iter()
+        .flat_map(|s| s.listen.iter())
+        .filter(|a| a.starts_with("0.0.0.0:") || a.starts_with("[::]:"))
+        .cloned()
+        .collect();
+    for s in servers.iter_mut() {
+        let mut listen = Vec::new();
+        for a in &s.listen {
+            let port = a.rsplit(':').next().unwrap_or("");
+            let any = if a.starts_with('[') {
+                format!("[::]:{port}")
+            } else {
+                format!("0.0.0.0:{port}")
+            };
+            if *a != any && wild.contains(&any) {
+                cx.warn_at(&s.at, "listen", format!("{a}: another server listens on {any}, and fulcrum binds one or the other: this server answers on {any}"));
+                if !listen.contains(&any) && !s.listen.contains(&any) {
+                    listen.push(any);
+                }
+            } else {
+                listen.push(a.clone());
+            }
+        }
+        s.listen = listen;
+    }
+}

@@ -1,0 +1,395 @@
+//! Conversion tests: each carried directive, each guard failing closed, and the
+//! output validated by fulcrum's own config check (inside `convert`).
+
+use super::*;
+
+fn run(nginx: &str) -> Output {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("nginx.conf");
+    std::fs::write(&p, nginx).expect("write");
+    match convert(&p) {
+        Ok(o) => o,
+        Err(e) => panic!("{e}\n--- nginx:\n{nginx}"),
+    }
+}
+
+fn warned(o: &Output, name: &str) -> Vec<String> {
+    o.warnings
+        .iter()
+        .filter(|w| w.name == name)
+        .map(|w| w.to_string())
+        .collect()
+}
+
+fn config(o: &Output) -> crate::config::Config {
+    crate::config::parse(Path::new("t.toml"), &o.toml).expect("validates")
+}
+
+#[test]
+fn upstream_with_every_server_parameter_and_algorithm() {
+    let o = run("http {
+  upstream backend {
+    zone backend 64k;
+    least_conn;
+    server 127.0.0.1:8081 weight=5 max_fails=3 fail_timeout=30 max_conns=10;
+    server 127.0.0.1:8082 backup;
+    server 127.0.0.1:8083 down slow_start=10s;
+    keepalive 16;
+    keepalive_timeout 1m;
+  }
+  upstream h { hash $request_uri consistent; server 127.0.0.1:9001; }
+  upstream i { ip_hash; server 127.0.0.1:9002; }
+  upstream r { random two least_conn; server 127.0.0.1:9003; }
+  upstream r1 { random; server 127.0.0.1:9004; }
+  server { location / { proxy_pass http://backend; } }
+}");
+    let t = &o.toml;
+    assert!(
+        t.contains("# nginx.conf:2 upstream backend\n[upstream.backend]"),
+        "{t}"
+    );
+    assert!(
+        t.contains("\"127.0.0.1:8081 weight=5 max_fails=3 fail_timeout=30s max_conns=10\""),
+        "{t}"
+    );
+    assert!(t.contains("\"127.0.0.1:8082 backup\""));
+    assert!(t.contains("\"127.0.0.1:8083 down\""));
+    assert!(t.contains("balance = \"least_conn\"\n"));
+    assert!(t.contains("keepalive = 16\nkeepalive_timeout = \"60s\""));
+    assert!(t.contains("balance = \"hash\"\nhash_key = \"$request_uri\"\nconsistent = true"));
+    assert!(t.contains("balance = \"ip_hash\""));
+    assert!(t.contains("balance = \"random_two_least_conn\""));
+    assert!(t.contains("balance = \"random\"\n"));
+    assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+    assert!(o.warnings[0].to_string().ends_with("nginx.conf:7: directive \"server\" parameter \"slow_start=10s\" of server 127.0.0.1:8083 is not carried: ignored"), "{}", o.warnings[0]);
+    let c = config(&o);
+    assert_eq!(c.upstreams[0].servers.len(), 3);
+    // nginx's connect timeout default (60s), not fulcrum's (5s).
+    assert_eq!(
+        c.upstreams[0].connect_timeout,
+        std::time::Duration::from_secs(60)
+    );
+}
+
+#[test]
+fn servers_listen_names_and_default_server_order() {
+    let o = run("http {
+  server { listen 127.0.0.1:8080; server_name a.example.com; return 200 a; }
+  server { listen 127.0.0.1:8080 default_server; server_name .b.example.com ~^c\\d+$; return 200 b; }
+  server { server_name \"\" _; return 204; }
+  server { listen 8443 ssl; server_name tls.example.com; return 200; }
+  server { listen [::1]:8081 http2 reuseport; return 200; }
+}");
+    let c = config(&o);
+    // The default_server moves first; the ssl-only server is dropped, warned.
+    assert_eq!(c.servers.len(), 4, "{}", o.toml);
+    assert_eq!(
+        c.servers[0].server_names,
+        ["b.example.com", "*.b.example.com", "~^c\\d+$"]
+    );
+    assert_eq!(c.servers[1].server_names, ["a.example.com"]);
+    assert_eq!(c.servers[2].listen[0].to_string(), "0.0.0.0:80");
+    assert!(c.servers[3].http2);
+    assert_eq!(warned(&o, "listen").len(), 2, "{:?}", o.warnings);
+    assert_eq!(warned(&o, "server").len(), 1);
+    assert!(
+        o.toml
+            .contains("# nginx.conf:3 server\n[[server]]\nlisten = [\"127.0.0.1:8080\"]"),
+        "{}",
+        o.toml
+    );
+}
+
+#[test]
+fn locations_of_every_modifier_and_proxy_pass_forms() {
+    let o = run("http {
+  upstream api { server 127.0.0.1:9001; }
+  server {
+    listen 127.0.0.1:8080;
+    location = /exact { proxy_pass http://api; }
+    location ^~ /static/ { proxy_pass http://127.0.0.1:9002/files/; }
+    location ~ \\.php$ { proxy_pass http://api; }
+    location ~* \\.(png|jpg)$ { return 404; }
+    location /v1/ { proxy_pass http://api/v2/; }
+    location =/glued { return 301 https://$host$request_uri; }
+    location @named { proxy_pass http://api; }
+    location /files { root /srv; }
+  }
+}");
+    let c = config(&o);
+    let paths: Vec<&str> = c.servers[0]
+        .locations
+        .iter()
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "= /exact",
+            "^~ /static/",
+            "~ \\.php$",
+            "~* \\.(png|jpg)$",
+            "/v1/",
+            "= /glued",
+            "/files"
+        ]
+    );
+    let t = &o.toml;
+    assert!(t.contains("proxy_pass = \"http://127.0.0.1:9002/files/\""));
+    assert!(t.contains("proxy_pass = \"http://api/v2/\""));
+    assert!(
+        t.contains("return = { status = 301, location = \"https://$host$request_uri\" }"),
+        "{t}"
+    );
+    assert!(t.contains("return = { status = 404 }"));
+    assert_eq!(warned(&o, "location").len(), 2, "{:?}", o.warnings);
+    assert_eq!(warned(&o, "root").len(), 1);
+}
+
+#[test]
+fn proxy_set_header_inherits_only_into_levels_without_their_own() {
+    let o = run("http {
+  proxy_set_header X-From http;
+  server {
+    listen 127.0.0.1:8080;
+    location /a { proxy_pass http://127.0.0.1:9001; }
+    location /b { proxy_set_header X-Real-IP $remote_addr; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade; proxy_pass http://127.0.0.1:9001; }
+  }
+  server {
+    listen 127.0.0.1:8081;
+    proxy_set_header Host $host;
+    location / { proxy_pass http://127.0.0.1:9001; }
+  }
+}");
+    let t = &o.toml;
+    assert!(t.contains("path = \"/a\"\nproxy_pass = \"http://127.0.0.1:9001\"\nproxy_set_header = { X-From = \"http\" }"), "{t}");
+    assert!(
+        t.contains("proxy_set_header = { X-Real-IP = \"$remote_addr\" }"),
+        "{t}"
+    );
+    assert!(t.contains("proxy_set_header = { Host = \"$host\" }"), "{t}");
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+    config(&o);
+}
+
+#[test]
+fn timeouts_and_limits() {
+    let o = run("http {
+  client_max_body_size 10m;
+  upstream p { server 127.0.0.1:9001; }
+  server {
+    listen 127.0.0.1:8080;
+    client_header_timeout 20;
+    proxy_read_timeout 90;
+    location / { proxy_connect_timeout 2s; proxy_pass http://p; }
+    location /slow { proxy_connect_timeout 3s; client_max_body_size 1k; proxy_pass http://p; }
+    location /lit { proxy_send_timeout 5; proxy_pass http://127.0.0.1:9002; }
+  }
+}");
+    let c = config(&o);
+    let p = &c.upstreams[0];
+    assert_eq!(p.connect_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(p.read_timeout, std::time::Duration::from_secs(90));
+    assert_eq!(c.servers[0].client_max_body_size, 10 << 20);
+    assert_eq!(
+        c.servers[0].client_header_timeout,
+        std::time::Duration::from_secs(20)
+    );
+    assert_eq!(
+        warned(&o, "proxy_connect_timeout").len(),
+        1,
+        "{:?}",
+        o.warnings
+    );
+    assert_eq!(warned(&o, "client_max_body_size").len(), 1);
+    assert_eq!(warned(&o, "proxy_send_timeout").len(), 1);
+}
+
+#[test]
+fn every_guard_fails_closed() {
+    for guard in [
+        "auth_basic \"x\"; auth_basic_user_file /etc/htpasswd;",
+        "auth_request /auth;",
+        "allow 10.0.0.0/8; deny all;",
+        "deny all;",
+        "satisfy any;",
+        "limit_except GET { deny all; }",
+        "if ($http_x_token != \"s3cret\") { return 401; }",
+    ] {
+        let o = run(&format!(
+            "http {{ server {{ listen 127.0.0.1:8080;
+  location /admin {{ {guard} proxy_pass http://127.0.0.1:9001; }}
+  location /open {{ proxy_pass http://127.0.0.1:9001; }}
+}} }}"
+        ));
+        let t = &o.toml;
+        assert!(
+            t.contains("path = \"/admin\"\nreturn = { status = 403 }"),
+            "{guard}: {t}"
+        );
+        assert!(t.contains("# guarded by"), "{t}");
+        assert!(t.contains("path = \"/open\"\nproxy_pass"), "{t}");
+        assert!(
+            o.warnings.iter().any(|w| w.message.contains("fail closed")),
+            "{guard}"
+        );
+        config(&o);
+    }
+}
+
+#[test]
+fn guards_inherit_and_off_clears_them() {
+    let o = run("http { server { listen 127.0.0.1:8080; auth_basic \"x\";
+  location / { proxy_pass http://127.0.0.1:9001; location /pub/ { auth_basic off; proxy_pass http://127.0.0.1:9001; } }
+  location /allowed { allow all; auth_basic off; proxy_pass http://127.0.0.1:9001; }
+} }");
+    let t = &o.toml;
+    assert!(t.contains("path = \"/\"\nreturn = { status = 403 }"), "{t}");
+    // The nested location is flattened, with its own `off`.
+    assert!(t.contains("path = \"/pub/\"\nproxy_pass"), "{t}");
+    assert!(t.contains("path = \"/allowed\"\nproxy_pass"), "{t}");
+    config(&o);
+}
+
+#[test]
+fn what_cannot_be_carried_is_warned_with_its_line() {
+    let o = run("user nginx;
+events { worker_connections 1024; }
+http {
+  gzip on;
+  upstream sock { server unix:/run/app.sock; }
+  server {
+    listen 127.0.0.1:8080;
+    location / { proxy_pass http://sock; }
+    location /s { proxy_pass https://127.0.0.1:9443; }
+    location /v { proxy_pass http://$host; }
+    location /r { rewrite ^/r/(.*)$ /$1 break; try_files $uri =404; proxy_pass http://127.0.0.1:9001; }
+  }
+}");
+    let lines: Vec<String> = o.warnings.iter().map(|w| w.to_string()).collect();
+    let all = lines.join("\n");
+    for (line, name) in [
+        (1, "user"),
+        (2, "events"),
+        (4, "gzip"),
+        (5, "server"),
+        (5, "upstream"),
+        (8, "proxy_pass"),
+        (9, "proxy_pass"),
+        (10, "proxy_pass"),
+        (11, "rewrite"),
+        (11, "try_files"),
+    ] {
+        assert!(
+            all.contains(&format!("nginx.conf:{line}: directive \"{name}\"")),
+            "{line} {name}:\n{all}"
+        );
+    }
+    assert!(
+        o.toml.contains("path = \"/\"\nreturn = { status = 502 }"),
+        "{}",
+        o.toml
+    );
+    config(&o);
+}
+
+#[test]
+fn an_if_that_cannot_refuse_is_only_warned() {
+    let o = run("http { server { listen 127.0.0.1:8080;
+  location / { if ($request_method = OPTIONS) { return 204; } proxy_pass http://127.0.0.1:9001; }
+} }");
+    assert!(o.toml.contains("path = \"/\"\nproxy_pass"), "{}", o.toml);
+    assert_eq!(warned(&o, "if").len(), 1);
+}
+
+#[test]
+fn a_repeated_server_is_dropped_with_a_warning() {
+    let o = run("http { upstream u { server 127.0.0.1:9001; server 127.0.0.1:9001 weight=2; server 127.0.0.1:9001 backup; }
+  server { listen 127.0.0.1:8080; location / { proxy_pass http://u; } } }");
+    assert_eq!(config(&o).upstreams[0].servers.len(), 2);
+    assert_eq!(warned(&o, "server").len(), 1, "{:?}", o.warnings);
+}
+
+#[test]
+fn an_include_that_is_not_there_is_warned_and_fails_closed_below_http() {
+    let o = run("include modules/*.conf;
+include main-extra.conf;
+http { include mime.types;
+  server { listen 127.0.0.1:8080;
+    location / { include proxy_params; proxy_pass http://127.0.0.1:9001; }
+    location /b { proxy_pass http://127.0.0.1:9001; }
+  }
+}");
+    let w = warned(&o, "include");
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].contains("nginx.conf:2:"), "{w:?}");
+    assert!(
+        w[2].contains("nginx.conf:5:") && w[2].contains("fail closed"),
+        "{w:?}"
+    );
+    assert!(
+        o.toml.contains("path = \"/\"\nreturn = { status = 403 }"),
+        "{}",
+        o.toml
+    );
+    assert!(o.toml.contains("path = \"/b\"\nproxy_pass"), "{}", o.toml);
+    config(&o);
+}
+
+#[test]
+fn the_rewrite_break_idiom_is_a_uri_part() {
+    let o = run("http { server { listen 127.0.0.1:8080;
+  location /api/ { rewrite ^/api/(.*)$ /$1 break; proxy_pass http://127.0.0.1:9001; }
+  location /v1/ { rewrite ^/v1/(.*) /v2/$1 break; proxy_pass http://127.0.0.1:9001; }
+  location /x/ { rewrite ^/y/(.*)$ /$1 break; proxy_pass http://127.0.0.1:9001; }
+  location /z/ { rewrite ^/z/(.*)$ /$1 last; proxy_pass http://127.0.0.1:9001; }
+} }");
+    let t = &o.toml;
+    assert!(
+        t.contains("path = \"/api/\"\nproxy_pass = \"http://127.0.0.1:9001/\"\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("path = \"/v1/\"\nproxy_pass = \"http://127.0.0.1:9001/v2/\"\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("path = \"/x/\"\nproxy_pass = \"http://127.0.0.1:9001\"\n"),
+        "{t}"
+    );
+    let w = warned(&o, "rewrite");
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("nginx.conf:4:") && w[1].contains("nginx.conf:5:"),
+        "{w:?}"
+    );
+    config(&o);
+}
+
+#[test]
+fn next_upstream_settings_go_to_the_pool() {
+    let o = run("http { upstream p { server 127.0.0.1:9001; server 127.0.0.1:9002; }
+  proxy_next_upstream error timeout http_502 denied;
+  server { listen 127.0.0.1:8080;
+    location / { proxy_next_upstream_tries 2; proxy_next_upstream_timeout 10s; proxy_pass http://p; }
+} }");
+    let c = config(&o);
+    let p = &c.upstreams[0];
+    assert!(
+        p.next_upstream.error && p.next_upstream.timeout && p.next_upstream.statuses.contains(502)
+    );
+    assert_eq!(p.next_upstream_tries, 2);
+    assert_eq!(p.next_upstream_timeout, std::time::Duration::from_secs(10));
+    assert!(
+        o.toml
+            .contains("next_upstream = [\"error\", \"timeout\", \"http_502\"]"),
+        "{}",
+        o.toml
+    );
+    assert_eq!(
+        warned(&o, "proxy_next_upstream").len(),
+        1,
+        "{:?}",
+        o.warnings
+    );
+}

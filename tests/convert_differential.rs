@@ -1,0 +1,261 @@
+//! `fulcrum convert` against a real nginx: one nginx.conf run by nginx, then its
+//! conversion run by fulcrum, the same requests to each; every request must reach the
+//! same backend with the same upstream URI and the same proxied headers (or get the
+//! same status). Skipped without nginx unless FULCRUM_REQUIRE_NGINX=1 (CI).
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{dead_addr, eventually, read_response, Backend, Fulcrum};
+use http_body_util::Full;
+use hyper::Response;
+
+fn nginx() -> Option<PathBuf> {
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    let bin = std::env::split_paths(&dirs)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file());
+    let required = std::env::var("FULCRUM_REQUIRE_NGINX").as_deref() == Ok("1");
+    assert!(
+        bin.is_some() || !required,
+        "nginx not found and FULCRUM_REQUIRE_NGINX=1"
+    );
+    if bin.is_none() {
+        eprintln!("note: no nginx; skipping the convert differential test");
+    }
+    bin
+}
+
+/// A backend answering `NAME URI` and the headers the proxies set.
+fn backend(name: &'static str) -> Backend {
+    Backend::with(Arc::new(move |parts, _| {
+        let h = |k: &str| {
+            parts
+                .headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let body = format!(
+            "{name} {} host={} real-ip={} from={}",
+            parts.uri,
+            h("host"),
+            h("x-real-ip"),
+            h("x-from")
+        );
+        Response::new(Full::new(Bytes::from(body)))
+    }))
+}
+
+/// `(status, body)` of a GET on a fresh connection, for each path in order.
+fn answers(proxy: SocketAddr, paths: &[&str]) -> Vec<(u16, String)> {
+    paths
+        .iter()
+        .map(|p| {
+            // "HOST /path", or just "/path" for Host: site.test.
+            let (host, p) = p.split_once(' ').unwrap_or(("site.test", p));
+            let mut s = TcpStream::connect(proxy).expect("connect");
+            let req = format!("GET {p} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).expect("write");
+            let r = read_response(&mut s).expect("response");
+            let body = if r.status == 200 {
+                r.text()
+            } else {
+                String::new()
+            };
+            (r.status, body)
+        })
+        .collect()
+}
+
+fn run_nginx(bin: &Path, dir: &Path, conf: &Path, port: u16, paths: &[&str]) -> Vec<(u16, String)> {
+    let mut child = Command::new(bin)
+        .args([
+            "-p",
+            &dir.display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+        ])
+        .args(["-g", "daemon off; master_process off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nginx");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let up = eventually(20, || TcpStream::connect(addr).is_ok());
+    let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(up, "nginx did not start:\n{}", log());
+    let out = answers(addr, paths);
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+/// Backends of these names, a prefix directory, a free port, and the head of an
+/// nginx.conf keeping nginx's own files in the prefix (convert warns on each), open
+/// inside `http {`.
+fn setup(names: &[&'static str]) -> (Vec<Backend>, tempfile::TempDir, u16, String) {
+    let backends = names.iter().map(|n| backend(n)).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let head = format!(
+        "worker_processes 1;
+error_log {d}/error.log; pid {d}/nginx.pid; events {{ worker_connections 64; }}
+http {{
+    client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;
+    uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; access_log off;"
+    );
+    (backends, dir, port, head)
+}
+
+/// The answers of nginx on `conf`, which fulcrum on its conversion must repeat.
+fn same_through_both(
+    bin: &Path,
+    dir: &Path,
+    path: &Path,
+    port: u16,
+    paths: &[&str],
+) -> Vec<(u16, String)> {
+    let expected = run_nginx(bin, dir, path, port, paths);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .arg("convert")
+        .arg(path)
+        .output()
+        .expect("convert runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).expect("utf-8");
+    let f = Fulcrum::start(&toml);
+    let got = answers(f.addr(), paths);
+    for ((p, want), have) in paths.iter().zip(&expected).zip(&got) {
+        assert_eq!(want, have, "{p}: nginx vs fulcrum\n{toml}");
+    }
+    expected
+}
+
+#[test]
+fn nginx_and_its_conversion_route_the_same() {
+    let Some(bin) = nginx() else { return };
+    let (backends, dir, port, head) = setup(&["a", "b", "c", "d", "e"]);
+    let at = |i: usize| backends[i].addr.to_string();
+    let conf = format!(
+        r#"{head}
+    proxy_set_header X-From http;
+    upstream app {{ server {a} weight=2; server {b}; }}
+    upstream hashed {{ hash $request_uri; server {c}; server {d_}; }}
+    upstream spare {{ server {dead}; server {e} backup; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://app; }}
+        location = /exact {{ proxy_pass http://hashed; }}
+        location ^~ /static/ {{ proxy_pass http://{c}/files/; }}
+        location ~ \.php$ {{ proxy_pass http://app; }}
+        location ~* \.png$ {{ return 404; }}
+        location /v1/ {{
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_pass http://hashed/v2/;
+        }}
+        location /spare/ {{ proxy_pass http://spare; }}
+        location /old/ {{ rewrite ^/old/(.*)$ /new/$1 break; proxy_pass http://app; }}
+    }}
+}}
+"#,
+        a = at(0),
+        b = at(1),
+        c = at(2),
+        d_ = at(3),
+        e = at(4),
+        dead = dead_addr(),
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write");
+    let paths = [
+        "/",
+        "/x?q=1",
+        "/index.php",
+        "/exact",
+        "/static/app.js",
+        "/img/A.PNG",
+        "/v1/users?id=7",
+        "/v1/",
+        "/spare/x",
+        "/a",
+        "/b",
+        "/exact",
+        "/v1/orders/9",
+        "/deep/x.php",
+        "/old/a/b?c=d",
+    ];
+    let expected = same_through_both(&bin, dir.path(), &path, port, &paths);
+    // The answers are real: every backend but the dead one's primary was reached.
+    assert!(
+        expected.iter().any(|(_, b)| b.starts_with("e /spare/x")),
+        "{expected:?}"
+    );
+}
+
+/// Two servers on one address chosen by Host (the `default_server` second in the
+/// file), least_conn, `location = /` against `/`, `^~` against a regex, and a
+/// server-level `proxy_set_header` a location replaces.
+#[test]
+fn server_names_default_server_and_precedence_match_nginx() {
+    let Some(bin) = nginx() else { return };
+    let (backends, dir, port, head) = setup(&["a", "b", "c"]);
+    let at = |i: usize| backends[i].addr.to_string();
+    let conf = format!(
+        r#"{head}
+    upstream pool {{ least_conn; server {a}; server {b}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name www.site.test;
+        proxy_set_header X-From www;
+        location = / {{ proxy_pass http://{c}/root; }}
+        location / {{ proxy_pass http://pool; }}
+        location ^~ /assets/ {{ proxy_pass http://{c}; }}
+        location ~ \.css$ {{ proxy_set_header X-Real-IP $remote_addr; proxy_pass http://pool; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port} default_server;
+        server_name .other.test;
+        location / {{ return 302 http://www.site.test$request_uri; }}
+    }}
+}}
+"#,
+        a = at(0),
+        b = at(1),
+        c = at(2),
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write");
+    let paths = [
+        "www.site.test /",
+        "www.site.test /x",
+        "www.site.test /y",
+        "www.site.test /assets/site.css",
+        "www.site.test /css/site.css",
+        "other.test /a",
+        "x.other.test /b",
+        "unknown.test /c",
+        "www.site.test /z",
+    ];
+    let expected = same_through_both(&bin, dir.path(), &path, port, &paths);
+    assert!(expected.iter().any(|(s, _)| *s == 302), "{expected:?}");
+    assert!(expected[0].1.starts_with("c /root host="), "{expected:?}");
+}
