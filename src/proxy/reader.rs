@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use super::error::BoxError;
-use super::h1::{self, BodyDecoder};
+use super::h1::BodyDecoder;
 use super::transport::ReadSide;
 
 /// The interim response to `Expect: 100-continue`.
@@ -113,7 +113,7 @@ impl Body for H1Body {
         let frame = match ready!(this.decoder.poll_data(&mut r.io, &mut r.buf, cx)) {
             None => None,
             Some(Ok(data)) => Some(Ok(Frame::data(data))),
-            Some(Err(e)) => Some(Err(Box::new(h1::client_side(e)) as BoxError)),
+            Some(Err(e)) => Some(Err(Box::new(e) as BoxError)),
         };
         if this.decoder.is_done() {
             // Read to the end: the connection may watch its socket again.

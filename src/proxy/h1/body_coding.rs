@@ -74,22 +74,34 @@ enum State {
     Done,
 }
 
-/// Decodes a response body from the connection's read buffer and socket.
+/// Decodes a body (an upstream's response, or a client's request) from the
+/// connection's read buffer and socket.
 #[derive(Debug)]
 pub struct BodyDecoder {
     state: State,
+    /// Whose body it is, for the error a cut-short body raises.
+    side: Truncated,
 }
 
 impl BodyDecoder {
-    /// A decoder for `framing`.
+    /// A decoder for an upstream response body framed by `framing`.
     pub fn new(framing: BodyFraming) -> Self {
+        Self::for_side(framing, Truncated::Upstream)
+    }
+
+    /// A decoder for a client's request body framed by `framing`.
+    pub fn client(framing: BodyFraming) -> Self {
+        Self::for_side(framing, Truncated::Client)
+    }
+
+    fn for_side(framing: BodyFraming, side: Truncated) -> Self {
         let state = match framing {
             BodyFraming::Empty | BodyFraming::Length(0) => State::Done,
             BodyFraming::Length(n) => State::Length(n),
             BodyFraming::Chunked => State::ChunkSize,
             BodyFraming::Close => State::Close,
         };
-        BodyDecoder { state }
+        BodyDecoder { state, side }
     }
 
     /// Whether the whole body has been read.
@@ -121,7 +133,7 @@ impl BodyDecoder {
                 State::Length(n) | State::ChunkData(n) => {
                     if buf.is_empty() {
                         match ready!(poll_fill(io, buf, cx)) {
-                            Ok(0) => return Poll::Ready(Some(Err(eof()))),
+                            Ok(0) => return Poll::Ready(Some(Err(eof(self.side)))),
                             Ok(_) => {}
                             Err(e) => return Poll::Ready(Some(Err(e))),
                         }
@@ -232,7 +244,7 @@ impl BodyDecoder {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         match ready!(poll_fill(io, buf, cx)) {
-            Ok(0) => Poll::Ready(Err(eof())),
+            Ok(0) => Poll::Ready(Err(eof(self.side))),
             Ok(_) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -323,9 +335,7 @@ pub fn check_chunked(buf: &[u8]) -> Result<(), Invalid> {
     }
 }
 
-/// A body ended before its framing said it would; says whose body it was. The
-/// decoder reads both sides' bodies and calls it [`Truncated::Upstream`]; the client
-/// side renames it with [`client_side`].
+/// A body ended before its framing said it would; says whose body it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Truncated {
     /// An upstream response body (nginx's wording).
@@ -336,17 +346,8 @@ pub enum Truncated {
     Client,
 }
 
-fn eof() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, Truncated::Upstream)
-}
-
-/// An error of a decoder reading the client's request body: a truncated body is the
-/// client's, not the upstream's. Other errors pass unchanged.
-pub fn client_side(e: io::Error) -> io::Error {
-    match e.get_ref().and_then(|r| r.downcast_ref::<Truncated>()) {
-        Some(Truncated::Upstream) => io::Error::new(e.kind(), Truncated::Client),
-        _ => e,
-    }
+fn eof(side: Truncated) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, side)
 }
 
 #[cfg(test)]
@@ -463,40 +464,41 @@ mod tests {
         drop(writer.await.unwrap());
     }
 
-    /// A body cut short is the upstream's by default and the client's once renamed.
+    /// A body cut short says whose it was: the upstream's or the client's.
     #[tokio::test]
     async fn truncated_body_names_its_side() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let (mut s, _) = l.accept().await.unwrap();
-            s.write_all(b"abc").await.unwrap();
-        });
-        let mut io = TcpStream::connect(addr).await.unwrap();
-        let mut buf = BytesMut::new();
-        let mut d = BodyDecoder::new(BodyFraming::Length(10));
-        let mut err = None;
-        while let Some(r) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await {
-            if let Err(e) = r {
-                err = Some(e);
-                break;
+        for (decoder, says) in [
+            (
+                BodyDecoder::new(BodyFraming::Length(10)),
+                "upstream prematurely closed connection while reading upstream",
+            ),
+            (
+                BodyDecoder::client(BodyFraming::Chunked),
+                "client prematurely closed connection while reading client request body",
+            ),
+        ] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let writer = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let (mut s, _) = l.accept().await.unwrap();
+                s.write_all(b"3\r\nabc").await.unwrap();
+            });
+            let mut io = TcpStream::connect(addr).await.unwrap();
+            let mut buf = BytesMut::new();
+            let mut d = decoder;
+            let mut err = None;
+            while let Some(r) = std::future::poll_fn(|cx| d.poll_data(&mut io, &mut buf, cx)).await
+            {
+                if let Err(e) = r {
+                    err = Some(e);
+                    break;
+                }
             }
+            writer.await.unwrap();
+            let e = err.expect("a truncated body fails");
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+            assert_eq!(e.to_string(), says);
         }
-        writer.await.unwrap();
-        let e = err.expect("a truncated body fails");
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        assert_eq!(
-            e.to_string(),
-            "upstream prematurely closed connection while reading upstream"
-        );
-        let e = client_side(e);
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        assert_eq!(
-            e.to_string(),
-            "client prematurely closed connection while reading client request body"
-        );
-        let other = client_side(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
-        assert_eq!(other.to_string(), "reset");
     }
 }

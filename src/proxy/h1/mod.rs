@@ -23,7 +23,7 @@ pub mod request;
 pub mod response;
 
 pub use super::error::Invalid;
-pub use body_coding::{check_chunked, client_side, poll_fill, BodyDecoder, ChunkLine, Truncated};
+pub use body_coding::{check_chunked, poll_fill, BodyDecoder, ChunkLine, Truncated};
 pub use body_framing::BodyFraming;
 pub(crate) use body_framing::FramingHeaders;
 pub(crate) use headers::Hop;

@@ -263,7 +263,7 @@ fn start(
             s.cont = expect_continue.then_some(0);
             ReqBody::H1(Box::new(H1Body {
                 reader: reader.take(),
-                decoder: BodyDecoder::new(f),
+                decoder: BodyDecoder::client(f),
                 home: home.get_or_insert_with(Home::default).clone(),
                 cont: expect_continue,
             }))
