@@ -10,7 +10,7 @@ use http_body_util::Full;
 use serde::Serialize;
 
 use crate::runtime::Shared;
-use crate::upstream::{now_secs, Peer, Upstream};
+use crate::upstream::{now_secs, Peer};
 
 /// One server in `/status`.
 #[derive(Debug, Serialize)]
@@ -62,13 +62,6 @@ fn server_status(p: &Peer, now: u64) -> ServerStatus {
     }
 }
 
-fn peers(up: &Upstream) -> impl Iterator<Item = &Peer> {
-    up.primary
-        .peers
-        .iter()
-        .chain(up.backup.iter().flat_map(|b| &b.peers))
-}
-
 /// The current status of every pool.
 pub fn status(shared: &Shared) -> Status {
     let snap = shared.snapshot.load();
@@ -80,7 +73,7 @@ pub fn status(shared: &Shared) -> Status {
             .map(|up| UpstreamStatus {
                 name: up.conf.name.clone(),
                 health_check: up.conf.health_check.is_some(),
-                servers: peers(up).map(|p| server_status(p, now)).collect(),
+                servers: up.peers().map(|p| server_status(p, now)).collect(),
             })
             .collect(),
     }
@@ -187,7 +180,10 @@ pub fn set_draining(
     let now = now_secs();
     let mut changed: Vec<Arc<crate::upstream::PeerState>> = Vec::new();
     let mut out = Vec::new();
-    for p in peers(up).filter(|p| p.conf.addr.to_string() == addr || p.conf.name == addr) {
+    for p in up
+        .peers()
+        .filter(|p| p.conf.addr.to_string() == addr || p.conf.name == addr)
+    {
         // A server listed as primary and backup shares one state: flip it once.
         if !changed.iter().any(|s| Arc::ptr_eq(s, &p.state)) {
             let old = p.state_name(now);

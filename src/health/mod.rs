@@ -110,12 +110,7 @@ fn wanted(snap: &Snapshot) -> HashMap<Key, (HealthCheck, Arc<PeerState>)> {
         let Some(check) = &up.conf.health_check else {
             continue;
         };
-        let peers = up
-            .primary
-            .peers
-            .iter()
-            .chain(up.backup.iter().flat_map(|b| &b.peers));
-        for p in peers.filter(|p| !p.conf.down) {
+        for p in up.peers().filter(|p| !p.conf.down) {
             want.entry((up.conf.name.clone(), p.conf.addr))
                 .or_insert_with(|| (check.clone(), p.state.clone()));
         }
@@ -151,12 +146,7 @@ async fn reconcile(snap: &Snapshot, tasks: &mut HashMap<Key, Running>) {
     }
     // Servers no longer checked must not stay out on an old verdict.
     for up in &snap.upstreams {
-        let peers = up
-            .primary
-            .peers
-            .iter()
-            .chain(up.backup.iter().flat_map(|b| &b.peers));
-        for p in peers {
+        for p in up.peers() {
             let checked = tasks.contains_key(&(up.conf.name.clone(), p.conf.addr))
                 || want.contains_key(&(up.conf.name.clone(), p.conf.addr));
             if !checked && p.state.set_unhealthy(false) {

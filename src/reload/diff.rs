@@ -117,11 +117,7 @@ fn server_eq(a: &ServerConf, b: &ServerConf) -> bool {
 }
 
 fn servers_of(u: &Upstream) -> impl Iterator<Item = &ServerConf> {
-    u.primary
-        .peers
-        .iter()
-        .chain(u.backup.iter().flat_map(|t| t.peers.iter()))
-        .map(|p| &p.conf)
+    u.peers().map(|p| &p.conf)
 }
 
 /// Compares the running snapshot with the one about to replace it.
