@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod source;
+use source::{src_dir, src_files};
+
 /// One crate-internal path use: where it is and which module file it names.
 #[derive(Debug, Clone)]
 struct Import {
@@ -20,25 +23,6 @@ struct Import {
     from: Vec<String>,
     /// Module path it names, resolved to the modules that exist (`["proxy", "h1"]`).
     to: Vec<String>,
-}
-
-fn src_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .expect("src is readable")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// The module path of a source file: `src/proxy/mod.rs` → `proxy`,
@@ -202,8 +186,7 @@ fn child_paths(code: &str, here: &[String], known: &BTreeSet<Vec<String>>) -> Ve
 /// Every crate-internal import of every file under `src/`.
 fn imports() -> Vec<Import> {
     let src = src_dir();
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let files = src_files();
     let known = known_modules(&files);
     let mut all = Vec::new();
     for f in &files {

@@ -4,26 +4,13 @@
 //! back at its own indentation, which is what this reads.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod source;
 
 const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 80;
 const EXCUSE: &str = "//! Why it is long:";
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .expect("readable dir")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// Lines before the file's first `#[cfg(test)]` (its unit tests are not counted).
 fn code_lines(text: &str) -> usize {
@@ -100,8 +87,7 @@ fn excused(text: &str) -> bool {
 #[test]
 fn files_and_functions_fit_on_a_reader() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
+    let files = source::src_files();
     let mut report = Vec::new();
     for f in &files {
         let text = fs::read_to_string(f).expect("readable source");
