@@ -96,6 +96,7 @@ pub struct Metrics {
     upstream_failures: IntCounterVec,
     upstream_retries: IntCounterVec,
     health_checks: IntCounterVec,
+    dns_lookups: IntCounterVec,
     conns_active: IntGaugeVec,
     conns_total: IntCounterVec,
     /// Access log lines dropped because the writer fell behind.
@@ -199,6 +200,12 @@ impl Metrics {
                 "fulcrum_health_checks_total",
                 "Active health check probes, by result.",
                 &["upstream", "server", "result"],
+            ),
+            dns_lookups: counter_vec(
+                &reg,
+                "fulcrum_dns_lookups_total",
+                "DNS lookups of resolve pools, by result.",
+                &["upstream", "result"],
             ),
             conns_active: gauge_vec(
                 &reg,
@@ -341,6 +348,26 @@ impl UpstreamMetrics {
     }
 }
 
+/// Handles of `fulcrum_dns_lookups_total` for one `resolve` pool.
+#[derive(Debug, Clone)]
+pub struct DnsMetrics {
+    /// `result="success"`: an answer, empty ones included.
+    pub success: IntCounter,
+    /// `result="failure"`: a timeout or an error answer; the last good set stays.
+    pub failure: IntCounter,
+}
+
+impl DnsMetrics {
+    /// Resolves the handles of pool `upstream`.
+    pub fn new(upstream: &str) -> DnsMetrics {
+        let m = &global().dns_lookups;
+        DnsMetrics {
+            success: m.with_label_values(&[upstream, "success"]),
+            failure: m.with_label_values(&[upstream, "failure"]),
+        }
+    }
+}
+
 /// Handles of `fulcrum_health_checks_total` for one checked server.
 #[derive(Debug, Clone)]
 pub struct HealthMetrics {
@@ -457,6 +484,7 @@ pub fn retain(keep: &LabelSets) {
     prune(&m.http_requests, &["server", "upstream", "code"], route);
     prune(&m.http_duration, &["upstream"], pool);
     prune(&m.upstream_retries, &["upstream"], pool);
+    prune(&m.dns_lookups, &["upstream", "result"], pool);
     prune(
         &m.upstream_requests,
         &["upstream", "server", "code"],
