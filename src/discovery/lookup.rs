@@ -151,7 +151,9 @@ fn found(addr: SocketAddr, weight: Option<u32>, target: &str) -> Found {
 /// A name with a dot is asked as written (no search domains), as nginx does; a
 /// bare name goes through the search list of `resolv.conf`.
 fn absolute(name: &str) -> String {
-    if name.contains('.') {
+    if name.ends_with('.') {
+        name.to_string()
+    } else if name.contains('.') {
         format!("{name}.")
     } else {
         name.to_string()
