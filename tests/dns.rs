@@ -307,3 +307,52 @@ fn a_reload_keeps_the_resolved_set() {
     let bodies: Vec<String> = (0..4).map(|_| get(f.addr(), "/").text()).collect();
     assert!(bodies.iter().any(|x| x == "127.0.0.3"), "{bodies:?}");
 }
+
+/// CPU ticks (user + system) and RSS (KiB) of process `pid`.
+fn cpu_and_rss(pid: i32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss)
+}
+
+/// docs/discovery.md's figures: one name with 1,000 A records, re-resolved every
+/// second for 30 s unchanged, then 30 s with one address replaced each second.
+/// `cargo test --release --test dns -- --ignored --nocapture thousand`
+#[test]
+#[ignore]
+fn thousand_servers_every_second() {
+    let dns = Dns::start();
+    let all: Vec<Ipv4Addr> = (0..1000u32)
+        .map(|i| Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))
+        .collect();
+    dns.set_a("big.test", &all);
+    let f = Fulcrum::start(&config(&dns, "\"big.test:8080\"", "").replace("500ms", "1s"));
+    assert!(eventually(5, || server_status(&f, "127.1.3.250:8080").is_some()));
+    let pid = f.pid();
+    let hz = 100.0;
+    let (t0, r0) = cpu_and_rss(pid);
+    std::thread::sleep(Duration::from_secs(30));
+    let (t1, r1) = cpu_and_rss(pid);
+    for s in 0..30u8 {
+        let mut v = all.clone();
+        v[0] = Ipv4Addr::new(127, 2, 0, s + 1);
+        dns.set_a("big.test", &v);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (t2, r2) = cpu_and_rss(pid);
+    let q = dns.zone.lock().unwrap().queries;
+    println!(
+        "steady: {:.2}% CPU, RSS {r0}->{r1} KiB; changing: {:.2}% CPU, RSS ->{r2} KiB; {q} queries",
+        (t1 - t0) as f64 / hz / 30.0 * 100.0,
+        (t2 - t1) as f64 / hz / 30.0 * 100.0,
+    );
+}

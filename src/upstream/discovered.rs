@@ -19,10 +19,13 @@ pub struct Found {
     pub target: String,
 }
 
+/// The answers by (pool, lookup).
+type Sets = HashMap<(String, Lookup), Arc<Vec<Found>>>;
+
 /// The last good answer of every (pool, lookup).
 #[derive(Debug, Default)]
 pub struct Discovered {
-    sets: Mutex<HashMap<(String, Lookup), Arc<Vec<Found>>>>,
+    sets: Mutex<Sets>,
 }
 
 impl Discovered {

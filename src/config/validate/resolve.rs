@@ -12,7 +12,7 @@ use crate::config::values;
 use crate::config::{Lookup, Resolve, ResolveEntry};
 
 impl Validator<'_> {
-    /// `[global] resolver`: DNS servers as "addr[:port]" (port 53 by default).
+    /// `[global] resolver`: DNS servers as `addr[:port]` (port 53 by default).
     pub(super) fn resolver(
         &mut self,
         v: &Option<Spanned<Vec<Spanned<String>>>>,
