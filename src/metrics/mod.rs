@@ -96,7 +96,6 @@ pub struct Metrics {
     upstream_failures: IntCounterVec,
     upstream_retries: IntCounterVec,
     health_checks: IntCounterVec,
-    dns_lookups: IntCounterVec,
     conns_active: IntGaugeVec,
     conns_total: IntCounterVec,
     /// Access log lines dropped because the writer fell behind.
@@ -200,12 +199,6 @@ impl Metrics {
                 "fulcrum_health_checks_total",
                 "Active health check probes, by result.",
                 &["upstream", "server", "result"],
-            ),
-            dns_lookups: counter_vec(
-                &reg,
-                "fulcrum_dns_lookups_total",
-                "DNS lookups of resolve pools, by result.",
-                &["upstream", "result"],
             ),
             conns_active: gauge_vec(
                 &reg,
@@ -357,10 +350,23 @@ pub struct DnsMetrics {
     pub failure: IntCounter,
 }
 
+/// `fulcrum_dns_lookups_total`, registered with the first `resolve` pool.
+fn dns_lookups() -> &'static IntCounterVec {
+    static FAMILY: OnceLock<IntCounterVec> = OnceLock::new();
+    FAMILY.get_or_init(|| {
+        counter_vec(
+            &global().registry,
+            "fulcrum_dns_lookups_total",
+            "DNS lookups of resolve pools, by result.",
+            &["upstream", "result"],
+        )
+    })
+}
+
 impl DnsMetrics {
     /// Resolves the handles of pool `upstream`.
     pub fn new(upstream: &str) -> DnsMetrics {
-        let m = &global().dns_lookups;
+        let m = dns_lookups();
         DnsMetrics {
             success: m.with_label_values(&[upstream, "success"]),
             failure: m.with_label_values(&[upstream, "failure"]),
@@ -484,7 +490,7 @@ pub fn retain(keep: &LabelSets) {
     prune(&m.http_requests, &["server", "upstream", "code"], route);
     prune(&m.http_duration, &["upstream"], pool);
     prune(&m.upstream_retries, &["upstream"], pool);
-    prune(&m.dns_lookups, &["upstream", "result"], pool);
+    prune(dns_lookups(), &["upstream", "result"], pool);
     prune(
         &m.upstream_requests,
         &["upstream", "server", "code"],
