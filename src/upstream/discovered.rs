@@ -94,3 +94,66 @@ fn origin_of(name: &str) -> Arc<str> {
         .map_or(name, |(h, _)| h)
         .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Balance, Resolve, ResolveEntry};
+    use std::time::Duration;
+
+    fn entry(text: &str, lookup: Lookup) -> ResolveEntry {
+        ResolveEntry {
+            params: config::values::ServerParams::parse(text).unwrap(),
+            lookup,
+        }
+    }
+
+    #[test]
+    fn expands_entries_in_order_with_srv_weights() {
+        let host = Lookup::Host {
+            host: "a.test".into(),
+            port: 81,
+        };
+        let srv = Lookup::Srv {
+            name: "_http._tcp.b.test".into(),
+        };
+        let mut conf = config::Upstream::new("p", Vec::new(), Balance::RoundRobin);
+        conf.resolve = Some(Resolve {
+            interval: Duration::from_secs(5),
+            entries: vec![
+                entry("a.test:81 max_fails=3", host.clone()),
+                entry("b.test service=http", srv.clone()),
+            ],
+        });
+        let d = Discovered::default();
+        assert!(d.expand(&conf).is_empty(), "nothing answered yet");
+        let a: SocketAddr = "127.0.0.2:81".parse().unwrap();
+        let b: SocketAddr = "127.0.0.3:90".parse().unwrap();
+        let plain = |addr| Found {
+            addr,
+            weight: None,
+            target: String::new(),
+        };
+        assert!(d.set("p", &host, vec![plain(a), plain(a)]));
+        assert!(!d.set("p", &host, vec![plain(a)]), "same answer: no change");
+        let weighted = |addr, w| Found {
+            addr,
+            weight: Some(w),
+            target: "t.b.test".into(),
+        };
+        d.set("p", &srv, vec![weighted(b, 0), weighted(a, 7)]);
+        let got = d.expand(&conf);
+        let view: Vec<(SocketAddr, u32, u32, &str)> = got
+            .iter()
+            .map(|(s, o)| (s.addr, s.weight, s.max_fails, &**o))
+            .collect();
+        // 127.0.0.2:81 from the SRV answer is the host entry's address again: kept once.
+        assert_eq!(
+            view,
+            vec![(a, 1, 3, "a.test"), (b, 1, 1, "_http._tcp.b.test")]
+        );
+        assert_eq!(got[1].0.name, "t.b.test:90");
+        d.retain_pools(&HashSet::new());
+        assert!(d.get("p", &host).is_none());
+    }
+}
