@@ -288,6 +288,22 @@ proxy_pass = "http://b"
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"service=\" needs resolve = true"), "{err}");
+    // With resolve, `check` asks no DNS: a name that exists only in the cluster passes.
+    let good = bad.replace(
+        "server = [\"app.test:80 service=http\"]",
+        "server = [\"app.invalid service=http\", \"web.invalid:8080\"]\nresolve = true",
+    );
+    std::fs::write(&path, good).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
