@@ -7,7 +7,7 @@
 //! `upstream` holds pools and per-server live state, `balance` the algorithms;
 //! `state` compiles a config into the immutable [`state::Snapshot`] each request
 //! reads; `proxy` is the request path (its module page walks it); `runtime` owns the
-//! listeners and the life cycle; `reload`, `health` and `admin` drive it.
+//! listeners and the life cycle; `reload`, `health`, `discovery` and `admin` drive it.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

@@ -137,6 +137,8 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         fulcrum::admin::start(a.listen, a.token.clone(), instance.shared.clone()).await?;
     }
     let health = fulcrum::health::spawn(instance.shared.clone());
+    // `resolve` pools get their first answers before the instance says it is ready.
+    let _discovery = fulcrum::discovery::start(instance.shared.clone()).await;
     instance
         .shared
         .ready

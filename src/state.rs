@@ -68,20 +68,20 @@ pub enum BuildError {
 pub struct Snapshot {
     /// `[global]`.
     pub global: Global,
-    /// Virtual servers.
-    pub servers: Vec<VServer>,
+    /// Virtual servers (shared with the snapshots DNS discovery derives from this one).
+    pub servers: Arc<Vec<VServer>>,
     /// Pools.
     pub upstreams: Vec<Arc<Upstream>>,
     /// Routes per listen address.
     /// FxHash: every request looks its listener up; SipHash's DoS resistance buys
     /// nothing for keys taken from the config.
-    pub listeners: FxHashMap<SocketAddr, ListenerRoutes>,
+    pub listeners: Arc<FxHashMap<SocketAddr, ListenerRoutes>>,
     /// Request metric handles for a request with no virtual server (its listener
     /// was removed by a reload): `server="", upstream=""`.
     pub unrouted_metrics: RequestMetrics,
     /// The access log, `None` when off. Each snapshot opens its own, so a reload
     /// applies new settings and reopens the file (log rotation).
-    pub access_log: Option<AccessLog>,
+    pub access_log: Option<Arc<AccessLog>>,
     /// `$hostname`: the machine's name, read once per process.
     pub hostname: Arc<str>,
 }
@@ -103,7 +103,7 @@ impl Snapshot {
     /// The metric label values this snapshot has series for (what a reload keeps).
     pub fn metric_labels(&self) -> LabelSets {
         let mut keep = LabelSets::default();
-        for vs in &self.servers {
+        for vs in self.servers.iter() {
             keep.routes.insert((vs.label.clone(), String::new()));
             for rm in &vs.location_metrics {
                 keep.routes
@@ -186,13 +186,27 @@ impl Snapshot {
             AccessLog::open(&config.global.access_log, config.global.access_log_format)?;
         Ok(Snapshot {
             global: config.global,
-            servers,
+            servers: Arc::new(servers),
             upstreams,
-            listeners,
+            listeners: Arc::new(listeners),
             unrouted_metrics: RequestMetrics::new("", ""),
-            access_log,
+            access_log: access_log.map(Arc::new),
             hostname: hostname(),
         })
+    }
+
+    /// This snapshot with other pools (same names, same order): what DNS discovery
+    /// swaps in when a `resolve` pool's addresses change. Everything else is shared.
+    pub fn with_upstreams(&self, upstreams: Vec<Arc<Upstream>>) -> Snapshot {
+        Snapshot {
+            global: self.global.clone(),
+            servers: self.servers.clone(),
+            upstreams,
+            listeners: self.listeners.clone(),
+            unrouted_metrics: self.unrouted_metrics.clone(),
+            access_log: self.access_log.clone(),
+            hostname: self.hostname.clone(),
+        }
     }
 
     /// The request metric handles for an answer given at `site`.

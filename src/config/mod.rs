@@ -79,6 +79,10 @@ pub struct Global {
     pub access_log: AccessLogTarget,
     /// How access log lines look.
     pub access_log_format: AccessLogFormat,
+    /// DNS servers for `resolve` pools; empty: those of `/etc/resolv.conf`.
+    pub resolver: Vec<SocketAddr>,
+    /// Time a DNS query may take.
+    pub resolver_timeout: Duration,
 }
 
 /// `access_log`: where access log lines go.
@@ -204,8 +208,53 @@ impl ServerConf {
     }
 }
 
+/// A pool's `resolve = true` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolve {
+    /// Longest time between two lookups of one entry (shorter when the TTL is).
+    pub interval: Duration,
+    /// The `server` entries as written, in config order.
+    pub entries: Vec<ResolveEntry>,
+}
+
+/// One `server` entry of a `resolve` pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolveEntry {
+    /// The parameters as written (`addr` is `host[:port]`).
+    pub params: values::ServerParams,
+    /// What is looked up: a hostname (A and AAAA) or an SRV name.
+    pub lookup: Lookup,
+}
+
+/// The DNS question of one [`ResolveEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// A and AAAA records of `host`, served on `port`.
+    Host {
+        /// The name.
+        host: String,
+        /// The port of every address.
+        port: u16,
+    },
+    /// SRV records of `name` (e.g. `_http._tcp.backend.ns.svc`): each target at its port.
+    Srv {
+        /// The SRV name.
+        name: String,
+    },
+}
+
+impl Lookup {
+    /// The name asked for (what `/status` shows as a server's origin).
+    pub fn name(&self) -> &str {
+        match self {
+            Lookup::Host { host, .. } => host,
+            Lookup::Srv { name } => name,
+        }
+    }
+}
+
 /// `[upstream.NAME]`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     /// Pool name.
     pub name: String,
@@ -235,6 +284,9 @@ pub struct Upstream {
     pub next_upstream_timeout: Duration,
     /// Active health checks, when configured.
     pub health_check: Option<HealthCheck>,
+    /// `resolve = true`: the entries the discovery re-resolves (`servers` then holds
+    /// only what they gave at load, nothing for a hostname or `service=`).
+    pub resolve: Option<Resolve>,
 }
 
 impl Upstream {
@@ -258,6 +310,7 @@ impl Upstream {
             },
             next_upstream_tries: 0,
             next_upstream_timeout: Duration::ZERO,
+            resolve: None,
             health_check: None,
         }
     }

@@ -45,6 +45,10 @@ pub struct GlobalSection {
     pub access_log_format: Option<Spanned<String>>,
     /// Downstream connection cap; 0 = unlimited.
     pub max_connections: Option<Spanned<i64>>,
+    /// DNS servers for `resolve` pools (`addr[:port]`).
+    pub resolver: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Time a DNS query may take.
+    pub resolver_timeout: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

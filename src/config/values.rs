@@ -290,6 +290,8 @@ pub struct ServerParams {
     pub backup: bool,
     /// `down`.
     pub down: bool,
+    /// `service=NAME`: an SRV lookup (needs `resolve = true`).
+    pub service: Option<String>,
 }
 
 impl ServerParams {
@@ -303,6 +305,7 @@ impl ServerParams {
             max_conns: 0,
             backup: false,
             down: false,
+            service: None,
         }
     }
 
@@ -344,6 +347,7 @@ impl ServerParams {
             ("fail_timeout", Some(v)) => self.fail_timeout = parse_duration(v)?,
             ("backup", None) => self.backup = true,
             ("down", None) => self.down = true,
+            ("service", Some(v)) if !v.is_empty() => self.service = Some(v.to_string()),
             (k, v) => {
                 return Err(ValueError::UnknownParameter {
                     key: k.to_string(),

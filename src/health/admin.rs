@@ -29,6 +29,9 @@ pub struct ServerStatus {
     pub requests: u64,
     /// Attempts failed.
     pub failures: u64,
+    /// The name it came from: the hostname or address as written, or the SRV name
+    /// (`resolve` pools).
+    pub origin: String,
 }
 
 /// One upstream in `/status`.
@@ -53,6 +56,7 @@ fn server_status(p: &Peer, now: u64) -> ServerStatus {
     let s = &p.state;
     ServerStatus {
         addr: p.conf.addr.to_string(),
+        origin: p.origin.to_string(),
         backup: p.conf.backup,
         weight: p.conf.weight,
         state: p.state_name(now),

@@ -341,6 +341,39 @@ impl UpstreamMetrics {
     }
 }
 
+/// Handles of `fulcrum_dns_lookups_total` for one `resolve` pool.
+#[derive(Debug, Clone)]
+pub struct DnsMetrics {
+    /// `result="success"`: an answer, empty ones included.
+    pub success: IntCounter,
+    /// `result="failure"`: a timeout or an error answer; the last good set stays.
+    pub failure: IntCounter,
+}
+
+/// `fulcrum_dns_lookups_total`, registered with the first `resolve` pool.
+fn dns_lookups() -> &'static IntCounterVec {
+    static FAMILY: OnceLock<IntCounterVec> = OnceLock::new();
+    FAMILY.get_or_init(|| {
+        counter_vec(
+            &global().registry,
+            "fulcrum_dns_lookups_total",
+            "DNS lookups of resolve pools, by result.",
+            &["upstream", "result"],
+        )
+    })
+}
+
+impl DnsMetrics {
+    /// Resolves the handles of pool `upstream`.
+    pub fn new(upstream: &str) -> DnsMetrics {
+        let m = dns_lookups();
+        DnsMetrics {
+            success: m.with_label_values(&[upstream, "success"]),
+            failure: m.with_label_values(&[upstream, "failure"]),
+        }
+    }
+}
+
 /// Handles of `fulcrum_health_checks_total` for one checked server.
 #[derive(Debug, Clone)]
 pub struct HealthMetrics {
@@ -457,6 +490,7 @@ pub fn retain(keep: &LabelSets) {
     prune(&m.http_requests, &["server", "upstream", "code"], route);
     prune(&m.http_duration, &["upstream"], pool);
     prune(&m.upstream_retries, &["upstream"], pool);
+    prune(dns_lookups(), &["upstream", "result"], pool);
     prune(
         &m.upstream_requests,
         &["upstream", "server", "code"],

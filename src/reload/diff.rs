@@ -210,7 +210,7 @@ fn diff_pool_servers(name: &str, o: &Upstream, u: &Upstream, servers: &mut Chang
 /// Each virtual server as `LABEL@LISTEN,...` (`#N` for repeats) → its settings.
 fn virtual_server_keys(snap: &Snapshot) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for v in &snap.servers {
+    for v in snap.servers.iter() {
         let listen: Vec<String> = v.conf.listen.iter().map(|a| a.to_string()).collect();
         let base = format!("{}@{}", v.label, listen.join(","));
         let mut key = base.clone();

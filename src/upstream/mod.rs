@@ -4,6 +4,7 @@
 //! connections for servers that stay.
 
 pub mod conn;
+pub mod discovered;
 pub mod ewma;
 mod registry;
 pub mod select;
@@ -167,6 +168,8 @@ pub struct Peer {
     pub fail_timeout: u64,
     /// Live state.
     pub state: Arc<PeerState>,
+    /// The name it came from: the hostname (or address) as written, or the SRV name.
+    pub origin: Arc<str>,
     /// Metric handles, resolved with the snapshot.
     pub metrics: crate::metrics::PeerMetrics,
 }
@@ -331,12 +334,18 @@ impl Upstream {
     ) -> Upstream {
         // Mandatory checks: a new server gets no traffic before its first pass.
         let mandatory = conf.health_check.as_ref().is_some_and(|h| h.mandatory);
+        let mut conf = conf;
+        let expanded = registry.discovered.expand(&conf);
+        if conf.resolve.is_some() {
+            conf.servers = expanded.iter().map(|(s, _)| s.clone()).collect();
+        }
         let mk = |backup: bool| -> Vec<Peer> {
-            conf.servers
+            expanded
                 .iter()
-                .filter(|s| s.backup == backup)
-                .map(|s| Peer {
+                .filter(|(s, _)| s.backup == backup)
+                .map(|(s, origin)| Peer {
                     conf: s.clone(),
+                    origin: origin.clone(),
                     fail_timeout: s.fail_timeout.as_secs(),
                     state: registry.get_or_init(&conf.name, s.addr, |st| {
                         st.set_unhealthy(mandatory);
@@ -394,6 +403,10 @@ impl Upstream {
         client_ip: Option<std::net::IpAddr>,
     ) -> Option<Pick> {
         let now = Now::default();
+        if self.primary.peers.is_empty() && self.backup.is_none() {
+            // A `resolve` pool whose names answered with no address.
+            return None;
+        }
         if self.primary.single {
             let p = &self.primary.peers[0];
             if sel.tried.contains(0) || !p.enabled() || p.at_max_conns() {

@@ -12,6 +12,8 @@ use super::{PeerState, PoolState};
 pub struct Registry {
     map: Mutex<HashMap<(String, SocketAddr), Arc<PeerState>>>,
     pools: Mutex<HashMap<String, Arc<PoolState>>>,
+    /// What DNS discovery found for `resolve` pools.
+    pub discovered: super::discovered::Discovered,
 }
 
 impl Registry {
@@ -52,5 +54,8 @@ impl Registry {
         drop(map);
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools.retain(|_, p| Arc::strong_count(p) > 1);
+        let names = pools.keys().cloned().collect();
+        drop(pools);
+        self.discovered.retain_pools(&names);
     }
 }

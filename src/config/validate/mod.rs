@@ -3,6 +3,7 @@
 //! This file holds the [`Validator`] with its value parsers and the small sections
 //! (`[global]`, `[admin]`); `upstream` and `server` validate the sections named so.
 
+mod resolve;
 mod server;
 mod upstream;
 
@@ -185,6 +186,8 @@ impl Validator<'_> {
             max_connections: self.count(&g.max_connections, 0, "max_connections") as usize,
             access_log,
             access_log_format,
+            resolver: self.resolver(&g.resolver),
+            resolver_timeout: self.resolver_timeout(&g.resolver_timeout),
         }
     }
 

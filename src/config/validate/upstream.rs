@@ -12,7 +12,7 @@ use crate::config::{Balance, CheckKind, HealthCheck, NextUpstream, ServerConf, U
 use crate::route::template::Template;
 
 impl Validator<'_> {
-    fn server_entry(&mut self, v: &schema::SpannedValue) -> Option<ServerParams> {
+    pub(super) fn server_entry(&mut self, v: &schema::SpannedValue) -> Option<ServerParams> {
         let res = match v.get_ref() {
             toml::Value::String(s) => ServerParams::parse(s),
             toml::Value::Table(t) => (|| {
@@ -51,11 +51,12 @@ impl Validator<'_> {
         let hash_key = self.hash_key(u, balance);
         let consistent = self.consistent(&u.consistent, balance);
         self.not_yet(&u.tls, "tls");
-        self.not_yet(&u.resolve, "resolve");
-        self.not_yet(&u.resolve_interval, "resolve_interval");
         self.protocol(&u.protocol);
         let next = self.next_upstream(&u.next_upstream);
-        let servers = self.upstream_servers(name, &u.server);
+        let (servers, resolve) = match self.resolve(u) {
+            Some(r) => (Vec::new(), Some(r)),
+            None => (self.upstream_servers(name, &u.server), None),
+        };
         Some(Upstream {
             name: name.get_ref().clone(),
             servers,
@@ -75,6 +76,7 @@ impl Validator<'_> {
                 .health_check
                 .as_ref()
                 .map(|h| self.health_check(h.get_ref())),
+            resolve,
         })
     }
 
@@ -187,6 +189,11 @@ impl Validator<'_> {
             let Some(p) = self.server_entry(entry) else {
                 continue;
             };
+            if p.service.is_some() {
+                self.r
+                    .error(span_of(entry), "\"service=\" needs resolve = true");
+                continue;
+            }
             match values::resolve(&p.addr, 80) {
                 Ok(addrs) => servers.extend(addrs.into_iter().map(|addr| p.server(addr))),
                 Err(e) => self.r.error(span_of(entry), e.to_string()),
