@@ -25,11 +25,22 @@ pub struct Dns {
     pub zone: Arc<Mutex<Zone>>,
 }
 
-impl Dns {
-    pub fn start() -> Dns {
+/// A UDP socket and a TCP listener on the same ephemeral port: the port the kernel
+/// picks for UDP may be taken for TCP (other tests' connections), so try again.
+fn bind_pair() -> (UdpSocket, TcpListener, SocketAddr) {
+    for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr) {
+            return (udp, tcp, addr);
+        }
+    }
+    panic!("no port free for both UDP and TCP after 100 tries");
+}
+
+impl Dns {
+    pub fn start() -> Dns {
+        let (udp, tcp, addr) = bind_pair();
         let zone = Arc::new(Mutex::new(Zone::default()));
         let z = zone.clone();
         std::thread::spawn(move || {
