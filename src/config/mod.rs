@@ -287,6 +287,18 @@ pub struct Upstream {
     /// `resolve = true`: the entries the discovery re-resolves (`servers` then holds
     /// only what they gave at load, nothing for a hostname or `service=`).
     pub resolve: Option<Resolve>,
+    /// What the servers speak.
+    pub protocol: Protocol,
+}
+
+/// What an upstream's servers speak (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, one exchange per connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge: streams multiplexed over few connections.
+    H2,
 }
 
 impl Upstream {
@@ -312,6 +324,7 @@ impl Upstream {
             next_upstream_timeout: Duration::ZERO,
             resolve: None,
             health_check: None,
+            protocol: Protocol::Http1,
         }
     }
 }

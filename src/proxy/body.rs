@@ -18,6 +18,7 @@ use tokio::time::Sleep;
 use super::attempt::Attempt;
 use super::error::BoxError;
 use super::h1::{BodyDecoder, BodyFraming, PassHeaders};
+use super::h2body::H2UpBody;
 use super::reader::H1Body;
 use crate::clock;
 use crate::upstream::conn::LazyTimer;
@@ -243,6 +244,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// An upstream body, streamed with the read timeout between frames.
     Upstream(Box<UpstreamBody>),
+    /// An HTTP/2 upstream's body (trailers included).
+    H2(Box<H2UpBody>),
 }
 
 /// An upstream response: its headers to pass on, its body decoded from the
@@ -338,10 +341,7 @@ impl UpstreamBody {
     }
 }
 
-/// The upstream stopped sending for longer than `read_timeout` mid-body.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream timed out while reading the response body")]
-pub struct BodyReadTimeout;
+pub use super::error::BodyReadTimeout;
 
 impl ProxyBody {
     /// A body of fixed bytes.
@@ -358,7 +358,7 @@ impl ProxyBody {
     pub fn pass_headers(&self) -> Option<&PassHeaders> {
         match self {
             ProxyBody::Upstream(u) => Some(&u.headers),
-            ProxyBody::Full(_) => None,
+            ProxyBody::Full(_) | ProxyBody::H2(_) => None,
         }
     }
 }
@@ -374,6 +374,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(u) => u.poll_body(cx),
+            ProxyBody::H2(u) => u.poll_body(cx),
         }
     }
 
@@ -381,6 +382,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(u) => u.attempt.is_none() || u.decoder.is_done(),
+            ProxyBody::H2(u) => u.is_end_stream(),
         }
     }
 
@@ -392,6 +394,7 @@ impl Body for ProxyBody {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
+            ProxyBody::H2(u) => u.size_hint(),
         }
     }
 }

@@ -50,6 +50,11 @@ pub struct BodyTooLarge;
 #[error("client timed out while sending the request body")]
 pub struct ClientBodyTimeout;
 
+/// The upstream stopped sending for longer than `read_timeout` mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream timed out while reading the response body")]
+pub struct BodyReadTimeout;
+
 /// Why a connection to an upstream server could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -16,7 +16,7 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
-//! `attempt`, `body`, `client`, `upgrade`, `exchange`, `retry`, `service`,
+//! `attempt`, `h2body`, `body`, `client`, `h2client`, `upgrade`, `exchange`, `retry`, `service`,
 //! `tower_service`, `server`. `h1` and `server` are directories whose files keep the
 //! same rule; their `mod.rs` lists them in order.
 
@@ -29,6 +29,8 @@ pub mod exchange;
 pub mod forward;
 pub mod framing;
 pub mod h1;
+pub mod h2body;
+pub mod h2client;
 pub mod reader;
 pub mod retry;
 pub mod server;

@@ -20,9 +20,10 @@ use super::error::{body_for, rescue, ExchangeError, Level, ProxyError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
 use super::h1::{BodyFraming, HeadWriter, ResponseHead};
+use super::h2client::{self, H2Head, H2Headers, H2Outgoing};
 use super::retry::Retry;
 use super::upgrade::ClientUpgrade;
-use crate::config::{Action, Location, ProxyPass, Return};
+use crate::config::{Action, Location, Protocol, ProxyPass, Return};
 use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
@@ -333,6 +334,36 @@ impl Forward<'_> {
             |n, v| w.header(n, v),
         );
     }
+
+    /// The same headers for an HTTP/2 stream, plus `te: trailers` when the client
+    /// asked for it (gRPC needs it; every other hop-by-hop header stays behind).
+    fn h2_headers(&self) -> H2Headers {
+        let mut w = H2Headers::default();
+        let (c, set, sup) = (self.client_headers, &self.set, &self.suppressed);
+        forward::for_each_upstream_header(c, set, sup, self.proxy_host, false, |n, v| {
+            w.header(n, v)
+        });
+        if h2client::wants_trailers(c) {
+            w.map
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        w
+    }
+}
+
+/// A response head from either protocol.
+enum Head {
+    H1(ResponseHead),
+    H2(H2Head),
+}
+
+impl Head {
+    fn status(&self) -> StatusCode {
+        match self {
+            Head::H1(h) => h.status,
+            Head::H2(h) => h.response.status(),
+        }
+    }
 }
 
 /// Gets a connection to the peer: a pooled one if any is still open, else a new one.
@@ -439,7 +470,7 @@ async fn forward_request(
                 if let Some(t) = try_started {
                     up.observe_rtt(pick, t.elapsed());
                 }
-                let code = head.status.as_u16();
+                let code = head.status().as_u16();
                 attempt.status = code;
                 if retry.status_listed(code) && retry.can_retry(true, true, body.is_some()) {
                     // Counted as a failure only because a retry follows (nginx).
@@ -450,7 +481,10 @@ async fn forward_request(
                     continue;
                 }
                 info.try_answered(code);
-                return Ok(respond(up, attempt, head, fwd.on_upgrade.take()));
+                return Ok(match head {
+                    Head::H1(head) => respond(up, attempt, head, fwd.on_upgrade.take()),
+                    Head::H2(head) => h2client::respond(attempt, head, up.conf.read_timeout),
+                });
             }
             Err(e) => e,
         };
@@ -480,7 +514,18 @@ async fn send_once(
     attempt: &mut Attempt,
     fwd: &mut Forward<'_>,
     body: &mut Option<UpBody>,
-) -> Result<ResponseHead, ProxyError> {
+) -> Result<Head, ProxyError> {
+    if up.conf.protocol == Protocol::H2 {
+        let grpc = h2client::grpc_timeout(fwd.client_headers);
+        let out = H2Outgoing {
+            method: fwd.method,
+            target: &fwd.target,
+            read_timeout: grpc.map_or(up.conf.read_timeout, |g| g.min(up.conf.read_timeout)),
+            body_timeout: fwd.vs.conf.client_body_timeout,
+        };
+        let head = h2client::send(up, attempt.pick, &out, fwd.h2_headers(), body).await?;
+        return Ok(Head::H2(head));
+    }
     loop {
         let (mut conn, fresh) = obtain(up, attempt.pick).await?;
         let req = Outgoing {
@@ -493,7 +538,7 @@ async fn send_once(
         match exchange.await {
             Ok(head) => {
                 attempt.conn = Some(conn);
-                return Ok(head);
+                return Ok(Head::H1(head));
             }
             // The server closed an idle keep-alive connection as we used it.
             Err(ExchangeError::Closed { body_sent: false }) if !fresh => continue,

@@ -6,6 +6,7 @@
 pub mod conn;
 pub mod discovered;
 pub mod ewma;
+pub mod h2;
 mod registry;
 pub mod select;
 
@@ -69,6 +70,8 @@ pub struct PeerState {
     pub failures: AtomicU64,
     /// Idle keep-alive connections to this server.
     pub idle: IdlePool,
+    /// HTTP/2 connections to this server (`protocol = "h2"`).
+    pub h2: h2::H2Pool,
     /// Peak-EWMA latency estimate.
     pub ewma: ewma::Ewma,
     /// Why this server counts in its pool's [`PoolState::impaired`].

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::{span_of, Validator, NOT_YET};
+use super::{span_of, Validator};
 use crate::config::schema;
 use crate::config::values::{self, ServerParams, ValueError};
-use crate::config::{Balance, CheckKind, HealthCheck, NextUpstream, ServerConf, Upstream};
+use crate::config::{
+    Balance, CheckKind, HealthCheck, NextUpstream, Protocol, ServerConf, Upstream,
+};
 use crate::route::template::Template;
 
 impl Validator<'_> {
@@ -51,7 +53,7 @@ impl Validator<'_> {
         let hash_key = self.hash_key(u, balance);
         let consistent = self.consistent(&u.consistent, balance);
         self.not_yet(&u.tls, "tls");
-        self.protocol(&u.protocol);
+        let protocol = self.protocol(&u.protocol);
         let next = self.next_upstream(&u.next_upstream);
         let (servers, resolve) = match self.resolve(u) {
             Some(r) => (Vec::new(), Some(r)),
@@ -69,6 +71,7 @@ impl Validator<'_> {
             send_timeout: self.duration(&u.send_timeout, Duration::from_secs(60)),
             read_timeout: self.duration(&u.read_timeout, Duration::from_secs(60)),
             next_upstream: next,
+            protocol,
             next_upstream_tries: self.count(&u.next_upstream_tries, 0, "next_upstream_tries")
                 as u32,
             next_upstream_timeout: self.duration(&u.next_upstream_timeout, Duration::ZERO),
@@ -127,18 +130,20 @@ impl Validator<'_> {
         }
     }
 
-    /// `protocol`: only "http1" is accepted today.
-    fn protocol(&mut self, v: &Option<Spanned<String>>) {
-        if let Some(p) = v {
-            match p.get_ref().as_str() {
-                "http1" => {}
-                "h2" => self
-                    .r
-                    .error(span_of(p), format!("protocol \"h2\" {NOT_YET}")),
-                other => self.r.error(
+    /// `protocol`: "http1" (default) or "h2" (prior knowledge on cleartext).
+    fn protocol(&mut self, v: &Option<Spanned<String>>) -> Protocol {
+        let Some(p) = v else {
+            return Protocol::Http1;
+        };
+        match p.get_ref().as_str() {
+            "http1" => Protocol::Http1,
+            "h2" => Protocol::H2,
+            other => {
+                self.r.error(
                     span_of(p),
                     format!("invalid protocol \"{other}\" (expected \"http1\" or \"h2\")"),
-                ),
+                );
+                Protocol::Http1
             }
         }
     }
