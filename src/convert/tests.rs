@@ -66,7 +66,7 @@ fn upstream_with_every_server_parameter_and_algorithm() {
     assert_eq!(c.upstreams[0].servers.len(), 3);
     // nginx's connect timeout default (60s), not fulcrum's (5s).
     assert_eq!(
-        c.upstreams[0].connect_timeout,
+        c.upstreams[0].pass.connect_timeout,
         std::time::Duration::from_secs(60)
     );
 }
@@ -188,8 +188,8 @@ fn timeouts_and_limits() {
 }");
     let c = config(&o);
     let p = &c.upstreams[0];
-    assert_eq!(p.connect_timeout, std::time::Duration::from_secs(2));
-    assert_eq!(p.read_timeout, std::time::Duration::from_secs(90));
+    assert_eq!(p.pass.connect_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(p.pass.read_timeout, std::time::Duration::from_secs(90));
     assert_eq!(c.servers[0].client_max_body_size, 10 << 20);
     assert_eq!(
         c.servers[0].client_header_timeout,
@@ -376,10 +376,15 @@ fn next_upstream_settings_go_to_the_pool() {
     let c = config(&o);
     let p = &c.upstreams[0];
     assert!(
-        p.next_upstream.error && p.next_upstream.timeout && p.next_upstream.statuses.contains(502)
+        p.pass.next_upstream.error
+            && p.pass.next_upstream.timeout
+            && p.pass.next_upstream.statuses.contains(502)
     );
-    assert_eq!(p.next_upstream_tries, 2);
-    assert_eq!(p.next_upstream_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(p.pass.next_upstream_tries, 2);
+    assert_eq!(
+        p.pass.next_upstream_timeout,
+        std::time::Duration::from_secs(10)
+    );
     assert!(
         o.toml
             .contains("next_upstream = [\"error\", \"timeout\", \"http_502\"]"),

@@ -99,7 +99,7 @@ pub fn respond(attempt: Attempt, head: H2Head, read_timeout: Duration) -> Respon
 
 /// Opens a cleartext connection to `addr` and speaks HTTP/2 over it.
 pub async fn open(addr: SocketAddr, up: &config::Upstream) -> Result<H2Conn, ConnectError> {
-    let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(addr)).await {
+    let tcp = match tokio::time::timeout(up.pass.connect_timeout, TcpStream::connect(addr)).await {
         Ok(s) => s?,
         Err(_) => return Err(ConnectError::Timeout),
     };

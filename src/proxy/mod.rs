@@ -16,10 +16,11 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
-//! `attempt`, `h2body`, `body`, `client`, `h2client`, `upgrade`, `exchange`, `retry`, `service`,
+//! `attempt`, `h2body`, `body`, `answer`, `client`, `h2client`, `upgrade`, `exchange`, `retry`, `service`,
 //! `tower_service`, `server`. `h1` and `server` are directories whose files keep the
 //! same rule; their `mod.rs` lists them in order.
 
+pub mod answer;
 pub mod attempt;
 pub mod body;
 pub mod client;
