@@ -16,11 +16,13 @@ use super::attempt::Attempt;
 use super::body::{ProxyBody, ReqBody, UpBody, UpstreamBody};
 use super::client::{self, Outgoing};
 use super::conn::{ConnMeta, IN_FLIGHT};
-use super::error::{body_for, rescue, ExchangeError, Level, ProxyError};
+use super::error::{rescue, ExchangeError, Level, ProxyError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
 use super::h1::{BodyFraming, HeadWriter, ResponseHead};
 use super::h2client::{self, H2Head, H2Headers, H2Outgoing};
+pub use super::local::error_response;
+use super::local::{is_grpc, rescue_response};
 use super::retry::Retry;
 use super::upgrade::ClientUpgrade;
 use crate::config::{Action, Location, Protocol, ProxyPass, Return};
@@ -43,34 +45,16 @@ pub async fn handle(
     req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
+    let grpc = is_grpc(req.headers());
     let mut ex = Exchange::start(snapshots.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let resp = route(snap, meta, req, info)
-        .await
-        .unwrap_or_else(|e| rescue_response(&e));
-    Ok(ex.respond(resp))
-}
-
-/// A short plain-text error response.
-pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(body_for(status)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
-}
-
-/// The answer to an error, as [`rescue`] maps it: after one that must close
-/// (bad framing, say: the rest of the stream cannot be trusted) the connection is
-/// closed.
-fn rescue_response(e: &ProxyError) -> Response<ProxyBody> {
-    let r = rescue(e);
-    let mut resp = error_response(r.status);
-    if r.close {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
+    Ok(match route(snap, meta, req, info).await {
+        Ok(resp) => ex.respond(resp),
+        Err(e) => {
+            let (resp, logged) = rescue_response(&e, grpc);
+            ex.respond_logged(resp, logged)
+        }
+    })
 }
 
 async fn route(
