@@ -284,6 +284,9 @@ fn grpc_for_http(status: StatusCode) -> u8 {
         401 => 16, // UNAUTHENTICATED
         403 => 7,  // PERMISSION_DENIED
         404 => 12, // UNIMPLEMENTED
+        // Not in Envoy's map: what a gRPC server answers for a message over its
+        // limit.
+        413 => 8, // RESOURCE_EXHAUSTED
         429 | 502 | 503 | 504 => GRPC_UNAVAILABLE,
         _ => 2, // UNKNOWN
     }
@@ -497,6 +500,7 @@ mod tests {
                 504 => GRPC_DEADLINE_EXCEEDED,
                 400 => 13,
                 404 => 12,
+                413 => 8,
                 _ => 2,
             };
             assert_eq!(r.grpc_status, grpc, "{e:?}");
