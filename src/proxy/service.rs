@@ -12,7 +12,8 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::time::Instant;
 
-use super::answer::{add_headers, answer_return, error_response, redirect_slash};
+pub use super::answer::error_response;
+use super::answer::{add_headers, answer_return, redirect_slash};
 use super::attempt::Attempt;
 use super::body::{ProxyBody, ReqBody, UpBody, UpstreamBody};
 use super::client::{self, Outgoing};
@@ -22,6 +23,7 @@ use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
 use super::h1::{BodyFraming, HeadWriter, ResponseHead};
 use super::h2client::{self, H2Head, H2Headers, H2Outgoing};
+use super::local::{is_grpc, rescue_response};
 use super::retry::Retry;
 use super::upgrade::ClientUpgrade;
 use crate::config::{Action, AddHeader, Location, PassOpts, Protocol, ProxyPass};
@@ -44,26 +46,26 @@ pub async fn handle(
     req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
+    let grpc = is_grpc(req.headers());
     let mut ex = Exchange::start(snapshots.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let resp = route(snap, meta, req, info)
-        .await
-        .unwrap_or_else(|e| rescue_response(&e));
-    Ok(ex.respond(resp))
+    Ok(match route(snap, meta, req, info).await {
+        Ok(resp) => match resp.extensions().get::<Logged>() {
+            Some(&Logged(logged)) => ex.respond_logged(resp, logged),
+            None => ex.respond(resp),
+        },
+        Err(e) => {
+            let (resp, logged) = rescue_response(&e, grpc);
+            ex.respond_logged(resp, logged)
+        }
+    })
 }
 
-/// The answer to an error, as [`rescue`] maps it: after one that must close
-/// (bad framing, say: the rest of the stream cannot be trusted) the connection is
-/// closed.
-fn rescue_response(e: &ProxyError) -> Response<ProxyBody> {
-    let r = rescue(e);
-    let mut resp = error_response(r.status);
-    if r.close {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
+/// The status the log and metrics record for an answer made from an error before
+/// `handle` saw it (one that got `add_header`), when it differs from the one on the
+/// wire (a failed gRPC call is a 200).
+#[derive(Debug, Clone, Copy)]
+struct Logged(StatusCode);
 
 /// Checks the head, then finds the virtual server and the location.
 async fn route(
@@ -150,7 +152,16 @@ fn with_added(list: &[AddHeader], vars: &RequestVars<'_>, answer: Answer) -> Ans
     if list.is_empty() {
         return answer;
     }
-    let mut resp = answer.unwrap_or_else(|e| rescue_response(&e));
+    let mut resp = match answer {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (mut resp, logged) = rescue_response(&e, is_grpc(vars.headers));
+            if logged != resp.status() {
+                resp.extensions_mut().insert(Logged(logged));
+            }
+            resp
+        }
+    };
     add_headers(list, vars, &mut resp);
     Ok(resp)
 }
