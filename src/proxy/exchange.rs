@@ -41,6 +41,13 @@ pub struct ReqInfo {
 }
 
 impl ReqInfo {
+    /// The client is `addr`, not the connection's (nginx's realip module).
+    pub fn set_remote(&mut self, addr: SocketAddr) {
+        if let Some(e) = &mut self.log {
+            e.remote = addr;
+        }
+    }
+
     /// A try on `addr` started at `at`.
     #[inline]
     pub fn try_start(&mut self, addr: SocketAddr, at: Instant) {

@@ -91,6 +91,7 @@ async fn route(
     let vs_idx = virtual_server(snap, meta, &host)?;
     let vs = &snap.servers[vs_idx];
     info.site = Site::Server(vs_idx);
+    let remote = client_addr(vs, meta, &parts.headers, info);
     // Taken before the URI is borrowed below; only upgrade requests carry it.
     let on_upgrade = if h1 && forward::is_upgrade(&parts.headers) {
         ClientUpgrade::take(&mut parts.extensions)
@@ -117,7 +118,7 @@ async fn route(
         headers: &parts.headers,
         host: &host,
         hostname: &snap.hostname,
-        remote: meta.remote,
+        remote,
         local: meta.local,
         scheme: meta.scheme,
         proxy_host: match &loc.action {
@@ -144,11 +145,31 @@ async fn route(
         suppressed,
         proxy_host: &pp.proxy_host_header,
         upgrade: on_upgrade.is_some(),
-        client_ip: meta.remote.ip(),
+        client_ip: remote.ip(),
         hash_key,
         on_upgrade,
     };
     forward_request(up, fwd, body, info).await
+}
+
+/// The request's client: the connection's, or as the server's `real_ip_*` say
+/// (which the access log then records too).
+fn client_addr(
+    vs: &VServer,
+    meta: &ConnMeta,
+    headers: &http::HeaderMap,
+    info: &mut ReqInfo,
+) -> std::net::SocketAddr {
+    let Some(conf) = &vs.conf.real_ip else {
+        return meta.remote;
+    };
+    match super::real_ip::client(conf, meta, headers) {
+        Some(a) => {
+            info.set_remote(a);
+            a
+        }
+        None => meta.remote,
+    }
 }
 
 /// HTTP/1 request smuggling guard: both framings present is never forwarded; nor

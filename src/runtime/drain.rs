@@ -54,21 +54,38 @@ impl Drain {
         self.count.closed().await;
     }
 
+    /// A connection's place among the open ones, taken when it is accepted: it
+    /// counts as open (a shutdown waits for it) from then on, also while a PROXY
+    /// header is read before its HTTP starts.
+    pub(super) fn ticket(&self) -> Ticket {
+        Ticket {
+            inner: self.inner.clone(),
+            counted: self.count.subscribe(),
+        }
+    }
+}
+
+/// An accepted connection's place in its listener's [`Drain`].
+pub(super) struct Ticket {
+    inner: Arc<DrainInner>,
+    counted: watch::Receiver<()>,
+}
+
+impl Ticket {
     /// Serves `conn` until it ends or a shutdown asks it to finish.
-    pub(super) fn serve<C, E>(&self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
+    pub(super) fn serve<C, E>(self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
     where
         C: std::future::Future<Output = Result<(), E>> + GracefulConn,
     {
-        let counted = self.count.subscribe();
+        let Ticket { inner, counted } = self;
         let slot = Arc::new(AtomicWaker::new());
         {
-            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
             if slots.len() >= 64 && slots.len().is_power_of_two() {
                 slots.retain(|w| w.strong_count() > 0);
             }
             slots.push(Arc::downgrade(&slot));
         }
-        let inner = self.inner.clone();
         async move {
             let _counted = counted;
             let mut conn = std::pin::pin!(conn);

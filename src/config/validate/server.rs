@@ -67,6 +67,8 @@ impl Validator<'_> {
             client_body_timeout: self.body_timeout(&s.client_body_timeout),
             keepalive_timeout: Duration::from_secs(75),
             http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
+            proxy_protocol: s.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
+            real_ip: self.real_ip(s),
             locations,
         }
     }
@@ -291,6 +293,7 @@ impl Validator<'_> {
                 self.r.error(span_of(at), e.to_string());
             }
         }
+        self.check_proxy_protocol(sections, servers, &by_addr);
         // A wildcard and a specific address on one port cannot both be bound.
         let addrs: Vec<SocketAddr> = by_addr.keys().copied().collect();
         for a in &addrs {
