@@ -259,3 +259,66 @@ proxy_pass = "http://a"
     let (code, text) = check(&cfg("proxy_protocol = true"));
     assert_eq!(code, Some(0), "{text}");
 }
+
+#[test]
+fn the_access_log_records_the_proxy_client() {
+    let b = Backend::named("a");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let cfg = format!(
+        "[global]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n{}",
+        log.display(),
+        proxy_config(&[b.addr], "", "proxy_protocol = true")
+    );
+    let f = Fulcrum::start(&cfg);
+    ok(&send(
+        f.addr(),
+        &[b"PROXY TCP4 203.0.113.77 192.0.2.1 51000 80\r\n", REQ],
+    ));
+    let logged = eventually(10, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"remote_addr\":\"203.0.113.77\""))
+    });
+    assert!(
+        logged,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn http2_listeners_read_the_header_before_sniffing_the_protocol() {
+    let b = Backend::named("a");
+    let cfg = proxy_config(&[b.addr], "", "proxy_protocol = true\nhttp2 = true")
+        + "proxy_set_header = { X-Real-IP = \"$remote_addr\" }\n";
+    let f = Fulcrum::start(&cfg);
+    ok(&send(
+        f.addr(),
+        &[b"PROXY TCP4 203.0.113.9 192.0.2.1 51000 80\r\n", REQ],
+    ));
+    assert_eq!(header(&b, "x-real-ip").as_deref(), Some("203.0.113.9"));
+    assert!(send(f.addr(), &[REQ]).is_empty(), "no header: closed");
+}
+
+#[test]
+fn a_reload_turns_proxy_protocol_on_for_new_connections() {
+    let b = Backend::named("a");
+    let cfg = proxy_config(&[b.addr], "", "");
+    let f = Fulcrum::start(&cfg);
+    ok(&send(f.addr(), &[REQ]));
+    let on = proxy_config(&[b.addr], "", "proxy_protocol = true");
+    std::fs::write(&f.config, on).expect("write config");
+    let admin = f.admin.expect("admin");
+    let r = raw(
+        admin,
+        b"POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .expect("reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The listener stays bound; new connections need the header now.
+    let closed = eventually(10, || send(f.addr(), &[REQ]).is_empty());
+    assert!(closed, "plain HTTP still served after the reload");
+    ok(&send(
+        f.addr(),
+        &[b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 80\r\n", REQ],
+    ));
+}
