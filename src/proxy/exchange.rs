@@ -41,11 +41,14 @@ pub struct ReqInfo {
 }
 
 impl ReqInfo {
-    /// The client is `addr`, not the connection's (nginx's realip module).
-    pub fn set_remote(&mut self, addr: SocketAddr) {
+    /// The request's client: `real` when nginx's realip module found one (the log
+    /// entry then records it), else the connection's `conn`.
+    pub fn client(&mut self, real: Option<SocketAddr>, conn: SocketAddr) -> SocketAddr {
+        let Some(addr) = real else { return conn };
         if let Some(e) = &mut self.log {
             e.remote = addr;
         }
+        addr
     }
 
     /// A try on `addr` started at `at`.

@@ -45,6 +45,15 @@ pub fn client(conf: &RealIp, meta: &ConnMeta, headers: &HeaderMap) -> Option<Soc
     (addr != meta.remote).then_some(addr)
 }
 
+/// [`client`] for a server that may have no realip settings.
+pub fn of_server(
+    conf: Option<&RealIp>,
+    meta: &ConnMeta,
+    headers: &HeaderMap,
+) -> Option<SocketAddr> {
+    client(conf?, meta, headers)
+}
+
 /// What one header line gave (nginx's `NGX_OK`, `NGX_DONE`, `NGX_DECLINED`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Walk {

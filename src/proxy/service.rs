@@ -91,7 +91,9 @@ async fn route(
     let vs_idx = virtual_server(snap, meta, &host)?;
     let vs = &snap.servers[vs_idx];
     info.site = Site::Server(vs_idx);
-    let remote = client_addr(vs, meta, &parts.headers, info);
+    // The client as the server's `real_ip_*` say (the access log records it too).
+    let real = super::real_ip::of_server(vs.conf.real_ip.as_ref(), meta, &parts.headers);
+    let remote = info.client(real, meta.remote);
     // Taken before the URI is borrowed below; only upgrade requests carry it.
     let on_upgrade = if h1 && forward::is_upgrade(&parts.headers) {
         ClientUpgrade::take(&mut parts.extensions)
@@ -150,26 +152,6 @@ async fn route(
         on_upgrade,
     };
     forward_request(up, fwd, body, info).await
-}
-
-/// The request's client: the connection's, or as the server's `real_ip_*` say
-/// (which the access log then records too).
-fn client_addr(
-    vs: &VServer,
-    meta: &ConnMeta,
-    headers: &http::HeaderMap,
-    info: &mut ReqInfo,
-) -> std::net::SocketAddr {
-    let Some(conf) = &vs.conf.real_ip else {
-        return meta.remote;
-    };
-    match super::real_ip::client(conf, meta, headers) {
-        Some(a) => {
-            info.set_remote(a);
-            a
-        }
-        None => meta.remote,
-    }
 }
 
 /// HTTP/1 request smuggling guard: both framings present is never forwarded; nor
