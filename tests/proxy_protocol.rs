@@ -118,6 +118,28 @@ fn v2_tcp4_names_the_client_even_split_across_writes() {
 }
 
 #[test]
+fn v2_tcp6_with_tlvs_names_the_client() {
+    let b = Backend::named("a");
+    let f = start(&[b.addr], "");
+    let src: std::net::Ipv6Addr = "2001:db8::42".parse().unwrap();
+    let dst: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+    // An ALPN TLV (type 0x01) after the addresses: counted in the length, skipped.
+    let tlv = [0x01, 0x00, 0x02, b'h', b'2'];
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x21]);
+    h.extend_from_slice(&((36 + tlv.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(&4242u16.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h.extend_from_slice(&tlv);
+    h.extend_from_slice(REQ);
+    ok(&send(f.addr(), &[&h]));
+    assert_eq!(header(&b, "x-real-ip").as_deref(), Some("2001:db8::42"));
+    assert_eq!(header(&b, "x-port").as_deref(), Some("4242"));
+}
+
+#[test]
 fn v1_split_across_writes() {
     let b = Backend::named("a");
     let f = start(&[b.addr], "");
