@@ -344,3 +344,42 @@ fn a_reload_turns_proxy_protocol_on_for_new_connections() {
         &[b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 80\r\n", REQ],
     ));
 }
+
+/// A connection still in its PROXY header (an L4 balancer's pre-opened one, say)
+/// does not hold a shutdown up for `shutdown_timeout`.
+#[test]
+fn a_shutdown_does_not_wait_for_a_connection_without_its_header() {
+    let b = Backend::named("a");
+    let cfg = format!(
+        "[global]\nshutdown_timeout = \"30s\"\n{}",
+        proxy_config(
+            &[b.addr],
+            "",
+            "proxy_protocol = true\nclient_header_timeout = \"60s\""
+        )
+    );
+    let mut f = Fulcrum::start(&cfg);
+    let mut idle = TcpStream::connect(f.addr()).expect("connect");
+    idle.write_all(b"PROXY TCP4 ").expect("write");
+    // The connection is accepted and waiting for the rest of its header.
+    let busy = eventually(10, || {
+        let m = raw(
+            f.admin.expect("admin"),
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .expect("metrics");
+        m.text()
+            .lines()
+            .any(|l| l.starts_with("fulcrum_downstream_connections_active") && l.ends_with(" 1"))
+    });
+    assert!(busy, "the idle connection is open");
+    let started = Instant::now();
+    f.signal("TERM");
+    assert_eq!(f.wait_exit(20), Some(0), "{}", f.log_text());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    let mut rest = Vec::new();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+}

@@ -293,12 +293,14 @@ fn serve_conn(
     };
     tokio::spawn(async move {
         let peer = end.remote;
-        match super::proxy_header::read(&mut stream, timeout).await {
-            Ok(client) => {
+        let header = super::proxy_header::read(&mut stream, timeout);
+        match ticket.unless_stopping(header).await {
+            Some(Ok(client)) => {
                 end.remote = client.unwrap_or(peer);
                 serve_http(&builder, ticket, &shared, key, stream, end, peer).await
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "PROXY header refused: closing"),
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "PROXY header refused: closing"),
+            None => tracing::debug!(%peer, "shutting down before a PROXY header: closing"),
         }
     });
 }

@@ -72,20 +72,40 @@ pub(super) struct Ticket {
 }
 
 impl Ticket {
+    /// A waker slot that a shutdown wakes.
+    fn slot(&self) -> Arc<AtomicWaker> {
+        let slot = Arc::new(AtomicWaker::new());
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= 64 && slots.len().is_power_of_two() {
+            slots.retain(|w| w.strong_count() > 0);
+        }
+        slots.push(Arc::downgrade(&slot));
+        slot
+    }
+
+    /// Runs `f` — what a connection does before its HTTP starts (its PROXY
+    /// header) — unless a shutdown starts first: then `None` at once, so that a
+    /// connection that sent nothing does not hold the shutdown up.
+    pub(super) async fn unless_stopping<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        let slot = self.slot();
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            slot.register(cx.waker());
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(None);
+            }
+            f.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+
     /// Serves `conn` until it ends or a shutdown asks it to finish.
     pub(super) fn serve<C, E>(self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
     where
         C: std::future::Future<Output = Result<(), E>> + GracefulConn,
     {
+        let slot = self.slot();
         let Ticket { inner, counted } = self;
-        let slot = Arc::new(AtomicWaker::new());
-        {
-            let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if slots.len() >= 64 && slots.len().is_power_of_two() {
-                slots.retain(|w| w.strong_count() > 0);
-            }
-            slots.push(Arc::downgrade(&slot));
-        }
         async move {
             let _counted = counted;
             let mut conn = std::pin::pin!(conn);
