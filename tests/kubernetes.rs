@@ -7,7 +7,7 @@
 //! strict mode and a broken one fails. The Dockerfile's facts are checked too.
 
 mod common;
-use common::bin;
+use common::check_config as check;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,21 +31,6 @@ fn docs(text: &str) -> Vec<Value> {
 
 fn load(name: &str) -> Vec<Value> {
     docs(&std::fs::read_to_string(dir().join(name)).expect("manifest"))
-}
-
-/// `fulcrum check` on config text: (exit code, output).
-fn check(config: &str) -> (Option<i32>, String) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("fulcrum.toml");
-    std::fs::write(&path, config).expect("write");
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run check");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code(), text)
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {

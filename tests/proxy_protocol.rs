@@ -235,20 +235,6 @@ fn ip_hash_hashes_the_proxy_client() {
     assert!(seen.len() >= 2, "picks {seen:?}");
 }
 
-fn check(config: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.code(), text)
-}
-
 #[test]
 fn servers_on_one_address_must_agree_on_proxy_protocol() {
     let cfg = |second: &str| {
@@ -272,13 +258,13 @@ proxy_pass = "http://a"
 "#
         )
     };
-    let (code, text) = check(&cfg(""));
+    let (code, text) = check_config(&cfg(""));
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("every server on listen 127.0.0.1:18080 must have the same proxy_protocol"),
         "{text}"
     );
-    let (code, text) = check(&cfg("proxy_protocol = true"));
+    let (code, text) = check_config(&cfg("proxy_protocol = true"));
     assert_eq!(code, Some(0), "{text}");
 }
 

@@ -15,29 +15,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{bin, eventually, read_response, Backend, Fulcrum};
-
-fn nginx_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("FULCRUM_REQUIRE_NGINX").as_deref() != Ok("1"),
-            "nginx not found and FULCRUM_REQUIRE_NGINX=1"
-        );
-        eprintln!("note: nginx not found; skipping the realip differential test");
-    }
-    found
-}
-
-/// A free port on 127.0.0.1 (bound, then released for the server to take).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use common::{
+    check_config as check, eventually, free_port, nginx_bin, read_response, Backend, Fulcrum,
+};
 
 /// One realip setup, written the same way for both.
 struct Setup {
@@ -326,20 +306,6 @@ fn the_real_address_reaches_the_backend_ip_hash_and_the_access_log() {
         "access log: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-}
-
-fn check(config: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.code(), text)
 }
 
 #[test]
