@@ -86,6 +86,7 @@ fn server(out: &mut String, s: &Server) {
     if s.http2 {
         out.push_str("http2 = true\n");
     }
+    super::real_ip::emit(out, &s.real_ip);
     for l in &s.locations {
         location(out, l);
     }

@@ -17,6 +17,8 @@ pub(crate) struct Inherit {
     pub timeouts: [Option<(String, String)>; 6],
     pub max_body: Option<u64>,
     pub header_timeout: Option<String>,
+    /// `set_real_ip_from`, `real_ip_header`, `real_ip_recursive` in force.
+    pub real_ip: super::real_ip::RealIpConv,
     /// Guards in force, each as `"auth_basic" at PATH:LINE`; `off` clears its kind.
     guards: Vec<(String, String)>,
 }
@@ -136,6 +138,7 @@ impl Inherit {
     pub fn level(&self, cx: &mut Cx, block: &[Directive], context: &str) -> Inherit {
         let mut next = self.clone();
         let mut own_headers: Option<Vec<(String, String)>> = None;
+        let mut own_from: Option<Vec<String>> = None;
         let mut own_access = false;
         for d in block {
             let name = d.name.as_str();
@@ -155,12 +158,18 @@ impl Inherit {
                 header(cx, d, list);
                 continue;
             }
+            if super::real_ip::directive(cx, d, context, &mut next.real_ip, &mut own_from) {
+                continue;
+            }
             if !next.setting(cx, d, context) {
                 cx.warn(d, super::other_message(d));
             }
         }
         if own_headers.is_some() {
             next.headers = own_headers;
+        }
+        if own_from.is_some() {
+            next.real_ip.from = own_from;
         }
         next
     }

@@ -7,6 +7,7 @@ mod emit;
 pub mod lexer;
 mod location;
 pub mod parser;
+mod real_ip;
 mod server;
 mod upstream;
 mod values;

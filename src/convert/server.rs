@@ -18,6 +18,8 @@ pub(crate) struct Server {
     pub max_body: Option<u64>,
     pub header_timeout: Option<String>,
     pub http2: bool,
+    /// `real_ip_*` as the server's level and the `http` level set them.
+    pub real_ip: super::real_ip::RealIpConv,
     pub locations: Vec<Loc>,
 }
 
@@ -37,6 +39,7 @@ pub(crate) fn server(
         max_body: inh.max_body,
         header_timeout: inh.header_timeout.clone(),
         http2: false,
+        real_ip: inh.real_ip.clone(),
         locations: Vec::new(),
     };
     let mut listens = 0;
@@ -104,7 +107,7 @@ fn listen(cx: &mut Cx, d: &Directive, s: &mut Server) {
                 return;
             }
             "proxy_protocol" => {
-                cx.warn(d, "\"proxy_protocol\" is not supported by fulcrum's config yet: the address is not served");
+                cx.warn(d, "\"proxy_protocol\" is not carried (fulcrum's proxy_protocol is per server and names the client as $remote_addr, nginx's only with real_ip_header proxy_protocol): the address is not served");
                 return;
             }
             other => cx.warn(d, format!("parameter \"{other}\" is not carried: ignored")),
