@@ -43,6 +43,7 @@ fn connect(config: &str) -> (DuplexStream, tokio::task::JoinHandle<std::io::Resu
     let key: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let meta = Arc::new(ConnMeta {
         remote: "127.0.0.1:40000".parse().expect("addr"),
+        peer: "127.0.0.1:40000".parse().expect("addr"),
         local: key,
         listen_key: key,
         scheme: "http",

@@ -17,33 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, read_response, serve, Fulcrum};
+use common::{eventually, free_port, nginx_bin, read_response, serve, Fulcrum};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-
-/// The nginx binary, or `None` (after printing why) when the test should be skipped.
-fn nginx_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("FULCRUM_REQUIRE_NGINX").as_deref() != Ok("1"),
-            "nginx not found and FULCRUM_REQUIRE_NGINX=1"
-        );
-        eprintln!("note: nginx not found; skipping the nginx differential test");
-    }
-    found
-}
-
-/// A free port on 127.0.0.1 (bound, then released for nginx to take).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// A running nginx in a temp prefix.
 struct Nginx {

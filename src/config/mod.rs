@@ -364,6 +364,29 @@ impl HealthCheck {
     }
 }
 
+/// Where a trusted connection's client address is read (`real_ip_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealIpHeader {
+    /// `X-Forwarded-For` (every line, right to left).
+    XForwardedFor,
+    /// `X-Real-IP` (its first line).
+    XRealIp,
+    /// The address of the connection's PROXY protocol header.
+    ProxyProtocol,
+}
+
+/// A server's realip settings (nginx `set_real_ip_from`, `real_ip_header`,
+/// `real_ip_recursive`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealIp {
+    /// Trusted networks.
+    pub from: Vec<ipnet::IpNet>,
+    /// Where the client address is read.
+    pub header: RealIpHeader,
+    /// Skip trusted addresses in the header, right to left.
+    pub recursive: bool,
+}
+
 /// `[[server]]`.
 #[derive(Debug)]
 pub struct VirtualServer {
@@ -385,6 +408,11 @@ pub struct VirtualServer {
     /// `add_header`/`add_header_always` at server level: for answers given before a
     /// location is chosen, and inherited by locations without their own.
     pub add_headers: Vec<AddHeader>,
+    /// Connections start with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
+    /// nginx's realip module: `real_ip_from` and its header; `None` without
+    /// `real_ip_from`.
+    pub real_ip: Option<RealIp>,
     /// Locations in file order.
     pub locations: Vec<Location>,
 }

@@ -165,6 +165,14 @@ pub struct ServerSection {
     pub add_header: Option<HeaderTemplates>,
     /// Response headers added for every status.
     pub add_header_always: Option<HeaderTemplates>,
+    /// Every connection starts with a PROXY protocol v1 or v2 header.
+    pub proxy_protocol: Option<Spanned<bool>>,
+    /// Trusted addresses (CIDRs) whose `real_ip_header` is believed.
+    pub real_ip_from: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Where the client address of a trusted connection is read.
+    pub real_ip_header: Option<Spanned<String>>,
+    /// Skip trusted addresses in the header, right to left.
+    pub real_ip_recursive: Option<Spanned<bool>>,
     /// `[[server.location]]` blocks.
     #[serde(default)]
     pub location: Vec<LocationSection>,

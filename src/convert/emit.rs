@@ -93,6 +93,7 @@ fn server(out: &mut String, s: &Server) {
     if let Some(list) = &s.add_headers {
         add_headers(out, list);
     }
+    super::real_ip::emit(out, &s.real_ip);
     for l in &s.locations {
         location(out, l, s);
     }

@@ -21,6 +21,8 @@ pub(crate) struct Inherit {
     pub body_timeout: Option<String>,
     /// The nearest level's own `add_header` list (nginx inherits it as a whole too).
     pub add_headers: Option<Vec<AddHeader>>,
+    /// `set_real_ip_from`, `real_ip_header`, `real_ip_recursive` in force.
+    pub real_ip: super::real_ip::RealIpConv,
     /// Guards in force, each as `"auth_basic" at PATH:LINE`; `off` clears its kind.
     guards: Vec<(String, String)>,
 }
@@ -145,6 +147,7 @@ impl Inherit {
         let mut next = self.clone();
         let mut own_headers: Option<Vec<(String, String)>> = None;
         let mut own_added: Option<Vec<AddHeader>> = None;
+        let mut own_from: Option<Vec<String>> = None;
         let mut own_access = false;
         for d in block {
             let name = d.name.as_str();
@@ -169,6 +172,9 @@ impl Inherit {
                 headers::add_header(cx, d, list);
                 continue;
             }
+            if super::real_ip::directive(cx, d, context, &mut next.real_ip, &mut own_from) {
+                continue;
+            }
             if !next.setting(cx, d, context) {
                 cx.warn(d, super::other_message(d));
             }
@@ -178,6 +184,9 @@ impl Inherit {
         }
         if own_added.is_some() {
             next.add_headers = own_added;
+        }
+        if own_from.is_some() {
+            next.real_ip.from = own_from;
         }
         next
     }

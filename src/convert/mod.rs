@@ -8,6 +8,7 @@ mod headers;
 pub mod lexer;
 mod location;
 pub mod parser;
+mod real_ip;
 mod server;
 mod upstream;
 mod values;

@@ -21,6 +21,8 @@ pub(crate) struct Server {
     pub body_timeout: Option<String>,
     pub add_headers: Option<Vec<AddHeader>>,
     pub http2: bool,
+    /// `real_ip_*` as the server's level and the `http` level set them.
+    pub real_ip: super::real_ip::RealIpConv,
     pub locations: Vec<Loc>,
 }
 
@@ -42,6 +44,7 @@ pub(crate) fn server(
         body_timeout: inh.body_timeout.clone(),
         add_headers: inh.add_headers.clone(),
         http2: false,
+        real_ip: inh.real_ip.clone(),
         locations: Vec::new(),
     };
     let mut listens = 0;
@@ -111,7 +114,7 @@ fn listen(cx: &mut Cx, d: &Directive, s: &mut Server) {
                 return;
             }
             "proxy_protocol" => {
-                cx.warn(d, "\"proxy_protocol\" is not supported by fulcrum's config yet: the address is not served");
+                cx.warn(d, "\"proxy_protocol\" is not carried (fulcrum's proxy_protocol is per server and names the client as $remote_addr, nginx's only with real_ip_header proxy_protocol): the address is not served");
                 return;
             }
             other => cx.warn(d, format!("parameter \"{other}\" is not carried: ignored")),

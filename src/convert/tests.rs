@@ -447,3 +447,41 @@ fn next_upstream_settings_per_location() {
         o.warnings
     );
 }
+
+#[test]
+fn realip_directives_become_the_server_keys_inherited_as_nginx_merges_them() {
+    let o = run("http {
+  set_real_ip_from 10.0.0.0/8;
+  set_real_ip_from 2001:db8::/32;
+  real_ip_header X-Forwarded-For;
+  server { listen 8080; location / { return 200; } }
+  server {
+    listen 8081;
+    set_real_ip_from 192.0.2.1;
+    real_ip_recursive on;
+    location / { real_ip_header X-Real-IP; return 200; }
+  }
+  server { listen 8082; set_real_ip_from unix:; real_ip_header CF-Connecting-IP; return 200; }
+}");
+    let t = &o.toml;
+    assert!(
+        t.contains("real_ip_from = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nreal_ip_header = \"X-Forwarded-For\"\n"),
+        "{t}"
+    );
+    // Its own list replaces the http one; the header is inherited.
+    assert!(
+        t.contains("real_ip_from = [\"192.0.2.1\"]\nreal_ip_header = \"X-Forwarded-For\"\nreal_ip_recursive = true\n"),
+        "{t}"
+    );
+    assert_eq!(warned(&o, "real_ip_header").len(), 2, "{:?}", o.warnings);
+    assert_eq!(warned(&o, "set_real_ip_from").len(), 1, "{:?}", o.warnings);
+    let c = config(&o);
+    assert!(c.servers[0].real_ip.is_some());
+    assert_eq!(
+        c.servers[1].real_ip.as_ref().map(|r| r.recursive),
+        Some(true)
+    );
+    // A server's own list replaces http's even when none of it is carried: the third
+    // server trusts nothing, as nginx (which trusts only unix sockets there).
+    assert!(c.servers[2].real_ip.is_none(), "{t}");
+}

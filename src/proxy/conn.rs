@@ -10,8 +10,12 @@ use super::framing::HeadGuard;
 /// What the proxy knows about the downstream connection.
 #[derive(Debug)]
 pub struct ConnMeta {
-    /// Client address.
+    /// Client address: the socket's peer, or on a `proxy_protocol` listener the
+    /// client its PROXY header names.
     pub remote: SocketAddr,
+    /// The socket's peer (differs from `remote` only after a PROXY header); what
+    /// `real_ip_header = "proxy_protocol"` checks against `real_ip_from`.
+    pub peer: SocketAddr,
     /// Local address the connection arrived on.
     pub local: SocketAddr,
     /// The configured listen address (the routing key; may have port 0 in tests).
@@ -47,6 +51,7 @@ impl ConnMeta {
     ) -> ConnMeta {
         ConnMeta {
             remote,
+            peer: remote,
             local,
             listen_key,
             scheme,

@@ -41,6 +41,16 @@ pub struct ReqInfo {
 }
 
 impl ReqInfo {
+    /// The request's client: `real` when nginx's realip module found one (the log
+    /// entry then records it), else the connection's `conn`.
+    pub fn client(&mut self, real: Option<SocketAddr>, conn: SocketAddr) -> SocketAddr {
+        let Some(addr) = real else { return conn };
+        if let Some(e) = &mut self.log {
+            e.remote = addr;
+        }
+        addr
+    }
+
     /// A try on `addr` started at `at`.
     #[inline]
     pub fn try_start(&mut self, addr: SocketAddr, at: Instant) {

@@ -15,7 +15,7 @@
 //!    gives itself is a [`error::ProxyError`], mapped by [`error::rescue`].
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
-//! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
+//! ones): `error`, `h1`, `forward`, `framing`, `conn`, `real_ip`, `transport`, `reader`,
 //! `attempt`, `h2body`, `body`, `answer`, `local`, `client`, `h2client`, `upgrade`,
 //! `exchange`, `retry`, `service`, `tower_service`, `server`. `h1` and `server` are
 //! directories whose files keep the
@@ -35,6 +35,7 @@ pub mod h2body;
 pub mod h2client;
 pub mod local;
 pub mod reader;
+pub mod real_ip;
 pub mod retry;
 pub mod server;
 pub mod service;

@@ -80,6 +80,9 @@ async fn route(
     let vs_idx = virtual_server(snap, meta, &host)?;
     let vs = &snap.servers[vs_idx];
     info.site = Site::Server(vs_idx);
+    // The client as the server's `real_ip_*` say (the access log records it too).
+    let real = super::real_ip::of_server(vs.conf.real_ip.as_ref(), meta, &parts.headers);
+    let remote = info.client(real, meta.remote);
     // Taken before the URI is borrowed below; only upgrade requests carry it.
     let on_upgrade = if h1 && forward::is_upgrade(&parts.headers) {
         ClientUpgrade::take(&mut parts.extensions)
@@ -96,7 +99,7 @@ async fn route(
         headers: &parts.headers,
         host: &host,
         hostname: &snap.hostname,
-        remote: meta.remote,
+        remote,
         local: meta.local,
         scheme: meta.scheme,
         proxy_host: "",
@@ -138,7 +141,7 @@ async fn route(
         opts: &pp.opts,
         max_body: loc.client_max_body_size,
         upgrade: on_upgrade.is_some(),
-        client_ip: meta.remote.ip(),
+        client_ip: remote.ip(),
         hash_key,
         on_upgrade,
     };

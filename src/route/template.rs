@@ -415,6 +415,8 @@ fn render_var(var: &Var, vars: &RequestVars<'_>, out: &mut Vec<u8>) {
         Var::Host => out.extend_from_slice(vars.host.as_bytes()),
         Var::Hostname => out.extend_from_slice(vars.hostname.as_bytes()),
         Var::RemoteAddr => push_ip(out, vars.remote.ip()),
+        // Port 0: a realip address given without one, which nginx renders empty.
+        Var::RemotePort if vars.remote.port() == 0 => {}
         Var::RemotePort => push_dec(out, vars.remote.port()),
         Var::ServerAddr => push_ip(out, vars.local.ip()),
         Var::ServerPort => push_dec(out, vars.local.port()),

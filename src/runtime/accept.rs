@@ -16,7 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::drain::Drain;
+use super::drain::{Drain, Ticket};
 use super::{ListenOpts, Shared};
 use crate::clock::CoarseTimer;
 use crate::proxy::conn::ConnMeta;
@@ -31,6 +31,20 @@ enum ConnBuilder {
     /// With its `client_header_timeout` too: hyper's HTTP/1 side has its own, and
     /// [`watch_head`] bounds what hyper's h2 side does not (handshake, idle).
     Auto(Box<auto::Builder<TokioExecutor>>, Duration),
+}
+
+/// What a listener does with the connections it accepts.
+struct Serving {
+    builder: Arc<ConnBuilder>,
+    /// Read a PROXY header first, within `client_header_timeout`.
+    proxy_header: Option<Duration>,
+}
+
+fn serving(opts: ListenOpts) -> Serving {
+    Serving {
+        builder: Arc::new(conn_builder(opts)),
+        proxy_header: opts.proxy_protocol.then_some(opts.header_timeout),
+    }
 }
 
 fn conn_builder(opts: ListenOpts) -> ConnBuilder {
@@ -111,22 +125,18 @@ impl Drop for ConnEnd {
     }
 }
 
-fn spawn_conn<E>(
-    conn: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
-    end: ConnEnd,
-) where
+async fn run_conn<E>(conn: impl std::future::Future<Output = Result<(), E>>, end: ConnEnd)
+where
     E: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with error");
-            // A head hyper rejected itself (400/431) is still a request to count and log.
-            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-            let snap = end.shared.snapshot.load();
-            crate::proxy::exchange::parser_rejected(&snap, end.key, end.remote, &*e);
-        }
-        drop(end);
-    });
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with error");
+        // A head hyper rejected itself (400/431) is still a request to count and log.
+        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+        let snap = end.shared.snapshot.load();
+        crate::proxy::exchange::parser_rejected(&snap, end.key, end.remote, &*e);
+    }
+    drop(end);
 }
 
 /// Accepts until `stop` fires, then hands back the drain handle of its connections.
@@ -140,12 +150,12 @@ pub(super) async fn accept_loop(
 ) -> Drain {
     let graceful = Drain::new();
     let metrics = crate::metrics::ListenerMetrics::new(key);
-    let mut builder = conn_builder(*opts.borrow_and_update());
+    let mut serve = serving(*opts.borrow_and_update());
     let mut errors = AcceptErrors::new(key);
     while let Some(conn) = next_conn(&listener, &mut errors, limit.as_ref(), &mut stop).await {
         // A reload changed this listener's options: new connections use them.
         if opts.has_changed().unwrap_or(false) {
-            builder = conn_builder(*opts.borrow_and_update());
+            serve = serving(*opts.borrow_and_update());
         }
         metrics.total.inc();
         metrics.active.inc();
@@ -156,7 +166,7 @@ pub(super) async fn accept_loop(
             active: metrics.active.clone(),
             _permit: conn.permit,
         };
-        serve_conn(&builder, &graceful, &shared, key, conn.stream, end);
+        serve_conn(&serve, graceful.ticket(), &shared, key, conn.stream, end);
     }
     graceful
 }
@@ -259,19 +269,57 @@ async fn next_conn(
     }
 }
 
-/// Starts the task that serves one connection as the listener's options say.
+/// Starts the task that serves one connection as the listener's options say: on a
+/// `proxy_protocol` listener its PROXY header first (the client it names becomes
+/// the connection's `remote`); a connection without a valid one is closed before
+/// any of its bytes is read as HTTP.
 fn serve_conn(
+    serve: &Serving,
+    ticket: Ticket,
+    shared: &Arc<Shared>,
+    key: SocketAddr,
+    mut stream: TcpStream,
+    mut end: ConnEnd,
+) {
+    let _ = stream.set_nodelay(true);
+    let builder = serve.builder.clone();
+    let shared = shared.clone();
+    let Some(timeout) = serve.proxy_header else {
+        let peer = end.remote;
+        tokio::spawn(
+            async move { serve_http(&builder, ticket, &shared, key, stream, end, peer).await },
+        );
+        return;
+    };
+    tokio::spawn(async move {
+        let peer = end.remote;
+        let header = super::proxy_header::read(&mut stream, timeout);
+        match ticket.unless_stopping(header).await {
+            Some(Ok(client)) => {
+                end.remote = client.unwrap_or(peer);
+                serve_http(&builder, ticket, &shared, key, stream, end, peer).await
+            }
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "PROXY header refused: closing"),
+            None => tracing::debug!(%peer, "shutting down before a PROXY header: closing"),
+        }
+    });
+}
+
+/// Serves HTTP on an accepted connection whose client is `end.remote` (`peer`
+/// being the socket's).
+async fn serve_http(
     builder: &ConnBuilder,
-    graceful: &Drain,
+    ticket: Ticket,
     shared: &Arc<Shared>,
     key: SocketAddr,
     stream: TcpStream,
     end: ConnEnd,
+    peer: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
     let guard = Arc::new(crate::proxy::framing::HeadGuard::default());
     let meta = Arc::new(ConnMeta {
         remote: end.remote,
+        peer,
         local: stream.local_addr().unwrap_or(key),
         listen_key: key,
         scheme: "http",
@@ -284,15 +332,15 @@ fn serve_conn(
     match builder {
         ConnBuilder::Http1(header_timeout) => {
             let conn = crate::proxy::server::serve(stream, shared.snapshot.clone(), meta.clone());
-            spawn_conn(watch_head(graceful.serve(conn), meta, *header_timeout), end)
+            run_conn(watch_head(ticket.serve(conn), meta, *header_timeout), end).await
         }
         ConnBuilder::Auto(b, header_timeout) => {
             // hyper hides a request's conflicting framing headers: the stream is
             // watched on its way in (see `proxy::framing`).
             let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
             let svc = TowerToHyperService::new(Proxy::new(shared.snapshot.clone(), meta.clone()));
-            let conn = graceful.serve(b.serve_connection_with_upgrades(io, svc).into_owned());
-            spawn_conn(watch_head(conn, meta, *header_timeout), end)
+            let conn = ticket.serve(b.serve_connection_with_upgrades(io, svc).into_owned());
+            run_conn(watch_head(conn, meta, *header_timeout), end).await
         }
     }
 }

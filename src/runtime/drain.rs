@@ -54,21 +54,58 @@ impl Drain {
         self.count.closed().await;
     }
 
+    /// A connection's place among the open ones, taken when it is accepted: it
+    /// counts as open (a shutdown waits for it) from then on, also while a PROXY
+    /// header is read before its HTTP starts.
+    pub(super) fn ticket(&self) -> Ticket {
+        Ticket {
+            inner: self.inner.clone(),
+            counted: self.count.subscribe(),
+        }
+    }
+}
+
+/// An accepted connection's place in its listener's [`Drain`].
+pub(super) struct Ticket {
+    inner: Arc<DrainInner>,
+    counted: watch::Receiver<()>,
+}
+
+impl Ticket {
+    /// A waker slot that a shutdown wakes.
+    fn slot(&self) -> Arc<AtomicWaker> {
+        let slot = Arc::new(AtomicWaker::new());
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= 64 && slots.len().is_power_of_two() {
+            slots.retain(|w| w.strong_count() > 0);
+        }
+        slots.push(Arc::downgrade(&slot));
+        slot
+    }
+
+    /// Runs `f` — what a connection does before its HTTP starts (its PROXY
+    /// header) — unless a shutdown starts first: then `None` at once, so that a
+    /// connection that sent nothing does not hold the shutdown up.
+    pub(super) async fn unless_stopping<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        let slot = self.slot();
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            slot.register(cx.waker());
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(None);
+            }
+            f.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+
     /// Serves `conn` until it ends or a shutdown asks it to finish.
-    pub(super) fn serve<C, E>(&self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
+    pub(super) fn serve<C, E>(self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
     where
         C: std::future::Future<Output = Result<(), E>> + GracefulConn,
     {
-        let counted = self.count.subscribe();
-        let slot = Arc::new(AtomicWaker::new());
-        {
-            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if slots.len() >= 64 && slots.len().is_power_of_two() {
-                slots.retain(|w| w.strong_count() > 0);
-            }
-            slots.push(Arc::downgrade(&slot));
-        }
-        let inner = self.inner.clone();
+        let slot = self.slot();
+        let Ticket { inner, counted } = self;
         async move {
             let _counted = counted;
             let mut conn = std::pin::pin!(conn);

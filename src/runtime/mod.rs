@@ -5,6 +5,7 @@
 mod accept;
 mod drain;
 mod listeners;
+pub mod proxy_header;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -107,8 +108,11 @@ pub enum StartError {
 pub struct ListenOpts {
     /// Serve h2c (prior knowledge) besides HTTP/1.
     pub http2: bool,
-    /// Time to receive a request head.
+    /// Time to receive a request head (and a PROXY header).
     pub header_timeout: Duration,
+    /// Connections start with a PROXY protocol header (every server on the
+    /// address says the same: the config is checked for it).
+    pub proxy_protocol: bool,
 }
 
 /// The options of every listen address of a snapshot.
@@ -120,11 +124,16 @@ pub fn listen_opts(snap: &Snapshot) -> HashMap<SocketAddr, ListenOpts> {
                 snap.servers[i].conf.client_header_timeout
             });
             let http2 = r.servers.iter().any(|&i| snap.servers[i].conf.http2);
+            let proxy_protocol = r
+                .servers
+                .iter()
+                .any(|&i| snap.servers[i].conf.proxy_protocol);
             (
                 *addr,
                 ListenOpts {
                     http2,
                     header_timeout,
+                    proxy_protocol,
                 },
             )
         })

@@ -583,3 +583,44 @@ pub fn promtool(args: &[&str], stdin: Option<&[u8]>) -> bool {
     );
     true
 }
+
+/// The nginx binary for the differential tests, or `None` (after printing why)
+/// when they should be skipped: without nginx on PATH (or in /usr/sbin) they pass
+/// with a note, unless FULCRUM_REQUIRE_NGINX=1 (CI), where they fail.
+pub fn nginx_bin() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("FULCRUM_REQUIRE_NGINX").as_deref() != Ok("1"),
+            "nginx not found and FULCRUM_REQUIRE_NGINX=1"
+        );
+        eprintln!("note: nginx not found; skipping the nginx differential test");
+    }
+    found
+}
+
+/// A free port on 127.0.0.1 (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `fulcrum check` on config text written to `f.toml`: its exit code and its
+/// output (stderr, then stdout).
+pub fn check_config(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f.toml");
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run fulcrum check");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), text)
+}

@@ -4,6 +4,7 @@
 //! (`[global]`, `[admin]`); `upstream` and `server` validate the sections named so.
 
 mod location;
+mod real_ip;
 mod resolve;
 mod server;
 mod upstream;

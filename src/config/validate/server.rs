@@ -71,6 +71,8 @@ impl Validator<'_> {
             keepalive_timeout: Duration::from_secs(75),
             http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
             add_headers: inherited.add_headers,
+            proxy_protocol: s.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
+            real_ip: self.real_ip(s),
             locations,
         }
     }
@@ -226,6 +228,7 @@ impl Validator<'_> {
                 self.r.error(span_of(at), e.to_string());
             }
         }
+        self.check_proxy_protocol(sections, servers, &by_addr);
         // A wildcard and a specific address on one port cannot both be bound.
         let addrs: Vec<SocketAddr> = by_addr.keys().copied().collect();
         for a in &addrs {
