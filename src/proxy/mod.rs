@@ -16,7 +16,7 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
-//! `attempt`, `h2body`, `body`, `local`, `client`, `h2client`, `upgrade`, `exchange`,
+//! `attempt`, `h2body`, `body`, `local`, `client`, `h2up`, `h2client`, `upgrade`, `exchange`,
 //! `retry`, `service`, `tower_service`, `server`. `h1` and `server` are directories whose files keep the
 //! same rule; their `mod.rs` lists them in order.
 
@@ -31,6 +31,7 @@ pub mod framing;
 pub mod h1;
 pub mod h2body;
 pub mod h2client;
+pub mod h2up;
 pub mod local;
 pub mod reader;
 pub mod retry;
