@@ -242,8 +242,13 @@ fn hand_back(mut e: TrySendError<Request<H2Body>>, slot: &StreamSlot) -> Unsent 
     }
     let err = e.into_error();
     let h2 = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<h2::Error>());
-    let refused = h2.is_some_and(|h| {
-        h.is_go_away() || (h.is_remote() && h.reason() == Some(h2::Reason::REFUSED_STREAM))
+    // Only a graceful GOAWAY: after one with an error code, h2 gives its error to
+    // every stream, processed ones too. (A stream cut by the connection's end is
+    // a broken pipe, not this.)
+    let refused = h2.is_some_and(|h| match h.reason() {
+        Some(h2::Reason::NO_ERROR) => h.is_go_away(),
+        Some(h2::Reason::REFUSED_STREAM) => h.is_remote(),
+        _ => false,
     });
     if refused || err.is_closed() || err.is_canceled() {
         slot.conn().close();
