@@ -16,9 +16,10 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
-//! `attempt`, `h2body`, `body`, `local`, `client`, `h2up`, `h2client`, `upgrade`, `exchange`,
-//! `retry`, `service`, `tower_service`, `server`. `h1` and `server` are directories whose files keep the
-//! same rule; their `mod.rs` lists them in order.
+//! `attempt`, `read_timer`, `h2body`, `body`, `local`, `client`, `h2up`, `h2client`,
+//! `upgrade`, `exchange`, `retry`, `service`, `tower_service`, `server`. `h1` and
+//! `server` are directories whose files keep the same rule; their `mod.rs` lists
+//! them in order.
 
 pub mod attempt;
 pub mod body;
@@ -33,6 +34,7 @@ pub mod h2body;
 pub mod h2client;
 pub mod h2up;
 pub mod local;
+pub mod read_timer;
 pub mod reader;
 pub mod retry;
 pub mod server;
