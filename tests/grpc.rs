@@ -9,170 +9,19 @@ use common::*;
 
 #[path = "grpc/backend.rs"]
 mod backend;
-use backend::{GrpcBackend, Msg, Opts, Stop, MAX_MSG};
+#[path = "grpc/client.rs"]
+mod client;
+use backend::{GrpcBackend, Msg, Opts, Stop};
+use client::*;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use http::uri::PathAndQuery;
-use tonic::codec::{ProstCodec, Streaming};
+use tonic::codec::ProstCodec;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
-
-/// Generous bound for any one call on a loaded machine.
-const CALL: Duration = Duration::from_secs(30);
-
-/// A config: pool `b` of `servers` (nginx syntax, weights and all) with
-/// `protocol = "h2"` and `extra` lines, and an h2c listener proxying to it.
-fn config(servers: &[String], extra: &str) -> String {
-    config_with(servers, extra, "")
-}
-
-/// [`config`] with `server_extra` lines in the `[[server]]` table.
-fn config_with(servers: &[String], extra: &str, server_extra: &str) -> String {
-    let servers = servers
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[upstream.b]
-server = [{servers}]
-protocol = "h2"
-{extra}
-[[server]]
-listen = ["127.0.0.1:0"]
-http2 = true
-{server_extra}
-[[server.location]]
-path = "/"
-proxy_pass = "http://b"
-"#
-    )
-}
-
-fn addrs(backends: &[&GrpcBackend]) -> Vec<String> {
-    backends.iter().map(|b| b.addr.to_string()).collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// One client channel (one HTTP/2 connection) to fulcrum.
-#[derive(Clone)]
-struct Client(tonic::client::Grpc<Channel>);
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to fulcrum");
-        Client(
-            tonic::client::Grpc::new(ch)
-                .max_decoding_message_size(MAX_MSG)
-                .max_encoding_message_size(MAX_MSG),
-        )
-    }
-
-    async fn ready(&mut self) -> Result<(), Status> {
-        self.0
-            .ready()
-            .await
-            .map_err(|e| Status::unknown(e.to_string()))
-    }
-
-    async fn unary(
-        &mut self,
-        path: &'static str,
-        req: Request<Msg>,
-    ) -> Result<Response<Msg>, Status> {
-        self.ready().await?;
-        let call = self
-            .0
-            .unary(req, PathAndQuery::from_static(path), ProstCodec::default());
-        tokio::time::timeout(CALL, call)
-            .await
-            .expect("call in time")
-    }
-
-    async fn server_stream(
-        &mut self,
-        path: &'static str,
-        m: Msg,
-    ) -> Result<Streaming<Msg>, Status> {
-        self.ready().await?;
-        let call = self.0.server_streaming(
-            Request::new(m),
-            PathAndQuery::from_static(path),
-            ProstCodec::default(),
-        );
-        Ok(tokio::time::timeout(CALL, call)
-            .await
-            .expect("call in time")?
-            .into_inner())
-    }
-
-    async fn streaming<S>(&mut self, path: &'static str, s: S) -> Result<Streaming<Msg>, Status>
-    where
-        S: futures_util::Stream<Item = Msg> + Send + 'static,
-    {
-        self.ready().await?;
-        let call = self.0.streaming(
-            Request::new(s),
-            PathAndQuery::from_static(path),
-            ProstCodec::default(),
-        );
-        Ok(tokio::time::timeout(CALL, call)
-            .await
-            .expect("call in time")?
-            .into_inner())
-    }
-}
-
-/// A tonic client over a bare hyper HTTP/2 connection: unlike tonic's `Channel` it
-/// does not enforce a call's deadline itself, so whatever answers is fulcrum.
-type Bare = tower::util::BoxCloneService<
-    http::Request<tonic::body::Body>,
-    http::Response<hyper::body::Incoming>,
-    hyper::Error,
->;
-
-async fn bare_client(addr: SocketAddr) -> tonic::client::Grpc<Bare> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    let svc = tower::service_fn(move |req: http::Request<tonic::body::Body>| {
-        let mut send = send.clone();
-        async move { send.send_request(req).await }
-    });
-    let origin = http::Uri::try_from(format!("http://{addr}")).expect("origin");
-    tonic::client::Grpc::with_origin(Bare::new(svc), origin)
-}
-
-fn msg(n: u32) -> Msg {
-    Msg {
-        payload: Vec::new(),
-        n,
-        text: String::new(),
-    }
-}
+use tonic::{Code, Request};
 
 /// Unary calls pass with their metadata both ways: the client's `x-req` reaches
 /// the backend, the backend's headers reach the client.
@@ -423,26 +272,6 @@ fn no_server_is_unavailable_with_fulcrums_message() {
     assert_eq!(count("2xx"), 0, "the failures are not counted as 2xx");
 }
 
-/// Runs `n` unary calls on one channel, `conc` at a time, and returns how many
-/// failed (each failure printed).
-async fn load(c: &Client, n: u32, conc: usize) -> usize {
-    let calls = futures_util::stream::iter(0..n).map(|i| {
-        let mut c = c.clone();
-        async move { c.unary("/test.Echo/Unary", Request::new(msg(i))).await }
-    });
-    let results: Vec<_> = calls.buffer_unordered(conc).collect().await;
-    results
-        .iter()
-        .filter(|r| match r {
-            Ok(_) => false,
-            Err(st) => {
-                eprintln!("failed call: {st:?}");
-                true
-            }
-        })
-        .count()
-}
-
 /// One client channel, 300 calls, 3 backends: each call is balanced, not the
 /// connection. round_robin gives each a third (within 10%); weights 5,1,1 give
 /// nginx's smooth weighted shares exactly (214, 43, 43: 42 rounds of 7 and the
@@ -554,4 +383,108 @@ fn a_backend_killed_mid_stream_errors_the_call_and_never_hangs() {
         .expect("an error, not a clean end")
         .expect_err("an error");
     assert_ne!(st.code(), Code::Ok, "{st:?}");
+}
+
+/// Waits for fulcrum's log to say `server` turned `new` ("up", "unhealthy").
+fn wait_state(f: &Fulcrum, server: SocketAddr, new: &str, after: usize) -> bool {
+    let (srv, new) = (format!("server={server} "), format!("new=\"{new}\""));
+    eventually(30, || {
+        let log = f.log_text();
+        log.lines()
+            .skip(after)
+            .any(|l| l.contains("server state changed") && l.contains(&srv) && l.contains(&new))
+    })
+}
+
+/// `type = "grpc"` health checks: a backend whose health service turns
+/// NOT_SERVING for `grpc_service` leaves the rotation, and comes back when it
+/// reports SERVING again; a backend without the health service (UNIMPLEMENTED)
+/// never gets a call.
+#[test]
+fn grpc_health_checks_flip_a_backend_out_and_back() {
+    use tonic_health::ServingStatus;
+    let with_health = Opts {
+        health: true,
+        ..Opts::default()
+    };
+    let a = GrpcBackend::start("a", with_health);
+    let b = GrpcBackend::start("b", with_health);
+    let none = GrpcBackend::start("none", Opts::default());
+    a.set_health(ServingStatus::Serving);
+    b.set_health(ServingStatus::Serving);
+    let check = r#"
+[upstream.b.health_check]
+type = "grpc"
+grpc_service = "test.Echo"
+interval = "100ms"
+timeout = "5s"
+rise = 1
+fall = 1"#;
+    let f = Fulcrum::start(&config(&addrs(&[&a, &b, &none]), check));
+    assert!(
+        wait_state(&f, none.addr, "unhealthy", 0),
+        "{}",
+        f.log_text()
+    );
+    let rt = runtime();
+    let c = rt.block_on(Client::connect(f.addr()));
+    let calls = |n| rt.block_on(load(&c, n, 4));
+    assert_eq!(calls(20), 0);
+    assert!(
+        a.calls() > 0 && b.calls() > 0,
+        "{} {}",
+        a.calls(),
+        b.calls()
+    );
+    let seen = f.log_text().lines().count();
+    a.set_health(ServingStatus::NotServing);
+    assert!(
+        wait_state(&f, a.addr, "unhealthy", seen),
+        "{}",
+        f.log_text()
+    );
+    let on_a = a.calls();
+    assert_eq!(calls(20), 0);
+    assert_eq!(
+        a.calls(),
+        on_a,
+        "no call reached a while it was not serving"
+    );
+    let seen = f.log_text().lines().count();
+    a.set_health(ServingStatus::Serving);
+    assert!(wait_state(&f, a.addr, "up", seen), "{}", f.log_text());
+    assert_eq!(calls(20), 0);
+    assert!(a.calls() > on_a, "a is back in rotation");
+    assert_eq!(none.calls(), 0);
+}
+
+/// `fulcrum check`: `type = "grpc"` with `grpc_service` is valid; `grpc_service`
+/// on another type is an error at its position.
+#[test]
+fn check_accepts_grpc_checks_and_places_a_stray_grpc_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |check: &str| {
+        let path = dir.path().join("f.toml");
+        let text = config(&["127.0.0.1:1".to_string()], check);
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.code(), path.display().to_string(), text)
+    };
+    let (code, _, out) =
+        run("[upstream.b.health_check]\ntype = \"grpc\"\ngrpc_service = \"test.Echo\"");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, path, out) =
+        run("[upstream.b.health_check]\ntype = \"tcp\"\ngrpc_service = \"test.Echo\"");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!("{path}:"))
+            && l.contains("grpc_service is only for health_check type = \"grpc\"")),
+        "{out}"
+    );
 }

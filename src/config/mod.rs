@@ -328,6 +328,8 @@ pub enum CheckKind {
     Http,
     /// TCP connect only.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over h2c, pass on SERVING.
+    Grpc,
 }
 
 /// `[upstream.NAME.health_check]`.
@@ -353,6 +355,8 @@ pub struct HealthCheck {
     pub port: Option<u16>,
     /// Servers start unhealthy until they pass once.
     pub mandatory: bool,
+    /// The service a gRPC check asks about ("": the server as a whole).
+    pub grpc_service: String,
 }
 
 impl HealthCheck {

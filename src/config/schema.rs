@@ -117,9 +117,11 @@ pub struct UpstreamSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckSection {
-    /// "http" | "tcp".
+    /// "http" | "tcp" | "grpc".
     #[serde(rename = "type")]
     pub kind: Option<Spanned<String>>,
+    /// The service a gRPC check asks about ("" = the server as a whole).
+    pub grpc_service: Option<Spanned<String>>,
     /// Request path for HTTP checks.
     pub path: Option<Spanned<String>>,
     /// Time between checks.

@@ -12,6 +12,8 @@
 
 pub mod admin;
 pub mod counter;
+pub mod error;
+pub mod grpc;
 pub mod probe;
 
 use std::collections::HashMap;

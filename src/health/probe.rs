@@ -1,6 +1,7 @@
-//! One active check of one server: a TCP connect, or an HTTP/1.1 `GET` on a fresh
-//! connection whose status must be an expected one. The whole check, connect
-//! included, runs under the check's `timeout`.
+//! One active check of one server: a TCP connect, an HTTP/1.1 `GET` on a fresh
+//! connection whose status must be an expected one, or a gRPC health check
+//! ([`super::grpc`]). The whole check, connect included, runs under the check's
+//! `timeout`.
 
 use std::net::SocketAddr;
 
@@ -12,28 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{CheckKind, HealthCheck};
 
-/// Why a check failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// No answer within `timeout`.
-    #[error("timed out")]
-    Timeout,
-    /// Connect refused, reset, unreachable.
-    #[error("connect failed: {0}")]
-    Connect(#[source] std::io::Error),
-    /// The request could not be built (path or host invalid at run time).
-    #[error("invalid check request: {0}")]
-    Request(#[source] http::Error),
-    /// The HTTP exchange failed.
-    #[error("http error: {0}")]
-    Http(#[source] hyper::Error),
-    /// The connection closed before a response head.
-    #[error("connection closed before the response")]
-    Closed,
-    /// An unexpected status.
-    #[error("status {0}")]
-    Status(u16),
-}
+pub use super::error::ProbeError;
 
 /// The address a check of `server` connects to (`port` overrides its port).
 pub fn target(check: &HealthCheck, server: SocketAddr) -> SocketAddr {
@@ -55,10 +35,12 @@ async fn probe_inner(check: &HealthCheck, server: SocketAddr) -> Result<(), Prob
     let stream = TcpStream::connect(target(check, server))
         .await
         .map_err(ProbeError::Connect)?;
-    if check.kind == CheckKind::Tcp {
-        return Ok(());
-    }
     let _ = stream.set_nodelay(true);
+    match check.kind {
+        CheckKind::Tcp => return Ok(()),
+        CheckKind::Grpc => return super::grpc::check(check, server, stream).await,
+        CheckKind::Http => {}
+    }
     let host = match &check.host {
         Some(h) => h.clone(),
         None => server.to_string(),

@@ -13,12 +13,12 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use tokio::time::Sleep;
 
 use super::attempt::Attempt;
 use super::error::BoxError;
 use super::h1::{BodyDecoder, BodyFraming, PassHeaders};
 use super::h2body::H2UpBody;
+use super::read_timer::ReadTimer;
 use super::reader::H1Body;
 use crate::clock;
 use crate::upstream::conn::LazyTimer;
@@ -258,8 +258,7 @@ pub struct UpstreamBody {
     attempt: Option<Attempt>,
     decoder: BodyDecoder,
     keep_alive: bool,
-    read_timeout: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
+    timer: ReadTimer,
 }
 
 impl UpstreamBody {
@@ -278,8 +277,7 @@ impl UpstreamBody {
             attempt: Some(attempt),
             decoder: BodyDecoder::new(framing),
             keep_alive,
-            read_timeout,
-            sleep: None,
+            timer: ReadTimer::new(read_timeout),
         }
     }
 
@@ -291,8 +289,7 @@ impl UpstreamBody {
             attempt: None,
             decoder: BodyDecoder::new(BodyFraming::Empty),
             keep_alive: false,
-            read_timeout: Duration::ZERO,
-            sleep: None,
+            timer: ReadTimer::new(Duration::ZERO),
         }
     }
 
@@ -314,7 +311,7 @@ impl UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(data))) => {
-                self.sleep = None;
+                self.timer.progress();
                 if self.decoder.is_done() {
                     self.finish(true);
                 }
@@ -327,11 +324,7 @@ impl UpstreamBody {
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Pending => {
-                let t = self.read_timeout;
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
-                if sleep.as_mut().poll(cx).is_ready() {
+                if self.timer.expired(cx) {
                     self.finish(false);
                     return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
                 }
@@ -398,8 +391,6 @@ impl Body for ProxyBody {
         }
     }
 }
-
-use std::future::Future as _;
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,6 @@
 //! backpressure), ending the attempt and freeing the stream's slot on its
 //! connection when it ends or is dropped.
 
-use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Sleep;
 
 use super::attempt::Attempt;
 use super::error::{BodyReadTimeout, BoxError};
+use super::read_timer::ReadTimer;
 use crate::metrics::Reason;
 use crate::upstream::h2::StreamSlot;
 
@@ -23,8 +22,7 @@ pub struct H2UpBody {
     inner: Incoming,
     /// The attempt and the stream's slot; `None` once the body ended.
     end: Option<(Attempt, StreamSlot)>,
-    read_timeout: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
+    timer: ReadTimer,
 }
 
 impl H2UpBody {
@@ -38,8 +36,7 @@ impl H2UpBody {
         H2UpBody {
             inner,
             end: Some((attempt, slot)),
-            read_timeout,
-            sleep: None,
+            timer: ReadTimer::new(read_timeout),
         }
     }
 
@@ -84,7 +81,7 @@ impl H2UpBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                self.sleep = None;
+                self.timer.progress();
                 if self.inner.is_end_stream() {
                     self.finish(false);
                 }
@@ -96,11 +93,7 @@ impl H2UpBody {
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Pending => {
-                let t = self.read_timeout;
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
-                if sleep.as_mut().poll(cx).is_ready() {
+                if self.timer.expired(cx) {
                     self.finish(true);
                     return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
                 }

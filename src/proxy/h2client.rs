@@ -13,13 +13,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::client::conn::TrySendError;
@@ -28,9 +27,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::attempt::Attempt;
-use super::body::{BodyTooLarge, ClientBodyTimeout, ProxyBody, ReqBody, UpBody};
-use super::error::{BoxError, ConnectError, ExchangeError, ProxyError};
+use super::body::{ProxyBody, UpBody};
+use super::error::{ConnectError, ExchangeError, ProxyError};
 use super::h2body::H2UpBody;
+use super::h2up::{resumed, Upload};
 use crate::config;
 use crate::upstream::h2::{H2Body, H2Conn, H2Sender, H2Shared, StreamSlot};
 use crate::upstream::{Pick, Upstream};
@@ -173,11 +173,11 @@ pub async fn send(
     up: &Upstream,
     pick: Pick,
     out: &H2Outgoing<'_>,
-    mut headers: H2Headers,
+    headers: &(dyn Fn() -> H2Headers + Sync),
     body: &mut Option<UpBody>,
 ) -> Result<H2Head, ProxyError> {
     let mut req: Option<Request<H2Body>> = None;
-    let fault = BodyFault::default();
+    let mut upload = Upload::default();
     loop {
         let (mut sender, slot, fresh) = match obtain(up, pick).await {
             Ok(got) => got,
@@ -185,140 +185,88 @@ pub async fn send(
                 // A request handed back by a connection going away keeps its
                 // body whole for the next server.
                 if let Some(r) = req.take() {
-                    *body = Some(resumed(r, out));
+                    *body = Some(resumed(r, out.body_timeout));
                 }
                 return Err(e);
             }
         };
         let r = match req.take() {
             Some(r) => r,
-            None => build(out, &mut headers, body.take(), &fault)?,
+            None => build(out, headers(), body.take(), &mut upload)?,
         };
         let sent = tokio::time::timeout(out.read_timeout, sender.try_send_request(r)).await;
-        match sent {
+        let e = match sent {
             Err(_) => return Err(ExchangeError::ReadTimeout.into()),
             Ok(Ok(response)) => return Ok(H2Head { response, slot }),
-            Ok(Err(e)) => {
-                let unsent = hand_back(e, &slot, &fault)?;
-                if fresh {
-                    // A new connection refused it: the server's failure; the
-                    // body is whole for the next one.
-                    *body = Some(resumed(unsent, out));
-                    return Err(ExchangeError::Closed { body_sent: false }.into());
-                }
-                // A pooled connection going away: another one takes it.
-                req = Some(unsent);
-            }
+            Ok(Err(e)) => e,
+        };
+        if let Some(client) = upload.client_fault() {
+            return Err(client.into());
+        }
+        match hand_back(e, &slot) {
+            // A pooled connection going away: another one takes it.
+            Unsent::Request(r) if !fresh => req = Some(*r),
+            Unsent::Request(r) => *body = Some(resumed(*r, out.body_timeout)),
+            Unsent::Refused(e) => match upload.take_back().await {
+                // Built afresh on another connection, the body whole.
+                Some(b) => *body = Some(b),
+                None => return Err(ExchangeError::Io(io::Error::other(e)).into()),
+            },
+            Unsent::Failed(e) => return Err(ExchangeError::Io(io::Error::other(e)).into()),
+        }
+        if fresh && req.is_none() {
+            // A new connection refused it: the server's failure; the body is
+            // whole for the next one.
+            return Err(ExchangeError::Closed { body_sent: false }.into());
         }
     }
 }
 
-/// The body of a request that never left, to send again (its limits still apply
-/// inside it).
-fn resumed(unsent: Request<H2Body>, out: &H2Outgoing<'_>) -> UpBody {
-    UpBody::stream(
-        ReqBody::Boxed(unsent.into_body()),
-        u64::MAX,
-        out.body_timeout,
-    )
+/// What became of a request whose send failed.
+enum Unsent {
+    /// hyper handed it back, never sent (the connection was going away).
+    Request(Box<Request<H2Body>>),
+    /// Sent, or taken by hyper, but never processed by the server: refused
+    /// (`REFUSED_STREAM`) or above the last stream id of a GOAWAY, or rejected
+    /// on a connection that had just had one (RFC 9113 §8.7: safe to retry).
+    Refused(hyper::Error),
+    /// It failed otherwise.
+    Failed(hyper::Error),
 }
 
-/// Where a request body going up a stream keeps the error it failed with: hyper
-/// turns a body error into a stream reset and reports only the reset, but a body
-/// over `client_max_body_size` is the client's 413, not the server's failure.
-#[derive(Debug, Default, Clone)]
-struct BodyFault(Arc<Mutex<Option<BoxError>>>);
-
-/// What hyper is told when the request body fails (the cause is in [`BodyFault`]).
-#[derive(Debug, thiserror::Error)]
-#[error("request body failed")]
-struct BodyFailed;
-
-impl BodyFault {
-    /// The client's side of a failed send, if its body is what failed.
-    fn take(&self) -> Option<ExchangeError> {
-        let e = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-        Some(if e.is::<BodyTooLarge>() {
-            BodyTooLarge.into()
-        } else if e.is::<ClientBodyTimeout>() {
-            ClientBodyTimeout.into()
-        } else {
-            ExchangeError::Client(e)
-        })
+/// Sorts a failed send; a connection that cannot take more streams is marked so.
+fn hand_back(mut e: TrySendError<Request<H2Body>>, slot: &StreamSlot) -> Unsent {
+    if let Some(r) = e.take_message() {
+        slot.conn().close();
+        return Unsent::Request(Box::new(r));
     }
-}
-
-pin_project_lite::pin_project! {
-    /// A request body that notes its error in a [`BodyFault`].
-    struct Noted {
-        #[pin]
-        inner: UpBody,
-        fault: BodyFault,
+    let err = e.into_error();
+    let h2 = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<h2::Error>());
+    // Only a graceful GOAWAY: after one with an error code, h2 gives its error to
+    // every stream, processed ones too. (A stream cut by the connection's end is
+    // a broken pipe, not this.)
+    let refused = h2.is_some_and(|h| match h.reason() {
+        Some(h2::Reason::NO_ERROR) => h.is_go_away(),
+        Some(h2::Reason::REFUSED_STREAM) => h.is_remote(),
+        _ => false,
+    });
+    if refused || err.is_closed() || err.is_canceled() {
+        slot.conn().close();
     }
-}
-
-impl http_body::Body for Noted {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            std::task::Poll::Ready(Some(Err(e))) => {
-                let mut slot = this.fault.0.lock().unwrap_or_else(|e| e.into_inner());
-                // A body handed back and wrapped again keeps the first cause.
-                if slot.is_none() && !e.is::<BodyFailed>() {
-                    *slot = Some(e);
-                }
-                std::task::Poll::Ready(Some(Err(Box::new(BodyFailed))))
-            }
-            r => r,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The request back from a failed send, when it never left; else the error
-/// (the client's, when its body is what failed).
-fn hand_back(
-    mut e: TrySendError<Request<H2Body>>,
-    slot: &StreamSlot,
-    fault: &BodyFault,
-) -> Result<Request<H2Body>, ProxyError> {
-    if let Some(client) = fault.take() {
-        return Err(client.into());
-    }
-    match e.take_message() {
-        Some(r) => {
-            slot.conn().close();
-            Ok(r)
-        }
-        None => {
-            let err = e.into_error();
-            if err.is_closed() || err.is_canceled() {
-                slot.conn().close();
-            }
-            Err(ExchangeError::Io(io::Error::other(err)).into())
-        }
+    if refused {
+        Unsent::Refused(err)
+    } else {
+        tracing::debug!(error = ?err, "upstream h2 stream failed");
+        Unsent::Failed(err)
     }
 }
 
 /// The request as it goes up: `http://AUTHORITY/target`, the headers, the body.
 fn build(
     out: &H2Outgoing<'_>,
-    headers: &mut H2Headers,
+    mut headers: H2Headers,
     body: Option<UpBody>,
-    fault: &BodyFault,
+    upload: &mut Upload,
 ) -> Result<Request<H2Body>, ProxyError> {
     let authority = headers
         .authority
@@ -335,13 +283,7 @@ fn build(
         Err(_) => Uri::try_from(format!("http://localhost{}", out.target))
             .map_err(ProxyError::BadTarget)?,
     };
-    let body: H2Body = match body {
-        Some(b) => UnsyncBoxBody::new(Noted {
-            inner: b,
-            fault: fault.clone(),
-        }),
-        None => UnsyncBoxBody::new(UpBody::Empty),
-    };
+    let body = upload.wrap(body.unwrap_or(UpBody::Empty));
     let mut req = Request::new(body);
     *req.method_mut() = out.method.clone();
     *req.uri_mut() = uri;

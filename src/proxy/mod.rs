@@ -16,10 +16,10 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `real_ip`, `transport`, `reader`,
-//! `attempt`, `h2body`, `body`, `answer`, `local`, `client`, `h2client`, `upgrade`,
-//! `exchange`, `retry`, `service`, `tower_service`, `server`. `h1` and `server` are
-//! directories whose files keep the
-//! same rule; their `mod.rs` lists them in order.
+//! `attempt`, `read_timer`, `h2body`, `body`, `answer`, `local`, `client`, `h2up`,
+//! `h2client`, `upgrade`, `exchange`, `retry`, `service`, `tower_service`, `server`.
+//! `h1` and `server` are directories whose files keep the same rule; their `mod.rs`
+//! lists them in order.
 
 pub mod answer;
 pub mod attempt;
@@ -33,7 +33,9 @@ pub mod framing;
 pub mod h1;
 pub mod h2body;
 pub mod h2client;
+pub mod h2up;
 pub mod local;
+pub mod read_timer;
 pub mod reader;
 pub mod real_ip;
 pub mod retry;

@@ -515,7 +515,8 @@ async fn send_once(
             read_timeout: grpc.map_or(fwd.opts.read_timeout, |g| g.min(fwd.opts.read_timeout)),
             body_timeout: fwd.vs.conf.client_body_timeout,
         };
-        let head = h2client::send(up, attempt.pick, &out, fwd.h2_headers(), body).await?;
+        let headers = || fwd.h2_headers();
+        let head = h2client::send(up, attempt.pick, &out, &headers, body).await?;
         return Ok(Head::H2(head));
     }
     loop {

@@ -171,7 +171,9 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Echo {
                     return tower::Service::call(&mut h, req).await;
                 }
             }
-            this.calls.fetch_add(1, Ordering::SeqCst);
+            if path.starts_with("/test.Echo/") {
+                this.calls.fetch_add(1, Ordering::SeqCst);
+            }
             let mut g = grpc();
             let t = this.clone();
             Ok(match path.as_str() {
@@ -221,7 +223,6 @@ pub struct GrpcBackend {
     /// TCP connections it accepted.
     pub connections: Arc<AtomicUsize>,
     /// tonic-health's reporter, when it serves the health service.
-    #[allow(dead_code)]
     pub health: Option<tonic_health::server::HealthReporter>,
     stop: Mutex<Option<oneshot::Sender<Stop>>>,
     stopped: Arc<Notify>,
@@ -308,6 +309,12 @@ impl GrpcBackend {
                     .expect("backend stopped in time")
             });
         }
+    }
+
+    /// Reports `status` for the service `test.Echo` on the health service.
+    pub fn set_health(&self, status: tonic_health::ServingStatus) {
+        let r = self.health.as_ref().expect("a backend serving health");
+        self.rt.block_on(r.set_service_status("test.Echo", status));
     }
 
     /// Calls of the test service served so far.

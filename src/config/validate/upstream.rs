@@ -244,6 +244,7 @@ impl Validator<'_> {
         };
         let host = self.check_host(&h.host);
         let port = self.check_port(&h.port);
+        let grpc_service = self.grpc_service(kind, &h.grpc_service);
         HealthCheck {
             kind,
             path,
@@ -255,17 +256,35 @@ impl Validator<'_> {
             host,
             port,
             mandatory: h.mandatory.as_ref().is_some_and(|m| *m.get_ref()),
+            grpc_service,
         }
+    }
+
+    /// `grpc_service`: only for gRPC checks; any string (protobuf carries it as is).
+    fn grpc_service(&mut self, kind: CheckKind, v: &Option<Spanned<String>>) -> String {
+        let Some(s) = v else {
+            return String::new();
+        };
+        if kind != CheckKind::Grpc {
+            self.r.error(
+                span_of(s),
+                "grpc_service is only for health_check type = \"grpc\"".to_string(),
+            );
+        }
+        s.get_ref().clone()
     }
 
     fn check_kind(&mut self, v: &Option<Spanned<String>>) -> CheckKind {
         match v.as_ref().map(|k| (k, k.get_ref().as_str())) {
             None | Some((_, "http")) => CheckKind::Http,
             Some((_, "tcp")) => CheckKind::Tcp,
+            Some((_, "grpc")) => CheckKind::Grpc,
             Some((k, other)) => {
                 self.r.error(
                     span_of(k),
-                    format!("invalid health_check type \"{other}\" (expected \"http\" or \"tcp\")"),
+                    format!(
+                        "invalid health_check type \"{other}\" (expected \"http\", \"tcp\" or \"grpc\")"
+                    ),
                 );
                 CheckKind::Http
             }
