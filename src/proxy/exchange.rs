@@ -196,6 +196,7 @@ impl Drop for Exchange {
         self.meta
             .waiting_since
             .store(crate::clock::coarse_nanos(), Ordering::Relaxed);
+        self.meta.idle.store(true, Ordering::Relaxed);
         if let Some(n) = &self.meta.streams {
             n.fetch_sub(1, Ordering::Relaxed);
         }

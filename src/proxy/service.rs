@@ -27,7 +27,7 @@ use crate::config::{Action, Location, Protocol, ProxyPass, Return};
 use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
-use crate::route::template::{RequestId, RequestVars};
+use crate::route::template::{RequestId, RequestVars, SslVars};
 use crate::route::uri::{normalize_path, proxy_pass_target};
 use crate::state::{Site, Snapshot, VServer};
 use crate::upstream::conn::Conn;
@@ -125,6 +125,7 @@ async fn route(
             Action::Return(_) => "",
         },
         request_id: &request_id,
+        ssl: ssl_vars(meta),
     };
     let pp = match &loc.action {
         Action::Return(ret) => return Ok(answer_return(ret, &vars)),
@@ -578,4 +579,17 @@ fn respond(
     let mut resp = Response::new(ProxyBody::Upstream(Box::new(body)));
     *resp.status_mut() = status;
     resp
+}
+
+/// The `$ssl_*` variables of the connection (empty on cleartext).
+fn ssl_vars(meta: &ConnMeta) -> SslVars<'_> {
+    match &meta.tls {
+        Some(t) => SslVars {
+            protocol: t.protocol,
+            server_name: &t.server_name,
+            client_verify: t.client_verify,
+            client_s_dn: &t.client_s_dn,
+        },
+        None => SslVars::default(),
+    }
 }

@@ -64,12 +64,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_chain(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::BadCert {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        roots.add(cert).map_err(|e| TlsError::BadCert {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(roots)
 }

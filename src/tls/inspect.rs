@@ -65,7 +65,10 @@ pub fn rfc2253(name: &X509Name<'_>) -> String {
             rdn.iter()
                 .map(|atv| {
                     let oid = atv.attr_type();
-                    match (x509_parser::objects::oid2abbrev(oid, registry), atv.as_str()) {
+                    match (
+                        x509_parser::objects::oid2abbrev(oid, registry),
+                        atv.as_str(),
+                    ) {
                         (Ok(short), Ok(value)) => format!("{short}={}", escape(value)),
                         _ => format!("{}=#{}", oid.to_id_string(), hex(atv.attr_value().data)),
                     }

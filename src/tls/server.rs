@@ -58,8 +58,7 @@ impl ServerTls {
         let builder = match (client_ca, client_auth) {
             (Some(path), ClientAuth::Optional | ClientAuth::Required) => {
                 let roots = Arc::new(certs::load_roots(path)?);
-                let mut v =
-                    WebPkiClientVerifier::builder_with_provider(roots, super::provider());
+                let mut v = WebPkiClientVerifier::builder_with_provider(roots, super::provider());
                 if client_auth == ClientAuth::Optional {
                     v = v.allow_unauthenticated();
                 }
@@ -105,17 +104,21 @@ pub enum HandshakeError {
     /// While reading the ClientHello (not TLS, a version below 1.2, a reset, ...).
     #[error("reading the ClientHello: {0}")]
     Hello(#[source] io::Error),
+    /// The address has no TLS config (any more: a reload made it cleartext).
+    #[error("no TLS config for this address")]
+    NoConfig,
     /// While finishing it (no shared cipher, a refused client certificate, ...).
     #[error("TLS handshake: {0}")]
     Handshake(#[source] io::Error),
 }
 
 /// Runs a server-side handshake on `io`: `pick` gets the SNI name (lowercased;
-/// `None` without SNI or for an IP literal) and returns the config to finish with.
+/// `None` without SNI or for an IP literal) and returns the config to finish with
+/// (`None`: refuse).
 pub async fn accept<IO, F>(io: IO, pick: F) -> Result<(TlsStream<IO>, TlsFacts), HandshakeError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(Option<&str>) -> Arc<ServerConfig>,
+    F: FnOnce(Option<&str>) -> Option<Arc<ServerConfig>>,
 {
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
         .await
@@ -125,7 +128,7 @@ where
         .server_name()
         .filter(|n| n.parse::<std::net::IpAddr>().is_err())
         .map(str::to_ascii_lowercase);
-    let config = pick(sni.as_deref());
+    let config = pick(sni.as_deref()).ok_or(HandshakeError::NoConfig)?;
     let stream = start
         .into_stream(config)
         .await

@@ -18,6 +18,7 @@ impl Validator<'_> {
     pub(super) fn server(
         &mut self,
         s: &schema::ServerSection,
+        base: &std::path::Path,
         upstreams: &mut Vec<Upstream>,
         by_name: &mut HashMap<String, usize>,
     ) -> VirtualServer {
@@ -32,8 +33,7 @@ impl Validator<'_> {
             self.r
                 .error(span_of(&s.listen), "listen needs at least one address");
         }
-        self.not_yet(&s.tls, "tls");
-        self.not_yet(&s.keepalive_timeout, "keepalive_timeout");
+        let tls = s.tls.as_ref().and_then(|t| self.server_tls(base, t));
         let mut locations = Vec::new();
         let mut sections = Vec::new();
         for loc in &s.location {
@@ -65,8 +65,9 @@ impl Validator<'_> {
             client_max_body_size: self.size(&s.client_max_body_size, 1024 * 1024),
             client_header_timeout: self.duration(&s.client_header_timeout, Duration::from_secs(60)),
             client_body_timeout: self.body_timeout(&s.client_body_timeout),
-            keepalive_timeout: Duration::from_secs(75),
+            keepalive_timeout: self.duration(&s.keepalive_timeout, Duration::from_secs(75)),
             http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
+            tls,
             locations,
         }
     }
@@ -281,7 +282,8 @@ impl Validator<'_> {
                 }
             }
         }
-        for idx in by_addr.values() {
+        for (addr, idx) in &by_addr {
+            self.check_tls_mix(sections, servers, *addr, idx);
             let names: Vec<Vec<String>> = idx
                 .iter()
                 .map(|&i| servers[i].server_names.clone())
