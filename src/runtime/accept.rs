@@ -87,7 +87,9 @@ async fn watch_head<E>(
     waits: Waits,
 ) -> Result<(), E> {
     let mut conn = std::pin::pin!(conn);
-    let mut timer = std::pin::pin!(tokio::time::sleep(waits.header));
+    // The timer fires at the shorter of the two waits; each firing re-checks.
+    let tick = waits.header.min(waits.keepalive);
+    let mut timer = std::pin::pin!(tokio::time::sleep(tick));
     let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = conn.as_mut().poll(cx) {
@@ -97,7 +99,7 @@ async fn watch_head<E>(
             let since = meta.waiting_since.load(Ordering::Relaxed);
             let now = crate::clock::coarse_nanos();
             let wait = if meta.busy() {
-                waits.header
+                tick
             } else {
                 let idle = meta.idle.load(Ordering::Relaxed);
                 let limit = if idle { waits.keepalive } else { waits.header };
