@@ -97,14 +97,21 @@ fn certificate_expiry(snap: &crate::state::Snapshot) -> Vec<MetricFamily> {
     ) else {
         return Vec::new();
     };
+    let mut any = false;
     for (addr, routes) in snap.listeners.iter() {
         let listener = addr.to_string();
         for &i in &routes.servers {
             if let Some(t) = &snap.servers[i].conf.tls {
                 g.with_label_values(&[&listener, &t.loaded.cert.name])
                     .set(t.loaded.cert.not_after);
+                any = true;
             }
         }
     }
-    g.collect()
+    // A family without samples is an encoding error: none without TLS.
+    if any {
+        g.collect()
+    } else {
+        Vec::new()
+    }
 }

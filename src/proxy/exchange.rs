@@ -141,6 +141,11 @@ fn log_entry<B>(meta: &ConnMeta, req: &Request<B>) -> Box<Entry> {
         body_bytes_sent: 0,
         request_time: Default::default(),
         tries: Default::default(),
+        ssl_protocol: meta.tls.as_ref().map_or("", |t| t.protocol),
+        ssl_server_name: meta
+            .tls
+            .as_ref()
+            .map_or_else(String::new, |t| t.server_name.clone()),
     })
 }
 
@@ -312,6 +317,8 @@ pub fn rejected(snap: &Snapshot, listen_key: SocketAddr, remote: SocketAddr, sta
             body_bytes_sent: 0,
             request_time: Default::default(),
             tries: Default::default(),
+            ssl_protocol: "",
+            ssl_server_name: String::new(),
         });
     }
 }
