@@ -690,3 +690,31 @@ proxy_pass = "http://b"
         "{idle:?}"
     );
 }
+
+/// The json access log names the TLS version and the SNI name of each request.
+#[test]
+fn json_access_log_has_the_tls_version_and_sni_name() {
+    let pki = Pki::new();
+    let backend = facts_backend();
+    let log = pki.path("access.log");
+    let config = format!(
+        "[global]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n{}",
+        log.display(),
+        two_servers(&pki, backend.addr, "", "")
+    );
+    let f = Fulcrum::start(&config);
+    let mut s =
+        connect(f.addr(), client_config(&pki, &[], None), "x.wild.example").expect("tls");
+    assert_eq!(tls_get(&mut s, "/logged", "x.wild.example").0, 200);
+    let line = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("/logged"))
+            .map(str::to_string)
+    };
+    assert!(eventually(10, || line().is_some()), "no log line");
+    let v: serde_json::Value = serde_json::from_str(&line().unwrap_or_default()).expect("json");
+    assert_eq!(v["ssl_protocol"], "TLSv1.3");
+    assert_eq!(v["ssl_server_name"], "x.wild.example");
+}
