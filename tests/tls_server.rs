@@ -703,8 +703,7 @@ fn json_access_log_has_the_tls_version_and_sni_name() {
         two_servers(&pki, backend.addr, "", "")
     );
     let f = Fulcrum::start(&config);
-    let mut s =
-        connect(f.addr(), client_config(&pki, &[], None), "x.wild.example").expect("tls");
+    let mut s = connect(f.addr(), client_config(&pki, &[], None), "x.wild.example").expect("tls");
     assert_eq!(tls_get(&mut s, "/logged", "x.wild.example").0, 200);
     let line = || {
         std::fs::read_to_string(&log)

@@ -97,3 +97,50 @@ pub fn load_cert_key(cert: &Path, key: &Path) -> Result<CertKey, TlsError> {
         info,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a self-signed certificate and its key for `alg` into `dir`.
+    fn write_pair(dir: &Path, name: &str, alg: &'static rcgen::SignatureAlgorithm) {
+        let key = rcgen::KeyPair::generate_for(alg).expect("key");
+        let params = rcgen::CertificateParams::new(vec![format!("{name}.test")]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+    }
+
+    #[test]
+    fn ecdsa_and_ed25519_pairs_load_and_a_foreign_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        write_pair(d, "p256", &rcgen::PKCS_ECDSA_P256_SHA256);
+        write_pair(d, "p384", &rcgen::PKCS_ECDSA_P384_SHA384);
+        write_pair(d, "ed", &rcgen::PKCS_ED25519);
+        for name in ["p256", "p384", "ed"] {
+            let ck = load_cert_key(
+                &d.join(format!("{name}.crt")),
+                &d.join(format!("{name}.key")),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(ck.info.name, format!("{name}.test"));
+        }
+        let err = load_cert_key(&d.join("p256.crt"), &d.join("ed.key")).expect_err("mismatch");
+        assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn files_without_a_certificate_or_key_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").expect("write");
+        let e = load_chain(&empty).expect_err("no cert");
+        assert!(matches!(e, TlsError::NoCert { .. }), "{e}");
+        assert!(e.to_string().contains("empty.pem"), "{e}");
+        let e = load_key(&empty).expect_err("no key");
+        assert!(matches!(e, TlsError::NoKey { .. }), "{e}");
+        let e = load_chain(&dir.path().join("missing.pem")).expect_err("missing");
+        assert!(e.to_string().starts_with("cannot read"), "{e}");
+    }
+}
