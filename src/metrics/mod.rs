@@ -388,11 +388,11 @@ fn tls_handshakes() -> &'static IntCounterVec {
 }
 
 /// Handles of `fulcrum_tls_handshakes_total` for one listener, resolved when it
-/// first accepts TLS (a cleartext listener has no series).
+/// first accepts TLS (a cleartext listener has no series); clones share them.
 #[derive(Debug, Clone)]
 pub struct TlsMetrics {
     key: SocketAddr,
-    handles: OnceLock<(IntCounter, IntCounter)>,
+    handles: std::sync::Arc<OnceLock<(IntCounter, IntCounter)>>,
 }
 
 impl TlsMetrics {
@@ -400,7 +400,7 @@ impl TlsMetrics {
     pub fn new(key: SocketAddr) -> TlsMetrics {
         TlsMetrics {
             key,
-            handles: OnceLock::new(),
+            handles: std::sync::Arc::default(),
         }
     }
 
