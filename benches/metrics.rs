@@ -34,6 +34,8 @@ fn entry() -> Entry {
             status: 200,
             time: Duration::from_micros(1650),
         }],
+        ssl_protocol: "",
+        ssl_server_name: String::new(),
     }
 }
 
@@ -97,6 +99,8 @@ fn bench(c: &mut Criterion) {
                 body_bytes_sent: 1024,
                 request_time: d,
                 tries: proto.tries.clone(),
+                ssl_protocol: "",
+                ssl_server_name: String::new(),
             };
             log.log(&e);
         })

@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
         scheme: "https",
         proxy_host: "backend",
         request_id: &request_id,
+        ssl: Default::default(),
     };
 
     let mut group = c.benchmark_group("render");

@@ -26,4 +26,5 @@ pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod state;
+pub mod tls;
 pub mod upstream;

@@ -57,10 +57,16 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
+        for w in &cfg.warnings {
+            eprintln!("{w}");
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
     init_logging(cfg.global.log_level.as_deref());
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

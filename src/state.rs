@@ -225,6 +225,22 @@ impl Snapshot {
         }
     }
 
+    /// The TLS config a handshake on `listen_key` finishes with: that of the server
+    /// whose `server_name` matches the SNI name (nginx's rules, wildcards and
+    /// regexes included), or of the address's first server without SNI or for a
+    /// name none matches. `None` if the address is not (or no longer) TLS.
+    pub fn tls_config(
+        &self,
+        listen_key: SocketAddr,
+        sni: Option<&str>,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        let r = self.listeners.get(&listen_key)?;
+        let at = sni.map_or(0, |n| r.names.find(n));
+        let i = *r.servers.get(at).or(r.servers.first())?;
+        let tls = self.servers[i].conf.tls.as_ref()?;
+        Some(tls.loaded.config.clone())
+    }
+
     /// Listen addresses with whether any server on them wants h2c, sorted.
     pub fn listen_addrs(&self) -> Vec<(SocketAddr, bool)> {
         let mut v: Vec<(SocketAddr, bool)> = self

@@ -10,7 +10,6 @@ use common::*;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,17 +40,12 @@ fn connect(config: &str) -> (DuplexStream, tokio::task::JoinHandle<std::io::Resu
     let cfg = fulcrum::config::parse(Path::new("duplex.toml"), config).expect("config");
     let snap = Snapshot::build(cfg, &Registry::default()).expect("snapshot");
     let key: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let meta = Arc::new(ConnMeta {
-        remote: "127.0.0.1:40000".parse().expect("addr"),
-        peer: "127.0.0.1:40000".parse().expect("addr"),
-        local: key,
-        listen_key: key,
-        scheme: "http",
-        head_guard: Default::default(),
-        waiting_since: AtomicU64::new(fulcrum::clock::coarse_nanos()),
-        closing: AtomicBool::new(false),
-        streams: None,
-    });
+    let meta = Arc::new(ConnMeta::new(
+        "127.0.0.1:40000".parse().expect("addr"),
+        key,
+        key,
+        "http",
+    ));
     let (client, server) = tokio::io::duplex(64 * 1024);
     let conn = serve(
         AnyStream(server),

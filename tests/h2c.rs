@@ -339,9 +339,9 @@ fn closed_after(addr: SocketAddr, bytes: &[u8], secs: u64) -> bool {
 }
 
 /// An h2c client that sends the preface (or part of it) and then nothing is closed
-/// after `client_header_timeout`, as nginx closes it; so is one whose requests have
-/// all ended. A request still in flight keeps the connection open, also while
-/// another stream on it has ended.
+/// after `client_header_timeout`, as nginx closes it; one whose requests have all
+/// ended after `keepalive_timeout` (nginx ≥ 1.19.7 for HTTP/2). A request still in
+/// flight keeps the connection open, also while another stream on it has ended.
 #[test]
 fn h2c_connection_without_requests_is_closed_after_client_header_timeout() {
     let b = Backend::with(Arc::new(|parts, _| {
@@ -353,7 +353,7 @@ fn h2c_connection_without_requests_is_closed_after_client_header_timeout() {
     let f = Fulcrum::start(&proxy_config(
         &[b.addr],
         "",
-        "http2 = true\nclient_header_timeout = \"1s\"",
+        "http2 = true\nclient_header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"",
     ));
     let addr = f.addr();
     assert!(closed_after(addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 10));

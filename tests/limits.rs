@@ -158,14 +158,15 @@ fn client_header_timeout_spares_requests_in_flight_and_closes_idle_connections()
     let f = Fulcrum::start(&proxy_config(
         &[slow.addr],
         "",
-        "client_header_timeout = \"1s\"",
+        "client_header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"",
     ));
     let mut c = Conn::open(f.addr());
     // The response takes 2.5 s, past the 1 s head timeout: it is not cut off.
     let r = c.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"late");
-    // Idle afterwards, the keep-alive connection is closed after about a second.
+    // Idle afterwards, the keep-alive connection is closed after about a second
+    // (`keepalive_timeout`, which governs the wait between requests).
     let idle = Instant::now();
     let mut buf = [0u8; 64];
     let n = c.s.read(&mut buf).unwrap_or(0);

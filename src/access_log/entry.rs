@@ -117,6 +117,10 @@ pub struct Entry {
     pub request_time: Duration,
     /// Upstream tries, in order (two fit without an allocation).
     pub tries: SmallVec<[Try; 2]>,
+    /// `$ssl_protocol` ("TLSv1.3"); "" on cleartext (json: `null`).
+    pub ssl_protocol: &'static str,
+    /// `$ssl_server_name`, the SNI name; "" without one (json: `null`).
+    pub ssl_server_name: String,
 }
 
 /// `$remote_user`: the user name of a Basic `Authorization` header.

@@ -146,7 +146,8 @@ fn json_field(out: &mut impl Out, key: &str, v: Option<&[u8]>) {
 
 fn json(e: &Entry, time: &str, out: &mut Vec<u8>) {
     // Worst case: every byte as `\u00XX`; the target is written twice.
-    let bound = 512 + 6 * (time.len() + 2 * text_len(e)) + 128 * e.tries.len();
+    let bound =
+        512 + 6 * (time.len() + 2 * text_len(e) + e.ssl_server_name.len()) + 128 * e.tries.len();
     presized(
         out,
         bound,
@@ -213,6 +214,13 @@ fn json_into(e: &Entry, time: &str, out: &mut impl Out) {
             out.push(b'"');
         }
     }
+    let nonempty = |v: &str| (!v.is_empty()).then(|| v.as_bytes().to_vec());
+    json_field(out, "ssl_protocol", nonempty(e.ssl_protocol).as_deref());
+    json_field(
+        out,
+        "ssl_server_name",
+        nonempty(&e.ssl_server_name).as_deref(),
+    );
     out.put(b"}\n");
 }
 
@@ -256,6 +264,8 @@ mod tests {
                     time: Duration::from_millis(20),
                 },
             ],
+            ssl_protocol: "TLSv1.3",
+            ssl_server_name: "example.com".into(),
         }
     }
 
@@ -314,6 +324,8 @@ mod tests {
         assert_eq!(v["upstream_addr"], "127.0.0.1:1, 127.0.0.1:2");
         assert_eq!(v["upstream_status"], "502, 200");
         assert_eq!(v["upstream_response_time"], "0.001, 0.020");
+        assert_eq!(v["ssl_protocol"], "TLSv1.3");
+        assert_eq!(v["ssl_server_name"], "example.com");
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn live_families(shared: &Shared) -> Vec<MetricFamily> {
         out.extend(up_g.collect());
         out.extend(active_g.collect());
     }
+    out.extend(certificate_expiry(&snap));
     let r = &shared.reloads;
     if let Ok(reloads) = IntCounterVec::new(
         Opts::new(
@@ -83,4 +84,34 @@ fn live_families(shared: &Shared) -> Vec<MetricFamily> {
         out.extend(ts.collect());
     }
     out
+}
+
+/// `fulcrum_tls_certificate_not_after_timestamp_seconds`: each TLS listener's
+/// certificates, read from the snapshot, so a rotated one shows its new date after
+/// the reload that loaded it.
+fn certificate_expiry(snap: &crate::state::Snapshot) -> Vec<MetricFamily> {
+    let Some(g) = gauge_vec(
+        "fulcrum_tls_certificate_not_after_timestamp_seconds",
+        "End of validity (Unix time) of each served certificate, by listener and the certificate's first name.",
+        &["listener", "server_name"],
+    ) else {
+        return Vec::new();
+    };
+    let mut any = false;
+    for (addr, routes) in snap.listeners.iter() {
+        let listener = addr.to_string();
+        for &i in &routes.servers {
+            if let Some(t) = &snap.servers[i].conf.tls {
+                g.with_label_values(&[&listener, &t.loaded.cert.name])
+                    .set(t.loaded.cert.not_after);
+                any = true;
+            }
+        }
+    }
+    // A family without samples is an encoding error: none without TLS.
+    if any {
+        g.collect()
+    } else {
+        Vec::new()
+    }
 }

@@ -55,6 +55,7 @@ pub struct Reporter<'a> {
     src: &'a str,
     line_starts: Vec<usize>,
     diags: Vec<(usize, Diagnostic)>,
+    warnings: Vec<(usize, Diagnostic)>,
 }
 
 impl<'a> Reporter<'a> {
@@ -67,6 +68,7 @@ impl<'a> Reporter<'a> {
             src,
             line_starts,
             diags: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -93,22 +95,34 @@ impl<'a> Reporter<'a> {
 
     /// Records a problem at a byte offset.
     pub fn error_at(&mut self, offset: usize, message: impl Into<String>) {
+        let d = self.diagnostic(offset, message.into());
+        self.diags.push((offset, d));
+    }
+
+    /// Records a warning (valid, but worth saying) at the start of `span`; its
+    /// message starts with `warning: `.
+    pub fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.diagnostic(span.start, format!("warning: {}", message.into()));
+        self.warnings.push((span.start, d));
+    }
+
+    /// The warnings in file order, taken out of the reporter.
+    pub fn take_warnings(&mut self) -> Vec<Diagnostic> {
+        let mut w = std::mem::take(&mut self.warnings);
+        w.sort_by_key(|(off, _)| *off);
+        w.into_iter().map(|(_, d)| d).collect()
+    }
+
+    fn diagnostic(&self, offset: usize, message: String) -> Diagnostic {
         let (line, col) = self.position(offset);
         // One diagnostic per line, whatever the underlying error printed.
-        let message: String = message
-            .into()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        self.diags.push((
-            offset,
-            Diagnostic {
-                path: self.path.to_path_buf(),
-                line,
-                col,
-                message,
-            },
-        ));
+        let message: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        Diagnostic {
+            path: self.path.to_path_buf(),
+            line,
+            col,
+            message,
+        }
     }
 
     /// True when nothing was reported.

@@ -54,13 +54,25 @@ pub struct Config {
     pub demo: Vec<SocketAddr>,
     /// Demo requests to send through the first listener once ready.
     pub demo_requests: u32,
+    /// What is valid but worth saying (an expired certificate), as `PATH:LINE:COL`:
+    /// `fulcrum check` prints them, a start or reload logs them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Config {
-    /// The files a config depends on: the file itself, then every certificate and key
-    /// it names (none until TLS lands; they go here so the watcher follows them).
+    /// The files a config depends on: the file itself, then every certificate, key
+    /// and CA file it names (a change of any of them reloads, SPEC §3).
     pub fn watch_paths(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
+        let mut paths = vec![self.path.clone()];
+        for t in self.servers.iter().filter_map(|s| s.tls.as_ref()) {
+            let files = [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()];
+            for f in files.into_iter().flatten() {
+                if !paths.contains(f) {
+                    paths.push(f.clone());
+                }
+            }
+        }
+        paths
     }
 }
 
@@ -417,6 +429,8 @@ pub struct VirtualServer {
     /// nginx's realip module: `real_ip_from` and its header; `None` without
     /// `real_ip_from`.
     pub real_ip: Option<RealIp>,
+    /// TLS termination, its files loaded and checked.
+    pub tls: Option<ServerTlsConf>,
     /// Locations in file order.
     pub locations: Vec<Location>,
 }
@@ -433,6 +447,22 @@ impl VirtualServer {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// `[[server]] tls`: the files (relative ones resolved against the config file's
+/// directory) and what was loaded from them.
+#[derive(Debug, Clone)]
+pub struct ServerTlsConf {
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
+    /// CA bundle for client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Client certificate policy.
+    pub client_auth: crate::tls::server::ClientAuth,
+    /// The rustls config built from them, and the certificate's facts.
+    pub loaded: crate::tls::server::ServerTls,
 }
 
 /// `[[server.location]]`.

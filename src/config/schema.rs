@@ -152,7 +152,7 @@ pub struct ServerSection {
     #[serde(default)]
     pub server_name: Vec<Spanned<String>>,
     /// TLS termination.
-    pub tls: Option<SpannedValue>,
+    pub tls: Option<Spanned<ServerTlsSection>>,
     /// Request body limit.
     pub client_max_body_size: Option<SpannedValue>,
     /// Time to receive the request head.
@@ -178,6 +178,20 @@ pub struct ServerSection {
     /// `[[server.location]]` blocks.
     #[serde(default)]
     pub location: Vec<LocationSection>,
+}
+
+/// `[[server]] tls = { cert, key, client_ca, client_auth }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key of the leaf.
+    pub key: Spanned<String>,
+    /// PEM CA bundle client certificates are verified against.
+    pub client_ca: Option<Spanned<String>>,
+    /// "off" | "optional" | "required".
+    pub client_auth: Option<Spanned<String>>,
 }
 
 /// `[[server.location]]`.

@@ -374,6 +374,58 @@ impl DnsMetrics {
     }
 }
 
+/// `fulcrum_tls_handshakes_total`, registered with the first TLS listener.
+fn tls_handshakes() -> &'static IntCounterVec {
+    static FAMILY: OnceLock<IntCounterVec> = OnceLock::new();
+    FAMILY.get_or_init(|| {
+        counter_vec(
+            &global().registry,
+            "fulcrum_tls_handshakes_total",
+            "TLS handshakes on downstream listeners, by result.",
+            &["listener", "result"],
+        )
+    })
+}
+
+/// Handles of `fulcrum_tls_handshakes_total` for one listener, resolved when it
+/// first accepts TLS (a cleartext listener has no series); clones share them.
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    key: SocketAddr,
+    handles: std::sync::Arc<OnceLock<(IntCounter, IntCounter)>>,
+}
+
+impl TlsMetrics {
+    /// The (unresolved) handles of listener `key` (its configured address).
+    pub fn new(key: SocketAddr) -> TlsMetrics {
+        TlsMetrics {
+            key,
+            handles: std::sync::Arc::default(),
+        }
+    }
+
+    fn handles(&self) -> &(IntCounter, IntCounter) {
+        self.handles.get_or_init(|| {
+            let m = tls_handshakes();
+            let l = self.key.to_string();
+            (
+                m.with_label_values(&[&l, "success"]),
+                m.with_label_values(&[&l, "failure"]),
+            )
+        })
+    }
+
+    /// Counts a finished handshake (the failure series appears with it, at 0).
+    pub fn success(&self) {
+        self.handles().0.inc();
+    }
+
+    /// Counts a failed one.
+    pub fn failure(&self) {
+        self.handles().1.inc();
+    }
+}
+
 /// Handles of `fulcrum_health_checks_total` for one checked server.
 #[derive(Debug, Clone)]
 pub struct HealthMetrics {
@@ -433,6 +485,9 @@ impl ListenerMetrics {
         let l = key.to_string();
         let _ = m.conns_active.remove_label_values(&[&l]);
         let _ = m.conns_total.remove_label_values(&[&l]);
+        for result in ["success", "failure"] {
+            let _ = tls_handshakes().remove_label_values(&[&l, result]);
+        }
     }
 }
 

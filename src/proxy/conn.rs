@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use super::framing::HeadGuard;
+pub use crate::tls::server::TlsFacts;
 
 /// What the proxy knows about the downstream connection.
 #[derive(Debug)]
@@ -29,6 +30,10 @@ pub struct ConnMeta {
     /// waited for a request head, or [`IN_FLIGHT`] while a request is being served:
     /// what the HTTP/1 `client_header_timeout` watch reads.
     pub waiting_since: AtomicU64,
+    /// Keep-alive idle: a response was sent and nothing of the next request has
+    /// arrived yet. The listener's watch then closes after `keepalive_timeout`
+    /// instead of `client_header_timeout` (nginx's split between the two).
+    pub idle: AtomicBool,
     /// Set by a graceful shutdown: finish the request in flight, take no more.
     pub closing: AtomicBool,
     /// The requests in flight, counted (from the start of a request to the end of its
@@ -36,6 +41,8 @@ pub struct ConnMeta {
     /// `http2 = true` listeners, where one request's end does not make the connection
     /// idle. `None` elsewhere (one request at a time: [`IN_FLIGHT`] says it).
     pub streams: Option<AtomicUsize>,
+    /// What the TLS handshake settled (`$ssl_*`, the access log); `None` on cleartext.
+    pub tls: Option<TlsFacts>,
 }
 
 impl ConnMeta {
@@ -57,8 +64,10 @@ impl ConnMeta {
             scheme,
             head_guard: Arc::default(),
             waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
+            idle: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             streams: None,
+            tls: None,
         }
     }
 

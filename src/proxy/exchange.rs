@@ -151,6 +151,11 @@ fn log_entry<B>(meta: &ConnMeta, req: &Request<B>) -> Box<Entry> {
         body_bytes_sent: 0,
         request_time: Default::default(),
         tries: Default::default(),
+        ssl_protocol: meta.tls.as_ref().map_or("", |t| t.protocol),
+        ssl_server_name: meta
+            .tls
+            .as_ref()
+            .map_or_else(String::new, |t| t.server_name.clone()),
     })
 }
 
@@ -217,6 +222,7 @@ impl Drop for Exchange {
         self.meta
             .waiting_since
             .store(crate::clock::coarse_nanos(), Ordering::Relaxed);
+        self.meta.idle.store(true, Ordering::Relaxed);
         if let Some(n) = &self.meta.streams {
             n.fetch_sub(1, Ordering::Relaxed);
         }
@@ -332,6 +338,8 @@ pub fn rejected(snap: &Snapshot, listen_key: SocketAddr, remote: SocketAddr, sta
             body_bytes_sent: 0,
             request_time: Default::default(),
             tries: Default::default(),
+            ssl_protocol: "",
+            ssl_server_name: String::new(),
         });
     }
 }

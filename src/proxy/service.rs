@@ -30,7 +30,7 @@ use crate::config::{Action, AddHeader, Location, PassOpts, Protocol, ProxyPass};
 use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
-use crate::route::template::{RequestId, RequestVars};
+use crate::route::template::{RequestId, RequestVars, SslVars};
 use crate::route::uri::{normalize_path, proxy_pass_target};
 use crate::state::{Site, Snapshot, VServer};
 use crate::upstream::conn::Conn;
@@ -83,12 +83,8 @@ async fn route(
     // The client as the server's `real_ip_*` say (the access log records it too).
     let real = super::real_ip::of_server(vs.conf.real_ip.as_ref(), meta, &parts.headers);
     let remote = info.client(real, meta.remote);
-    // Taken before the URI is borrowed below; only upgrade requests carry it.
-    let on_upgrade = if h1 && forward::is_upgrade(&parts.headers) {
-        ClientUpgrade::take(&mut parts.extensions)
-    } else {
-        None
-    };
+    // Taken before the URI is borrowed below.
+    let on_upgrade = take_upgrade(h1, &parts.headers, &mut parts.extensions);
     let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let norm = normalize_path(parts.uri.path()).map_err(ProxyError::BadPath)?;
     let request_id = RequestId::new();
@@ -104,6 +100,7 @@ async fn route(
         scheme: meta.scheme,
         proxy_host: "",
         request_id: &request_id,
+        ssl: ssl_vars(meta),
     };
     let loc_idx = match vs.locations.find(&norm) {
         LocationMatch::Found(i) => i,
@@ -147,6 +144,19 @@ async fn route(
     };
     let answer = forward_request(up, fwd, body, info).await;
     with_added(&loc.add_headers, &vars, answer)
+}
+
+/// The client's side of an HTTP/1 upgrade; only upgrade requests carry it.
+fn take_upgrade(
+    h1: bool,
+    headers: &http::HeaderMap,
+    extensions: &mut http::Extensions,
+) -> Option<ClientUpgrade> {
+    if h1 && forward::is_upgrade(headers) {
+        ClientUpgrade::take(extensions)
+    } else {
+        None
+    }
 }
 
 /// The answer with `add_header` applied: fulcrum's own error answers (404, 502, 504,
@@ -571,4 +581,17 @@ fn respond(
     let mut resp = Response::new(ProxyBody::Upstream(Box::new(body)));
     *resp.status_mut() = status;
     resp
+}
+
+/// The `$ssl_*` variables of the connection (empty on cleartext).
+fn ssl_vars(meta: &ConnMeta) -> SslVars<'_> {
+    match &meta.tls {
+        Some(t) => SslVars {
+            protocol: t.protocol,
+            server_name: &t.server_name,
+            client_verify: t.client_verify,
+            client_s_dn: &t.client_s_dn,
+        },
+        None => SslVars::default(),
+    }
 }

@@ -100,6 +100,9 @@ async fn apply(
     let (snap, paths, mut summary) = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
         let cfg = config::load(&sh.config_path)?;
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
         let loaded = t.elapsed();
         let paths = cfg.watch_paths();
         let snap = Snapshot::build(cfg, &sh.registry).map_err(ReloadError::Snapshot)?;

@@ -153,6 +153,21 @@ pub struct RequestVars<'a> {
     pub proxy_host: &'a str,
     /// `$request_id`, shared by all templates of one request, generated lazily.
     pub request_id: &'a RequestId,
+    /// `$ssl_*`: empty on cleartext connections, as nginx renders them.
+    pub ssl: SslVars<'a>,
+}
+
+/// The `$ssl_*` variables of a TLS connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SslVars<'a> {
+    /// `$ssl_protocol`: "TLSv1.3" or "TLSv1.2".
+    pub protocol: &'a str,
+    /// `$ssl_server_name`: the SNI name.
+    pub server_name: &'a str,
+    /// `$ssl_client_verify`: "SUCCESS", "NONE" (or "FAILED:reason").
+    pub client_verify: &'a str,
+    /// `$ssl_client_s_dn`: the client certificate's subject, RFC 2253.
+    pub client_s_dn: &'a str,
 }
 
 impl RequestVars<'_> {
@@ -183,6 +198,10 @@ enum Var {
     ProxyHost,
     ProxyAddXForwardedFor,
     RequestId,
+    SslProtocol,
+    SslServerName,
+    SslClientVerify,
+    SslClientSDn,
     /// `$arg_NAME`; the lowercased name.
     Arg(Box<[u8]>),
     /// `$cookie_NAME`; the lowercased name.
@@ -217,7 +236,8 @@ impl Template {
     /// Supported variables (names are case-insensitive, as in nginx):
     /// `$host $hostname $remote_addr $remote_port $server_addr $server_port $scheme
     /// $request_method $request_uri $uri $args $is_args $proxy_host
-    /// $proxy_add_x_forwarded_for $request_id`, and the prefixes `$arg_NAME`,
+    /// $proxy_add_x_forwarded_for $request_id $ssl_protocol $ssl_server_name
+    /// $ssl_client_verify $ssl_client_s_dn`, and the prefixes `$arg_NAME`,
     /// `$http_NAME`, `$cookie_NAME`.
     ///
     /// Differences from nginx 1.22, by design:
@@ -388,6 +408,10 @@ fn lookup(name: &str) -> Option<Var> {
         "proxy_host" => Var::ProxyHost,
         "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
         "request_id" => Var::RequestId,
+        "ssl_protocol" => Var::SslProtocol,
+        "ssl_server_name" => Var::SslServerName,
+        "ssl_client_verify" => Var::SslClientVerify,
+        "ssl_client_s_dn" => Var::SslClientSDn,
         _ => {
             if let Some(arg) = name.strip_prefix("arg_") {
                 Var::Arg(arg.as_bytes().into())
@@ -441,6 +465,10 @@ fn render_var(var: &Var, vars: &RequestVars<'_>, out: &mut Vec<u8>) {
             push_ip(out, vars.remote.ip());
         }
         Var::RequestId => out.extend_from_slice(vars.request_id.get()),
+        Var::SslProtocol => out.extend_from_slice(vars.ssl.protocol.as_bytes()),
+        Var::SslServerName => out.extend_from_slice(vars.ssl.server_name.as_bytes()),
+        Var::SslClientVerify => out.extend_from_slice(vars.ssl.client_verify.as_bytes()),
+        Var::SslClientSDn => out.extend_from_slice(vars.ssl.client_s_dn.as_bytes()),
         Var::Arg(name) => {
             if let Some(value) = find_arg(vars.args().as_bytes(), name) {
                 out.extend_from_slice(value);
@@ -572,6 +600,12 @@ mod tests {
                 scheme: "https",
                 proxy_host: "backend",
                 request_id: &self.request_id,
+                ssl: SslVars {
+                    protocol: "TLSv1.3",
+                    server_name: "example.com",
+                    client_verify: "SUCCESS",
+                    client_s_dn: "CN=client,O=Acme",
+                },
             }
         }
 
@@ -597,6 +631,10 @@ mod tests {
         assert_eq!(req.render("$server_addr"), "10.0.0.1");
         assert_eq!(req.render("$server_port"), "8080");
         assert_eq!(req.render("$scheme"), "https");
+        assert_eq!(
+            req.render("$ssl_protocol $ssl_server_name $ssl_client_verify [$ssl_client_s_dn]"),
+            "TLSv1.3 example.com SUCCESS [CN=client,O=Acme]"
+        );
         assert_eq!(req.render("$request_method"), "POST");
         assert_eq!(req.render("$request_uri"), "/a%20b/c?x=1&y=2");
         assert_eq!(req.render("$uri"), "/a b/c");

@@ -5,7 +5,7 @@
 
 use std::future::Future as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -17,67 +17,80 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::drain::{Drain, Ticket};
-use super::{ListenOpts, Shared};
+use super::ListenOpts;
+use super::Shared;
 use crate::clock::CoarseTimer;
 use crate::proxy::conn::ConnMeta;
 use crate::proxy::tower_service::Proxy;
+use crate::proxy::transport::AnyStream;
 
 /// How a listener serves its connections: fulcrum's own HTTP/1 server
-/// ([`crate::proxy::server`]), or hyper-util's protocol-sniffing one when the
-/// listener also speaks h2c.
-enum ConnBuilder {
-    /// With its `client_header_timeout`, which [`watch_head`] enforces.
-    Http1(Duration),
-    /// With its `client_header_timeout` too: hyper's HTTP/1 side has its own, and
-    /// [`watch_head`] bounds what hyper's h2 side does not (handshake, idle).
-    Auto(Box<auto::Builder<TokioExecutor>>, Duration),
-}
-
-/// What a listener does with the connections it accepts.
-struct Serving {
-    builder: Arc<ConnBuilder>,
-    /// Read a PROXY header first, within `client_header_timeout`.
-    proxy_header: Option<Duration>,
-}
-
-fn serving(opts: ListenOpts) -> Serving {
-    Serving {
-        builder: Arc::new(conn_builder(opts)),
-        proxy_header: opts.proxy_protocol.then_some(opts.header_timeout),
-    }
+/// ([`crate::proxy::server`]), hyper-util's protocol-sniffing one when the listener
+/// also speaks h2c, and on TLS listeners the handshake first, then HTTP/1 or hyper's
+/// h2 server as ALPN chose.
+#[derive(Clone)]
+struct ConnBuilder {
+    opts: ListenOpts,
+    /// hyper's server on `http2 = true` cleartext listeners: its HTTP/1 side has
+    /// its own header timeout, and [`watch_head`] bounds what its h2 side does not
+    /// (handshake, idle).
+    auto: Option<Arc<auto::Builder<TokioExecutor>>>,
+    /// hyper's h2 server for TLS connections that chose h2.
+    h2: Option<Arc<auto::Builder<TokioExecutor>>>,
 }
 
 fn conn_builder(opts: ListenOpts) -> ConnBuilder {
-    if !opts.http2 {
-        return ConnBuilder::Http1(opts.header_timeout);
+    let mut b = ConnBuilder {
+        opts,
+        auto: None,
+        h2: None,
+    };
+    if opts.tls {
+        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        h2.http2().timer(CoarseTimer::default());
+        b.h2 = Some(Arc::new(h2));
+    } else if opts.http2 {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(CoarseTimer::default())
+            .header_read_timeout(opts.header_timeout)
+            .max_buf_size(crate::proxy::MAX_HEADER_BYTES)
+            .keep_alive(true);
+        builder.http2().timer(CoarseTimer::default());
+        b.auto = Some(Arc::new(builder));
     }
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(CoarseTimer::default())
-        .header_read_timeout(opts.header_timeout)
-        .max_buf_size(crate::proxy::MAX_HEADER_BYTES)
-        .keep_alive(true);
-    builder.http2().timer(CoarseTimer::default());
-    ConnBuilder::Auto(Box::new(builder), opts.header_timeout)
+    b
 }
 
-/// Serves a connection, closing it once it has waited `timeout` for a request:
-/// nginx's `client_header_timeout`, which (as with hyper's timer it replaces) also
-/// bounds an idle keep-alive connection. The request path only stores a time stamp in
+/// The two waits [`watch_head`] bounds.
+#[derive(Clone, Copy)]
+struct Waits {
+    /// `client_header_timeout`: for a head that has begun, and the first one.
+    header: Duration,
+    /// `keepalive_timeout`: idle between two requests.
+    keepalive: Duration,
+}
+
+/// Serves a connection, closing it once it has waited too long for a request:
+/// nginx's `client_header_timeout` for the first head and for one that has begun,
+/// `keepalive_timeout` while a keep-alive connection is idle between requests
+/// ([`ConnMeta::idle`]). The request path only stores a time stamp in
 /// [`ConnMeta::waiting_since`] (and, on connections that multiplex, counts
 /// [`ConnMeta::streams`]); the one timer per connection is re-armed when it fires, not
-/// per request. A request being served is never cut off. On `http2 = true` listeners
-/// this is also the h2 handshake and idle timeout: a client that sent the preface, or
-/// part of it, and then nothing, or whose streams have all ended, is closed.
+/// per request. A request being served is never cut off. On h2 connections this is
+/// also the h2 handshake and idle timeout: a client that sent the preface, or part
+/// of it, and then nothing, or whose streams have all ended, is closed.
 async fn watch_head<E>(
     conn: impl std::future::Future<Output = Result<(), E>>,
     meta: Arc<ConnMeta>,
-    timeout: Duration,
+    waits: Waits,
 ) -> Result<(), E> {
     let mut conn = std::pin::pin!(conn);
-    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
-    let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    // The timer fires at the shorter of the two waits; each firing re-checks.
+    let tick = waits.header.min(waits.keepalive);
+    let mut timer = std::pin::pin!(tokio::time::sleep(tick));
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = conn.as_mut().poll(cx) {
             return Poll::Ready(r);
@@ -86,11 +99,13 @@ async fn watch_head<E>(
             let since = meta.waiting_since.load(Ordering::Relaxed);
             let now = crate::clock::coarse_nanos();
             let wait = if meta.busy() {
-                timeout
+                tick
             } else {
-                let due = since.saturating_add(timeout_ns);
+                let idle = meta.idle.load(Ordering::Relaxed);
+                let limit = if idle { waits.keepalive } else { waits.header };
+                let due = since.saturating_add(nanos(limit));
                 if now >= due {
-                    tracing::debug!(remote = %meta.remote, "client_header_timeout: closing");
+                    tracing::debug!(remote = %meta.remote, idle, "client_header_timeout/keepalive_timeout: closing");
                     return Poll::Ready(Ok(()));
                 }
                 // Past a tick of the coarse clock, so the next check sees it due.
@@ -150,12 +165,13 @@ pub(super) async fn accept_loop(
 ) -> Drain {
     let graceful = Drain::new();
     let metrics = crate::metrics::ListenerMetrics::new(key);
-    let mut serve = serving(*opts.borrow_and_update());
+    let tls_metrics = crate::metrics::TlsMetrics::new(key);
+    let mut builder = conn_builder(*opts.borrow_and_update());
     let mut errors = AcceptErrors::new(key);
     while let Some(conn) = next_conn(&listener, &mut errors, limit.as_ref(), &mut stop).await {
         // A reload changed this listener's options: new connections use them.
         if opts.has_changed().unwrap_or(false) {
-            serve = serving(*opts.borrow_and_update());
+            builder = conn_builder(*opts.borrow_and_update());
         }
         metrics.total.inc();
         metrics.active.inc();
@@ -166,7 +182,12 @@ pub(super) async fn accept_loop(
             active: metrics.active.clone(),
             _permit: conn.permit,
         };
-        serve_conn(&serve, graceful.ticket(), &shared, key, conn.stream, end);
+        let task = ConnTask {
+            builder: builder.clone(),
+            ticket: graceful.ticket(),
+            tls_metrics: tls_metrics.clone(),
+        };
+        tokio::spawn(task.run(conn.stream, end));
     }
     graceful
 }
@@ -269,78 +290,144 @@ async fn next_conn(
     }
 }
 
-/// Starts the task that serves one connection as the listener's options say: on a
-/// `proxy_protocol` listener its PROXY header first (the client it names becomes
-/// the connection's `remote`); a connection without a valid one is closed before
-/// any of its bytes is read as HTTP.
-fn serve_conn(
-    serve: &Serving,
-    ticket: Ticket,
-    shared: &Arc<Shared>,
-    key: SocketAddr,
-    mut stream: TcpStream,
-    mut end: ConnEnd,
-) {
-    let _ = stream.set_nodelay(true);
-    let builder = serve.builder.clone();
-    let shared = shared.clone();
-    let Some(timeout) = serve.proxy_header else {
-        let peer = end.remote;
-        tokio::spawn(
-            async move { serve_http(&builder, ticket, &shared, key, stream, end, peer).await },
-        );
-        return;
-    };
-    tokio::spawn(async move {
-        let peer = end.remote;
-        let header = super::proxy_header::read(&mut stream, timeout);
-        match ticket.unless_stopping(header).await {
-            Some(Ok(client)) => {
-                end.remote = client.unwrap_or(peer);
-                serve_http(&builder, ticket, &shared, key, stream, end, peer).await
-            }
-            Some(Err(e)) => tracing::debug!(%peer, error = %e, "PROXY header refused: closing"),
-            None => tracing::debug!(%peer, "shutting down before a PROXY header: closing"),
-        }
-    });
+/// The facts of an accepted connection, for the request path.
+fn conn_meta(
+    end: &ConnEnd,
+    peer: SocketAddr,
+    local: SocketAddr,
+    multiplexed: bool,
+    tls: Option<crate::tls::server::TlsFacts>,
+) -> Arc<ConnMeta> {
+    let mut meta = ConnMeta::new(
+        end.remote,
+        local,
+        end.key,
+        if tls.is_some() { "https" } else { "http" },
+    );
+    meta.peer = peer;
+    // hyper's connections may carry several requests at once (h2).
+    meta.streams = multiplexed.then(AtomicUsize::default);
+    meta.tls = tls;
+    Arc::new(meta)
 }
 
-/// Serves HTTP on an accepted connection whose client is `end.remote` (`peer`
-/// being the socket's).
-async fn serve_http(
-    builder: &ConnBuilder,
-    ticket: Ticket,
-    shared: &Arc<Shared>,
-    key: SocketAddr,
-    stream: TcpStream,
-    end: ConnEnd,
-    peer: SocketAddr,
-) {
-    let guard = Arc::new(crate::proxy::framing::HeadGuard::default());
-    let meta = Arc::new(ConnMeta {
-        remote: end.remote,
-        peer,
-        local: stream.local_addr().unwrap_or(key),
-        listen_key: key,
-        scheme: "http",
-        head_guard: guard.clone(),
-        waiting_since: AtomicU64::new(crate::clock::coarse_nanos()),
-        closing: AtomicBool::new(false),
-        // hyper's connections may carry several requests at once (h2).
-        streams: matches!(builder, ConnBuilder::Auto(..)).then(AtomicUsize::default),
-    });
-    match builder {
-        ConnBuilder::Http1(header_timeout) => {
-            let conn = crate::proxy::server::serve(stream, shared.snapshot.clone(), meta.clone());
-            run_conn(watch_head(ticket.serve(conn), meta, *header_timeout), end).await
+impl ConnBuilder {
+    fn waits(&self) -> Waits {
+        Waits {
+            header: self.opts.header_timeout,
+            keepalive: self.opts.keepalive_timeout,
         }
-        ConnBuilder::Auto(b, header_timeout) => {
-            // hyper hides a request's conflicting framing headers: the stream is
-            // watched on its way in (see `proxy::framing`).
-            let io = TokioIo::new(crate::proxy::framing::Guarded::new(stream, guard));
-            let svc = TowerToHyperService::new(Proxy::new(shared.snapshot.clone(), meta.clone()));
-            let conn = ticket.serve(b.serve_connection_with_upgrades(io, svc).into_owned());
-            run_conn(watch_head(conn, meta, *header_timeout), end).await
+    }
+}
+
+/// What an accepted connection's task needs before it is served.
+struct ConnTask {
+    builder: ConnBuilder,
+    /// Its place among the listener's open connections (a shutdown waits for it).
+    ticket: Ticket,
+    tls_metrics: crate::metrics::TlsMetrics,
+}
+
+impl ConnTask {
+    /// Serves one connection as the listener's options say: on a `proxy_protocol`
+    /// listener its PROXY header first (the client it names becomes the
+    /// connection's `remote`; a connection without a valid one is closed before any
+    /// of its bytes is read as HTTP), then the TLS handshake on a TLS listener, then
+    /// HTTP.
+    async fn run(self, mut stream: TcpStream, mut end: ConnEnd) {
+        let _ = stream.set_nodelay(true);
+        let peer = end.remote;
+        if self.builder.opts.proxy_protocol {
+            let header = super::proxy_header::read(&mut stream, self.builder.opts.header_timeout);
+            match self.ticket.unless_stopping(header).await {
+                Some(Ok(client)) => end.remote = client.unwrap_or(peer),
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "PROXY header refused: closing");
+                    return;
+                }
+                None => {
+                    tracing::debug!(%peer, "shutting down before a PROXY header: closing");
+                    return;
+                }
+            }
+        }
+        if self.builder.opts.tls {
+            self.tls(stream, end, peer).await
+        } else {
+            self.plain(stream, end, peer).await
+        }
+    }
+
+    /// A cleartext connection: fulcrum's HTTP/1 server, or hyper's sniffing one.
+    async fn plain(self, stream: TcpStream, end: ConnEnd, peer: SocketAddr) {
+        let local = stream.local_addr().unwrap_or(end.key);
+        let meta = conn_meta(&end, peer, local, self.builder.auto.is_some(), None);
+        let waits = self.builder.waits();
+        let snapshots = end.shared.snapshot.clone();
+        match &self.builder.auto {
+            None => {
+                let conn = crate::proxy::server::serve(stream, snapshots, meta.clone());
+                run_conn(watch_head(self.ticket.serve(conn), meta, waits), end).await
+            }
+            Some(b) => {
+                // hyper hides a request's conflicting framing headers: the stream is
+                // watched on its way in (see `proxy::framing`).
+                let io = TokioIo::new(crate::proxy::framing::Guarded::new(
+                    stream,
+                    meta.head_guard.clone(),
+                ));
+                let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
+                let conn = self
+                    .ticket
+                    .serve(b.serve_connection_with_upgrades(io, svc).into_owned());
+                run_conn(watch_head(conn, meta, waits), end).await
+            }
+        }
+    }
+
+    /// The handshake, within `client_header_timeout`, with the certificate of the
+    /// server the SNI names in the snapshot current at the ClientHello; then HTTP/1
+    /// or h2 as ALPN chose. A failed handshake closes the connection, counted.
+    async fn tls(self, stream: TcpStream, end: ConnEnd, peer: SocketAddr) {
+        let local = stream.local_addr().unwrap_or(end.key);
+        let (shared, key) = (end.shared.clone(), end.key);
+        let pick = move |sni: Option<&str>| shared.snapshot.load().tls_config(key, sni);
+        let hs = tokio::time::timeout(
+            self.builder.opts.header_timeout,
+            crate::tls::server::accept(stream, pick),
+        );
+        let (tls, facts) = match self.ticket.unless_stopping(hs).await {
+            Some(Ok(Ok(done))) => done,
+            Some(Ok(Err(e))) => {
+                self.tls_metrics.failure();
+                tracing::debug!(listen = %key, remote = %end.remote, error = %e, "TLS handshake failed");
+                return;
+            }
+            Some(Err(_)) => {
+                self.tls_metrics.failure();
+                tracing::debug!(listen = %key, remote = %end.remote, "TLS handshake timed out");
+                return;
+            }
+            None => return,
+        };
+        self.tls_metrics.success();
+        let h2 = facts.h2;
+        let meta = conn_meta(&end, peer, local, h2, Some(facts));
+        let waits = self.builder.waits();
+        let snapshots = end.shared.snapshot.clone();
+        match (&self.builder.h2, h2) {
+            (Some(b), true) => {
+                let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
+                let io = TokioIo::new(tls);
+                let conn = self
+                    .ticket
+                    .serve(b.serve_connection_with_upgrades(io, svc).into_owned());
+                run_conn(watch_head(conn, meta, waits), end).await;
+            }
+            _ => {
+                let conn = crate::proxy::server::serve(AnyStream(tls), snapshots, meta.clone());
+                run_conn(watch_head(self.ticket.serve(conn), meta, waits), end).await;
+            }
         }
     }
 }

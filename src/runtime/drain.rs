@@ -14,6 +14,9 @@ use tokio::sync::watch;
 /// `GracefulShutdown` cannot watch hyper's own HTTP/1 connection type, and its
 /// per-poll `Notify` check costs a lock on every wake-up of every connection; here a
 /// connection checks one flag and re-registers its waker without locking.)
+/// A clone is the same handle (a TLS handshake task holds one until its
+/// connection is served).
+#[derive(Clone)]
 pub struct Drain {
     inner: Arc<DrainInner>,
     /// Each open connection holds a receiver: `closed()` resolves when none is left.

@@ -108,8 +108,13 @@ pub enum StartError {
 pub struct ListenOpts {
     /// Serve h2c (prior knowledge) besides HTTP/1.
     pub http2: bool,
-    /// Time to receive a request head (and a PROXY header).
+    /// Time to receive a request head; also the TLS handshake's.
     pub header_timeout: Duration,
+    /// Longest idle wait between two requests of a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Connections start with a TLS handshake (the certificates come from the
+    /// snapshot at the time of each handshake, so a reload swaps them).
+    pub tls: bool,
     /// Connections start with a PROXY protocol header (every server on the
     /// address says the same: the config is checked for it).
     pub proxy_protocol: bool,
@@ -120,9 +125,7 @@ pub fn listen_opts(snap: &Snapshot) -> HashMap<SocketAddr, ListenOpts> {
     snap.listeners
         .iter()
         .map(|(addr, r)| {
-            let header_timeout = r.servers.first().map_or(Duration::from_secs(60), |&i| {
-                snap.servers[i].conf.client_header_timeout
-            });
+            let first = r.servers.first().map(|&i| &snap.servers[i].conf);
             let http2 = r.servers.iter().any(|&i| snap.servers[i].conf.http2);
             let proxy_protocol = r
                 .servers
@@ -132,7 +135,11 @@ pub fn listen_opts(snap: &Snapshot) -> HashMap<SocketAddr, ListenOpts> {
                 *addr,
                 ListenOpts {
                     http2,
-                    header_timeout,
+                    header_timeout: first
+                        .map_or(Duration::from_secs(60), |c| c.client_header_timeout),
+                    keepalive_timeout: first
+                        .map_or(Duration::from_secs(75), |c| c.keepalive_timeout),
+                    tls: first.is_some_and(|c| c.tls.is_some()),
                     proxy_protocol,
                 },
             )

@@ -7,6 +7,7 @@ mod location;
 mod real_ip;
 mod resolve;
 mod server;
+mod tls;
 mod upstream;
 
 use std::collections::HashMap;
@@ -38,7 +39,8 @@ pub(super) fn validate(path: &Path, src: &str) -> Result<Config, ConfigError> {
         }
     };
     let mut v = Validator { r };
-    let config = v.config(path, file);
+    let mut config = v.config(path, file);
+    config.warnings = v.r.take_warnings();
     v.r.finish()?;
     Ok(config)
 }
@@ -122,8 +124,10 @@ impl Validator<'_> {
             }
         }
         let mut servers = Vec::new();
+        // Relative certificate and key paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new(""));
         for s in &file.server {
-            servers.push(self.server(s, &mut upstreams, &mut by_name));
+            servers.push(self.server(s, base, &mut upstreams, &mut by_name));
         }
         self.check_listens(&file.server, &servers);
         let mut demo = Vec::new();
@@ -143,6 +147,7 @@ impl Validator<'_> {
             servers,
             demo,
             demo_requests: file.demo.as_ref().map_or(0, |d| d.get_ref().requests),
+            warnings: Vec::new(),
         }
     }
 

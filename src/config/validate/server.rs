@@ -17,6 +17,7 @@ impl Validator<'_> {
     pub(super) fn server(
         &mut self,
         s: &schema::ServerSection,
+        base: &std::path::Path,
         upstreams: &mut Vec<Upstream>,
         by_name: &mut HashMap<String, usize>,
     ) -> VirtualServer {
@@ -31,12 +32,11 @@ impl Validator<'_> {
             self.r
                 .error(span_of(&s.listen), "listen needs at least one address");
         }
-        self.not_yet(&s.tls, "tls");
-        self.not_yet(&s.keepalive_timeout, "keepalive_timeout");
         let inherited = ServerDefaults {
             add_headers: self.add_headers(&s.add_header, &s.add_header_always),
             client_max_body_size: self.size(&s.client_max_body_size, 1024 * 1024),
         };
+        let tls = s.tls.as_ref().and_then(|t| self.server_tls(base, t));
         let mut locations = Vec::new();
         let mut sections = Vec::new();
         for loc in &s.location {
@@ -68,11 +68,12 @@ impl Validator<'_> {
             client_max_body_size: inherited.client_max_body_size,
             client_header_timeout: self.duration(&s.client_header_timeout, Duration::from_secs(60)),
             client_body_timeout: self.body_timeout(&s.client_body_timeout),
-            keepalive_timeout: Duration::from_secs(75),
+            keepalive_timeout: self.duration(&s.keepalive_timeout, Duration::from_secs(75)),
             http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
             add_headers: inherited.add_headers,
             proxy_protocol: s.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
             real_ip: self.real_ip(s),
+            tls,
             locations,
         }
     }
@@ -218,7 +219,8 @@ impl Validator<'_> {
                 }
             }
         }
-        for idx in by_addr.values() {
+        for (addr, idx) in &by_addr {
+            self.check_tls_mix(sections, servers, *addr, idx);
             let names: Vec<Vec<String>> = idx
                 .iter()
                 .map(|&i| servers[i].server_names.clone())

@@ -330,7 +330,13 @@ async fn read_head(rdr: &mut Reader, names: &mut NameCache, meta: &ConnMeta) -> 
         .await;
         match n {
             Ok(0) => return Ok(Next::Closed),
-            Ok(_) => {}
+            Ok(_) => {
+                // The first bytes of a head: `client_header_timeout` runs from now.
+                if meta.idle.swap(false, Relaxed) {
+                    meta.waiting_since
+                        .store(crate::clock::coarse_nanos(), Relaxed);
+                }
+            }
             // A reset between requests is a client that left, not an error.
             Err(e) if rdr.buf.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => {
                 return Ok(Next::Closed)
