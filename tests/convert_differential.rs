@@ -76,7 +76,13 @@ fn answers(proxy: SocketAddr, paths: &[&str]) -> Vec<(u16, String)> {
         .collect()
 }
 
-fn run_nginx(bin: &Path, dir: &Path, conf: &Path, port: u16, paths: &[&str]) -> Vec<(u16, String)> {
+fn run_nginx<T>(
+    bin: &Path,
+    dir: &Path,
+    conf: &Path,
+    port: u16,
+    ask: &dyn Fn(SocketAddr) -> T,
+) -> T {
     let mut child = Command::new(bin)
         .args([
             "-p",
@@ -93,7 +99,7 @@ fn run_nginx(bin: &Path, dir: &Path, conf: &Path, port: u16, paths: &[&str]) -> 
     let up = eventually(20, || TcpStream::connect(addr).is_ok());
     let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
     assert!(up, "nginx did not start:\n{}", log());
-    let out = answers(addr, paths);
+    let out = ask(addr);
     let _ = child.kill();
     let _ = child.wait();
     out
@@ -120,7 +126,8 @@ http {{
     (backends, dir, port, head)
 }
 
-/// The answers of nginx on `conf`, which fulcrum on its conversion must repeat.
+/// The answers of nginx on `conf` to GETs of `paths`, which fulcrum on its
+/// conversion must repeat.
 fn same_through_both(
     bin: &Path,
     dir: &Path,
@@ -128,7 +135,24 @@ fn same_through_both(
     port: u16,
     paths: &[&str],
 ) -> Vec<(u16, String)> {
-    let expected = run_nginx(bin, dir, path, port, paths);
+    let ask = |a| answers(a, paths);
+    let (expected, toml, got) = through_both(bin, dir, path, port, &ask);
+    for ((p, want), have) in paths.iter().zip(&expected).zip(&got) {
+        assert_eq!(want, have, "{p}: nginx vs fulcrum\n{toml}");
+    }
+    expected
+}
+
+/// What `ask` gets from nginx on `conf` and from fulcrum on its conversion (with the
+/// converted TOML).
+fn through_both<T>(
+    bin: &Path,
+    dir: &Path,
+    path: &Path,
+    port: u16,
+    ask: &dyn Fn(SocketAddr) -> T,
+) -> (T, String, T) {
+    let expected = run_nginx(bin, dir, path, port, ask);
 
     let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .arg("convert")
@@ -142,11 +166,8 @@ fn same_through_both(
     );
     let toml = String::from_utf8(out.stdout).expect("utf-8");
     let f = Fulcrum::start(&toml);
-    let got = answers(f.addr(), paths);
-    for ((p, want), have) in paths.iter().zip(&expected).zip(&got) {
-        assert_eq!(want, have, "{p}: nginx vs fulcrum\n{toml}");
-    }
-    expected
+    let got = ask(f.addr());
+    (expected, toml, got)
 }
 
 #[test]
@@ -258,4 +279,88 @@ fn server_names_default_server_and_precedence_match_nginx() {
     let expected = same_through_both(&bin, dir.path(), &path, port, &paths);
     assert!(expected.iter().any(|(s, _)| *s == 302), "{expected:?}");
     assert!(expected[0].1.starts_with("c /root host="), "{expected:?}");
+}
+
+/// One request as raw bytes: `(method, path, body length)`; the answer as status
+/// (0: closed without a response), the `X-*` response headers the configs add, and
+/// the backend's first word for a 200.
+fn ask_raw(proxy: SocketAddr, reqs: &[(&str, &str, usize)]) -> Vec<(u16, String, String)> {
+    reqs.iter()
+        .map(|(method, path, len)| {
+            let mut s = TcpStream::connect(proxy).expect("connect");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .expect("timeout");
+            let mut req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: site.test\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes();
+            req.resize(req.len() + len, b'x');
+            // nginx may answer 413 and close before reading the whole body.
+            let _ = s.write_all(&req);
+            let Ok(r) = read_response(&mut s) else {
+                return (0, String::new(), String::new());
+            };
+            let added = ["x-site", "x-own", "x-always"]
+                .iter()
+                .map(|h| format!("{h}={}", r.header(h).unwrap_or("-")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let who = if r.status == 200 {
+                r.text().split(' ').next().unwrap_or("").to_string()
+            } else {
+                String::new()
+            };
+            (r.status, added, who)
+        })
+        .collect()
+}
+
+/// `add_header [always]` with nginx's inheritance and status list, a location's own
+/// `client_max_body_size` and `proxy_read_timeout`, and `return 444`.
+#[test]
+fn added_headers_limits_and_444_match_nginx() {
+    let Some(bin) = nginx() else { return };
+    let (backends, dir, port, head) = setup(&["a"]);
+    let conf = format!(
+        r#"{head}
+    upstream app {{ server {a}; }}
+    upstream gone {{ server {dead}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 1k;
+        add_header X-Site site;
+        add_header X-Always yes always;
+        location / {{ proxy_pass http://app; }}
+        location /own/ {{ add_header X-Own $host always; proxy_pass http://app; }}
+        location /big/ {{ client_max_body_size 8k; proxy_read_timeout 5s; proxy_pass http://app; }}
+        location /gone/ {{ proxy_pass http://gone; }}
+        location = /drop {{ return 444; }}
+        location = /moved {{ return 301 /elsewhere; }}
+    }}
+}}
+"#,
+        a = backends[0].addr,
+        dead = dead_addr(),
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write");
+    let reqs = [
+        ("GET", "/x", 0),
+        ("GET", "/own/x", 0),
+        ("POST", "/x", 4096),
+        ("POST", "/big/x", 4096),
+        ("GET", "/gone/x", 0),
+        ("GET", "/drop", 0),
+        ("GET", "/moved", 0),
+    ];
+    let ask = |a| ask_raw(a, &reqs);
+    let (expected, toml, got) = through_both(&bin, dir.path(), &path, port, &ask);
+    for ((r, want), have) in reqs.iter().zip(&expected).zip(&got) {
+        assert_eq!(want, have, "{r:?}: nginx vs fulcrum\n{toml}");
+    }
+    // The answers are real: nginx added, limited, failed and dropped.
+    let statuses: Vec<u16> = expected.iter().map(|e| e.0).collect();
+    assert_eq!(statuses, [200, 200, 413, 200, 502, 0, 301], "{expected:?}");
+    assert_eq!(expected[1].1, "x-site=- x-own=site.test x-always=-");
+    assert_eq!(expected[4].1, "x-site=- x-own=- x-always=yes");
 }

@@ -282,18 +282,8 @@ pub struct Upstream {
     pub keepalive: usize,
     /// Idle pooled connection lifetime.
     pub keepalive_timeout: Duration,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Timeout between two writes to the upstream.
-    pub send_timeout: Duration,
-    /// Timeout between two reads from the upstream.
-    pub read_timeout: Duration,
-    /// Retry conditions.
-    pub next_upstream: NextUpstream,
-    /// Tries cap; 0 = unlimited.
-    pub next_upstream_tries: u32,
-    /// Time cap for retries; zero = unlimited.
-    pub next_upstream_timeout: Duration,
+    /// Timeouts and retry rules; a location may override them.
+    pub pass: PassOpts,
     /// Active health checks, when configured.
     pub health_check: Option<HealthCheck>,
     /// `resolve = true`: the entries the discovery re-resolves (`servers` then holds
@@ -324,16 +314,18 @@ impl Upstream {
             consistent: false,
             keepalive: 64,
             keepalive_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(5),
-            send_timeout: Duration::from_secs(60),
-            read_timeout: Duration::from_secs(60),
-            next_upstream: NextUpstream {
-                error: true,
-                timeout: true,
-                ..Default::default()
+            pass: PassOpts {
+                connect_timeout: Duration::from_secs(5),
+                send_timeout: Duration::from_secs(60),
+                read_timeout: Duration::from_secs(60),
+                next_upstream: NextUpstream {
+                    error: true,
+                    timeout: true,
+                    ..Default::default()
+                },
+                next_upstream_tries: 0,
+                next_upstream_timeout: Duration::ZERO,
             },
-            next_upstream_tries: 0,
-            next_upstream_timeout: Duration::ZERO,
             resolve: None,
             health_check: None,
             protocol: Protocol::Http1,
@@ -404,6 +396,9 @@ pub struct VirtualServer {
     pub http2: bool,
     /// TLS termination, its files loaded and checked.
     pub tls: Option<ServerTlsConf>,
+    /// `add_header`/`add_header_always` at server level: for answers given before a
+    /// location is chosen, and inherited by locations without their own.
+    pub add_headers: Vec<AddHeader>,
     /// Locations in file order.
     pub locations: Vec<Location>,
 }
@@ -447,6 +442,10 @@ pub struct Location {
     pub pattern: LocationPattern,
     /// What to do.
     pub action: Action,
+    /// `add_header`/`add_header_always`: the location's own, else its server's.
+    pub add_headers: Vec<AddHeader>,
+    /// Request body limit: the location's own, else its server's; 0 = off.
+    pub client_max_body_size: u64,
 }
 
 /// What a location does with a request.
@@ -471,6 +470,49 @@ pub struct ProxyPass {
     pub uri_part: Option<String>,
     /// `proxy_set_header` in file order; an empty template removes the header.
     pub set_headers: Vec<(http::HeaderName, Template)>,
+    /// The pool's timeouts and retry rules as this location overrides them.
+    pub opts: PassOpts,
+}
+
+/// The settings of a `proxy_pass` a location may override (nginx sets them per
+/// location): the pool's, with the location's own where it has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassOpts {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout between two writes to the upstream.
+    pub send_timeout: Duration,
+    /// Timeout between two reads from the upstream.
+    pub read_timeout: Duration,
+    /// Retry conditions.
+    pub next_upstream: NextUpstream,
+    /// Tries cap; 0 = unlimited.
+    pub next_upstream_tries: u32,
+    /// Time cap for retries; zero = unlimited.
+    pub next_upstream_timeout: Duration,
+}
+
+/// One `add_header` (or `add_header_always`) entry.
+#[derive(Debug, Clone)]
+pub struct AddHeader {
+    /// Response header name.
+    pub name: http::HeaderName,
+    /// Value template; a value that renders empty adds nothing (nginx).
+    pub value: Template,
+    /// `add_header_always`: every status, not only nginx's success and redirect ones.
+    pub always: bool,
+}
+
+impl AddHeader {
+    /// Whether this entry applies to a response with `status` (nginx's list for
+    /// `add_header` without `always`).
+    pub fn applies(&self, status: u16) -> bool {
+        self.always
+            || matches!(
+                status,
+                200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+            )
+    }
 }
 
 /// nginx `return`.

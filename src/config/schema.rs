@@ -161,6 +161,10 @@ pub struct ServerSection {
     pub keepalive_timeout: Option<Spanned<String>>,
     /// h2c with prior knowledge on cleartext listeners.
     pub http2: Option<Spanned<bool>>,
+    /// Response headers added for nginx's success and redirect statuses.
+    pub add_header: Option<HeaderTemplates>,
+    /// Response headers added for every status.
+    pub add_header_always: Option<HeaderTemplates>,
     /// `[[server.location]]` blocks.
     #[serde(default)]
     pub location: Vec<LocationSection>,
@@ -189,16 +193,34 @@ pub struct LocationSection {
     /// "http://UPSTREAM[/uri]" or "http://host:port[/uri]".
     pub proxy_pass: Option<Spanned<String>>,
     /// Header name → template ("" removes the header).
-    pub proxy_set_header: Option<BTreeMapSpanned>,
+    pub proxy_set_header: Option<HeaderTemplates>,
     /// nginx `return`.
     #[serde(rename = "return")]
     pub return_: Option<Spanned<ReturnSection>>,
     /// Accepted for nginx users; bodies always stream.
     pub proxy_buffering: Option<Spanned<bool>>,
+    /// Response headers added for nginx's success and redirect statuses.
+    pub add_header: Option<HeaderTemplates>,
+    /// Response headers added for every status.
+    pub add_header_always: Option<HeaderTemplates>,
+    /// Overrides the pool's `connect_timeout`.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Overrides the pool's `send_timeout`.
+    pub send_timeout: Option<Spanned<String>>,
+    /// Overrides the pool's `read_timeout`.
+    pub read_timeout: Option<Spanned<String>>,
+    /// Overrides the pool's `next_upstream`.
+    pub next_upstream: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Overrides the pool's `next_upstream_tries`.
+    pub next_upstream_tries: Option<Spanned<i64>>,
+    /// Overrides the pool's `next_upstream_timeout`.
+    pub next_upstream_timeout: Option<Spanned<String>>,
+    /// Overrides the server's `client_max_body_size`.
+    pub client_max_body_size: Option<SpannedValue>,
 }
 
-/// `proxy_set_header`: header name → template, in file order (nginx sends them so).
-pub type BTreeMapSpanned = Spanned<indexmap::IndexMap<String, Spanned<String>>>;
+/// Header name → template, in file order (nginx sends them so).
+pub type HeaderTemplates = Spanned<indexmap::IndexMap<String, Spanned<String>>>;
 
 /// `return = { status, body, location }`.
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::headers::AddHeader;
 use super::location::{Action, Loc};
 use super::server::Server;
 use super::upstream::Pool;
@@ -83,15 +84,21 @@ fn server(out: &mut String, s: &Server) {
     if let Some(t) = &s.header_timeout {
         let _ = writeln!(out, "client_header_timeout = {}", q(t));
     }
+    if let Some(t) = &s.body_timeout {
+        let _ = writeln!(out, "client_body_timeout = {}", q(t));
+    }
     if s.http2 {
         out.push_str("http2 = true\n");
     }
+    if let Some(list) = &s.add_headers {
+        add_headers(out, list);
+    }
     for l in &s.locations {
-        location(out, l);
+        location(out, l, s);
     }
 }
 
-fn location(out: &mut String, l: &Loc) {
+fn location(out: &mut String, l: &Loc, s: &Server) {
     let _ = writeln!(out, "\n# {}", l.origin);
     if let Action::Return { why: Some(why), .. } = &l.action {
         let _ = writeln!(out, "# {why}");
@@ -126,6 +133,39 @@ fn location(out: &mut String, l: &Loc) {
                 parts.push(format!("location = {}", q(l)));
             }
             let _ = writeln!(out, "return = {{ {} }}", parts.join(", "));
+        }
+    }
+    for (name, t) in super::location::POOL_KEYS.iter().zip(&l.timeouts) {
+        if let Some((t, _)) = t {
+            let _ = writeln!(out, "{name} = {t}");
+        }
+    }
+    if l.max_body != s.max_body {
+        let _ = writeln!(
+            out,
+            "client_max_body_size = {}",
+            l.max_body.unwrap_or(1 << 20)
+        );
+    }
+    if l.add_headers != s.add_headers {
+        // An empty list still has to be written: it stops the server's from applying.
+        add_headers(out, l.add_headers.as_deref().unwrap_or(&[]));
+    }
+}
+
+/// `add_header` and `add_header_always` tables; an empty list is written as an empty
+/// `add_header` table (a level with one inherits none).
+fn add_headers(out: &mut String, list: &[AddHeader]) {
+    for (key_name, always) in [("add_header", false), ("add_header_always", true)] {
+        let pairs: Vec<String> = list
+            .iter()
+            .filter(|h| h.always == always)
+            .map(|h| format!("{} = {}", key(&h.name), q(&h.value)))
+            .collect();
+        if !pairs.is_empty() {
+            let _ = writeln!(out, "{key_name} = {{ {} }}", pairs.join(", "));
+        } else if !always && list.is_empty() {
+            let _ = writeln!(out, "{key_name} = {{}}");
         }
     }
 }

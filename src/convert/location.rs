@@ -3,6 +3,7 @@
 //! inherits none), timeouts, limits, and the access guards that make a location fail
 //! closed.
 
+use super::headers::{self, AddHeader};
 use super::parser::Directive;
 use super::{values, Cx};
 use crate::route::location::LocationPattern;
@@ -17,6 +18,9 @@ pub(crate) struct Inherit {
     pub timeouts: [Option<(String, String)>; 6],
     pub max_body: Option<u64>,
     pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    /// The nearest level's own `add_header` list (nginx inherits it as a whole too).
+    pub add_headers: Option<Vec<AddHeader>>,
     /// Guards in force, each as `"auth_basic" at PATH:LINE`; `off` clears its kind.
     guards: Vec<(String, String)>,
 }
@@ -63,7 +67,11 @@ pub(crate) struct Loc {
     /// `nginx.conf:42 location /api/`.
     pub origin: String,
     pub action: Action,
+    /// The pool settings in force: (TOML value, PATH:LINE); once targets are resolved,
+    /// only those the location must override.
     pub timeouts: [Option<(String, String)>; 6],
+    pub max_body: Option<u64>,
+    pub add_headers: Option<Vec<AddHeader>>,
 }
 
 /// Names a level handles itself rather than through [`Inherit::level`].
@@ -136,6 +144,7 @@ impl Inherit {
     pub fn level(&self, cx: &mut Cx, block: &[Directive], context: &str) -> Inherit {
         let mut next = self.clone();
         let mut own_headers: Option<Vec<(String, String)>> = None;
+        let mut own_added: Option<Vec<AddHeader>> = None;
         let mut own_access = false;
         for d in block {
             let name = d.name.as_str();
@@ -152,7 +161,12 @@ impl Inherit {
             }
             if name == "proxy_set_header" {
                 let list = own_headers.get_or_insert_with(Vec::new);
-                header(cx, d, list);
+                headers::set_header(cx, d, list);
+                continue;
+            }
+            if name == "add_header" {
+                let list = own_added.get_or_insert_with(Vec::new);
+                headers::add_header(cx, d, list);
                 continue;
             }
             if !next.setting(cx, d, context) {
@@ -161,6 +175,9 @@ impl Inherit {
         }
         if own_headers.is_some() {
             next.headers = own_headers;
+        }
+        if own_added.is_some() {
+            next.add_headers = own_added;
         }
         next
     }
@@ -180,16 +197,23 @@ impl Inherit {
             return true;
         }
         match (name, context) {
-            ("client_max_body_size", "http" | "server") => match values::size(arg) {
+            ("client_max_body_size", _) => match values::size(arg) {
                 Some(n) => {
                     self.max_body = Some(n);
                     cx.carry();
                 }
                 None => cx.warn(d, "has a size nginx would reject: ignored"),
             },
-            ("client_max_body_size", _) => cx.warn(
+            ("client_body_timeout", "http" | "server") => match values::time(arg) {
+                Some(t) => {
+                    self.body_timeout = Some(t);
+                    cx.carry();
+                }
+                None => cx.warn(d, "has a time nginx would reject: ignored"),
+            },
+            ("client_body_timeout", _) => cx.warn(
                 d,
-                "is set per server in fulcrum: the server's limit applies here",
+                "is set per server in fulcrum: the server's timeout applies here",
             ),
             ("client_header_timeout", "http" | "server") => match values::time(arg) {
                 Some(t) => {
@@ -261,40 +285,6 @@ fn unreadable(cx: &mut Cx, d: &Directive, context: &str, guards: &mut Vec<(Strin
     }
 }
 
-/// One `proxy_set_header`; the WebSocket idiom is dropped silently (fulcrum passes
-/// upgrades itself).
-fn header(cx: &mut Cx, d: &Directive, list: &mut Vec<(String, String)>) {
-    let [name, value] = d.args.as_slice() else {
-        cx.warn(d, "needs a name and a value: ignored");
-        return;
-    };
-    let lower = name.to_ascii_lowercase();
-    let websocket = (lower == "upgrade" && value == "$http_upgrade")
-        || (lower == "connection"
-            && matches!(
-                value.to_ascii_lowercase().as_str(),
-                "upgrade" | "$connection_upgrade"
-            ));
-    if websocket {
-        cx.carry();
-        return;
-    }
-    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-        cx.warn(d, format!("\"{name}\" is not a header name: ignored"));
-        return;
-    }
-    if let Err(e) = Template::compile(value) {
-        cx.warn(d, format!("value \"{value}\": {e}: the header is not set"));
-        return;
-    }
-    if list.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-        cx.warn(d, format!("sets \"{name}\" a second time, which fulcrum's header table cannot: the first value is sent"));
-        return;
-    }
-    cx.carry();
-    list.push((name.clone(), value.clone()));
-}
-
 /// `location [modifier] path { ... }` and the locations nested in it (flattened).
 pub(crate) fn location(
     cx: &mut Cx,
@@ -360,6 +350,8 @@ pub(crate) fn location(
         at: d.at(),
         action,
         timeouts: inh.timeouts.clone(),
+        max_body: inh.max_body,
+        add_headers: inh.add_headers.clone(),
     });
     for c in block.iter().filter(|c| c.name == "location") {
         if let Some(b) = &c.block {

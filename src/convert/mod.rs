@@ -4,6 +4,7 @@
 //! back, so what `convert` writes is what `fulcrum check` accepts.
 
 mod emit;
+mod headers;
 pub mod lexer;
 mod location;
 pub mod parser;
@@ -169,14 +170,14 @@ pub(crate) fn other_message(d: &Directive) -> String {
         "access_log" | "error_log" | "log_format" => {
             "is not carried: set [global] access_log / log_level instead"
         }
-        "keepalive_timeout" | "client_body_timeout" | "send_timeout" => {
+        "keepalive_timeout" => {
             "is not supported by fulcrum's config yet: fulcrum's default applies"
         }
+        "send_timeout" => "(to the client) has no fulcrum equivalent: ignored",
         "include" => "names a file that is not there: its directives are not carried",
         "rewrite" => "is not carried: the URI passes unchanged",
         "if" => "is not carried: its block is ignored",
         "error_page" => "is not carried: errors are answered with fulcrum's own pages",
-        "add_header" => "is not supported by fulcrum's config yet: the header is not added",
         "ssl_certificate" | "ssl_certificate_key" | "ssl_protocols" | "ssl_ciphers" => {
             "is TLS, which fulcrum's config does not support yet: ignored"
         }

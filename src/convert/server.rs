@@ -1,6 +1,7 @@
 //! nginx `server` blocks into `[[server]]`: listen addresses (ordered so that
 //! nginx's `default_server` is fulcrum's first server on the address), names, limits.
 
+use super::headers::AddHeader;
 use super::location::{self, Inherit, Loc};
 use super::parser::Directive;
 use super::Cx;
@@ -17,6 +18,8 @@ pub(crate) struct Server {
     pub names: Vec<String>,
     pub max_body: Option<u64>,
     pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub add_headers: Option<Vec<AddHeader>>,
     pub http2: bool,
     pub locations: Vec<Loc>,
 }
@@ -36,6 +39,8 @@ pub(crate) fn server(
         names: Vec::new(),
         max_body: inh.max_body,
         header_timeout: inh.header_timeout.clone(),
+        body_timeout: inh.body_timeout.clone(),
+        add_headers: inh.add_headers.clone(),
         http2: false,
         locations: Vec::new(),
     };
@@ -69,6 +74,8 @@ pub(crate) fn server(
             origin: format!("{} return (server level: every request)", c.short()),
             action,
             timeouts: Default::default(),
+            max_body: inh.max_body,
+            add_headers: inh.add_headers.clone(),
         }];
     }
     if listens == 0 {

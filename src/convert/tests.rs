@@ -66,7 +66,7 @@ fn upstream_with_every_server_parameter_and_algorithm() {
     assert_eq!(c.upstreams[0].servers.len(), 3);
     // nginx's connect timeout default (60s), not fulcrum's (5s).
     assert_eq!(
-        c.upstreams[0].connect_timeout,
+        c.upstreams[0].pass.connect_timeout,
         std::time::Duration::from_secs(60)
     );
 }
@@ -172,37 +172,86 @@ fn proxy_set_header_inherits_only_into_levels_without_their_own() {
     config(&o);
 }
 
+/// The `proxy_pass` settings of location `i` of the first server.
+fn opts(c: &crate::config::Config, i: usize) -> crate::config::PassOpts {
+    match &c.servers[0].locations[i].action {
+        crate::config::Action::Proxy(pp) => pp.opts,
+        crate::config::Action::Return(_) => panic!("location {i} proxies"),
+    }
+}
+
 #[test]
-fn timeouts_and_limits() {
+fn timeouts_and_limits_per_location() {
     let o = run("http {
   client_max_body_size 10m;
   upstream p { server 127.0.0.1:9001; }
   server {
     listen 127.0.0.1:8080;
     client_header_timeout 20;
+    client_body_timeout 30;
     proxy_read_timeout 90;
     location / { proxy_connect_timeout 2s; proxy_pass http://p; }
     location /slow { proxy_connect_timeout 3s; client_max_body_size 1k; proxy_pass http://p; }
     location /lit { proxy_send_timeout 5; proxy_pass http://127.0.0.1:9002; }
+    location /plain { proxy_pass http://p; }
   }
 }");
     let c = config(&o);
-    let p = &c.upstreams[0];
-    assert_eq!(p.connect_timeout, std::time::Duration::from_secs(2));
-    assert_eq!(p.read_timeout, std::time::Duration::from_secs(90));
-    assert_eq!(c.servers[0].client_max_body_size, 10 << 20);
+    let secs = std::time::Duration::from_secs;
+    // The pool has nginx's defaults (connect 60s, not fulcrum's 5s) ...
+    assert_eq!(c.upstreams[0].pass.connect_timeout, secs(60));
+    // ... and each location what nginx gives it there.
+    assert_eq!(opts(&c, 0).connect_timeout, secs(2));
+    assert_eq!(opts(&c, 0).read_timeout, secs(90));
+    assert_eq!(opts(&c, 1).connect_timeout, secs(3));
+    assert_eq!(opts(&c, 3).connect_timeout, secs(60));
+    assert_eq!(opts(&c, 3).read_timeout, secs(90));
+    // A literal address's implicit pool has fulcrum's defaults: nginx's are written.
+    assert_eq!(opts(&c, 2).send_timeout, secs(5));
+    assert_eq!(opts(&c, 2).connect_timeout, secs(60));
+    let s = &c.servers[0];
+    assert_eq!(s.client_max_body_size, 10 << 20);
+    assert_eq!(s.locations[0].client_max_body_size, 10 << 20);
+    assert_eq!(s.locations[1].client_max_body_size, 1024);
+    assert_eq!(s.client_header_timeout, secs(20));
+    assert_eq!(s.client_body_timeout, secs(30));
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+}
+
+#[test]
+fn add_header_with_nginx_inheritance() {
+    let o = run("http {
+  upstream p { server 127.0.0.1:9001; }
+  add_header X-Http h;
+  server {
+    listen 127.0.0.1:8080;
+    add_header X-Frame-Options DENY;
+    add_header Strict-Transport-Security \"max-age=63072000\" always;
+    location / { proxy_pass http://p; }
+    location /api/ { add_header X-Api $host; add_header X-Api twice; proxy_pass http://p; }
+    location = /gone { return 444; }
+  }
+}");
+    let c = config(&o);
+    let s = &c.servers[0];
+    let names = |list: &[crate::config::AddHeader]| {
+        list.iter()
+            .map(|h| format!("{}{}", h.name, if h.always { "!" } else { "" }))
+            .collect::<Vec<_>>()
+    };
+    // The server's own list replaces the http level's.
     assert_eq!(
-        c.servers[0].client_header_timeout,
-        std::time::Duration::from_secs(20)
+        names(&s.add_headers),
+        ["x-frame-options", "strict-transport-security!"]
     );
-    assert_eq!(
-        warned(&o, "proxy_connect_timeout").len(),
-        1,
-        "{:?}",
-        o.warnings
-    );
-    assert_eq!(warned(&o, "client_max_body_size").len(), 1);
-    assert_eq!(warned(&o, "proxy_send_timeout").len(), 1);
+    assert_eq!(names(&s.locations[0].add_headers), names(&s.add_headers));
+    // A location with its own inherits none; a repeated name is warned.
+    assert_eq!(names(&s.locations[1].add_headers), ["x-api"]);
+    assert_eq!(warned(&o, "add_header").len(), 1, "{:?}", o.warnings);
+    match &s.locations[2].action {
+        crate::config::Action::Return(r) => assert_eq!(r.status, 444),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -367,19 +416,24 @@ fn the_rewrite_break_idiom_is_a_uri_part() {
 }
 
 #[test]
-fn next_upstream_settings_go_to_the_pool() {
+fn next_upstream_settings_per_location() {
     let o = run("http { upstream p { server 127.0.0.1:9001; server 127.0.0.1:9002; }
   proxy_next_upstream error timeout http_502 denied;
   server { listen 127.0.0.1:8080;
     location / { proxy_next_upstream_tries 2; proxy_next_upstream_timeout 10s; proxy_pass http://p; }
+    location /other/ { proxy_pass http://p; }
 } }");
     let c = config(&o);
-    let p = &c.upstreams[0];
-    assert!(
-        p.next_upstream.error && p.next_upstream.timeout && p.next_upstream.statuses.contains(502)
+    for i in 0..2 {
+        let n = opts(&c, i).next_upstream;
+        assert!(n.error && n.timeout && n.statuses.contains(502), "{n:?}");
+    }
+    assert_eq!(opts(&c, 0).next_upstream_tries, 2);
+    assert_eq!(
+        opts(&c, 0).next_upstream_timeout,
+        std::time::Duration::from_secs(10)
     );
-    assert_eq!(p.next_upstream_tries, 2);
-    assert_eq!(p.next_upstream_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(opts(&c, 1).next_upstream_tries, 0);
     assert!(
         o.toml
             .contains("next_upstream = [\"error\", \"timeout\", \"http_502\"]"),

@@ -1,7 +1,8 @@
 //! nginx `upstream` blocks into `[upstream.NAME]` pools, and the pool settings nginx
-//! gives per location (`proxy_*_timeout`) gathered onto the pools they reach.
+//! gives per location (`proxy_*_timeout`, `proxy_next_upstream*`): a pool gets nginx's
+//! defaults, a location overrides what it sets differently.
 
-use super::location::{Action, Loc, POOL_SETTINGS};
+use super::location::{Action, Loc};
 use super::parser::Directive;
 use super::{values, Cx, Http};
 use crate::config::values as cfg;
@@ -20,7 +21,8 @@ pub(crate) struct Pool {
     pub consistent: bool,
     pub keepalive: Option<u64>,
     pub keepalive_timeout: Option<String>,
-    /// The pool settings (`location::POOL_KEYS`) as TOML: from the locations proxying here.
+    /// The pool settings (`location::POOL_KEYS`) as TOML where nginx's default is not
+    /// fulcrum's (a location overrides them where it sets its own).
     pub timeouts: [Option<String>; 6],
     /// The addresses (and backup flags) of its servers so far.
     seen: Vec<(std::net::SocketAddr, bool)>,
@@ -170,8 +172,9 @@ fn server(cx: &mut Cx, d: &Directive, p: &mut Pool) {
     cx.carry();
 }
 
-/// Points every location at what it proxies to: a kept pool (whose timeouts it
-/// gives), a literal address that resolves, or else a 502 with a warning.
+/// Points every location at what it proxies to: a kept pool, a literal address that
+/// resolves, or else a 502 with a warning; and leaves in each location only the pool
+/// settings it must override to mean what nginx does there.
 pub(crate) fn resolve_targets(cx: &mut Cx, http: &mut Http) {
     let names: Vec<String> = http
         .upstreams
@@ -181,11 +184,13 @@ pub(crate) fn resolve_targets(cx: &mut Cx, http: &mut Http) {
     for s in &mut http.servers {
         for l in &mut s.locations {
             let Action::Proxy { authority, .. } = &l.action else {
+                l.timeouts = Default::default();
                 continue;
             };
             let key = authority.to_ascii_lowercase();
-            if let Some(i) = names.iter().position(|n| *n == key) {
-                pool_timeouts(cx, &mut http.upstreams[i], l);
+            if names.contains(&key) {
+                // The pool has nginx's defaults: only a setting of its own differs.
+                overrides(l, &NGINX_DEFAULT);
             } else if cx.dropped.contains(&key) {
                 let why = format!("proxies to the dropped pool \"{authority}\": answers 502");
                 cx.warn_at(&l.at, "proxy_pass", why.clone());
@@ -195,33 +200,28 @@ pub(crate) fn resolve_targets(cx: &mut Cx, http: &mut Http) {
                 cx.warn_at(&l.at, "proxy_pass", why.clone());
                 l.action = Action::bad_gateway(why);
             } else {
-                for (i, t) in l.timeouts.iter().enumerate() {
-                    if let Some((_, at)) = t {
-                        cx.warn_at(at, POOL_SETTINGS[i], "is set per pool in fulcrum, and a literal proxy_pass address has none: fulcrum's default applies");
+                // A literal address is an implicit pool with fulcrum's defaults.
+                for (i, t) in l.timeouts.iter_mut().enumerate() {
+                    if t.is_none() {
+                        *t = Some((NGINX_DEFAULT[i].to_string(), l.at.clone()));
                     }
                 }
+                overrides(l, &FULCRUM_DEFAULT);
             }
         }
     }
     for p in &mut http.upstreams {
         for (i, t) in p.timeouts.iter_mut().enumerate() {
-            if t.as_deref() == Some(FULCRUM_DEFAULT[i]) {
-                *t = None;
-            }
+            *t = (NGINX_DEFAULT[i] != FULCRUM_DEFAULT[i]).then(|| NGINX_DEFAULT[i].to_string());
         }
     }
 }
 
-fn pool_timeouts(cx: &mut Cx, p: &mut Pool, l: &Loc) {
-    for (i, t) in l.timeouts.iter().enumerate() {
-        let value = t.as_ref().map_or(NGINX_DEFAULT[i], |(v, _)| v.as_str());
-        match &p.timeouts[i] {
-            None => p.timeouts[i] = Some(value.to_string()),
-            Some(have) if have == value => {}
-            Some(have) => {
-                let at = t.as_ref().map_or(l.at.as_str(), |(_, at)| at.as_str());
-                cx.warn_at(at, POOL_SETTINGS[i], format!("{value} differs from the {have} another location gives pool \"{}\": fulcrum sets it per pool, so {have} applies", p.name));
-            }
+/// Keeps the location's settings that differ from its pool's `pool` values.
+fn overrides(l: &mut Loc, pool: &[&str; 6]) {
+    for (i, t) in l.timeouts.iter_mut().enumerate() {
+        if t.as_ref().is_some_and(|(v, _)| v == pool[i]) {
+            *t = None;
         }
     }
 }

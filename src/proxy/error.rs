@@ -265,6 +265,40 @@ pub struct Rescue {
     pub reason: Option<Reason>,
     /// The log line written where the failure happens, if any.
     pub log: Option<(Level, &'static str)>,
+    /// The `grpc-status` a gRPC request gets instead (in an HTTP 200 trailers-only
+    /// answer): 14 UNAVAILABLE or 4 DEADLINE_EXCEEDED for upstream failures (SPEC
+    /// §6), else Envoy's map of the HTTP status.
+    pub grpc_status: u8,
+}
+
+/// gRPC's UNAVAILABLE: the call may be retried (client libraries do).
+pub const GRPC_UNAVAILABLE: u8 = 14;
+/// gRPC's DEADLINE_EXCEEDED.
+pub const GRPC_DEADLINE_EXCEEDED: u8 = 4;
+
+/// The gRPC status for an HTTP status fulcrum answers itself, as Envoy maps its
+/// local replies (`Grpc::Utility::httpToGrpcStatus`).
+fn grpc_for_http(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 13, // INTERNAL
+        401 => 16, // UNAUTHENTICATED
+        403 => 7,  // PERMISSION_DENIED
+        404 => 12, // UNIMPLEMENTED
+        // Not in Envoy's map: what a gRPC server answers for a message over its
+        // limit.
+        413 => 8, // RESOURCE_EXHAUSTED
+        429 | 502 | 503 | 504 => GRPC_UNAVAILABLE,
+        _ => 2, // UNKNOWN
+    }
+}
+
+/// The `grpc-message` for a failure: the error's text with the attempt's cause
+/// ("upstream attempt failed: connect() failed: Connection refused (os error 111)").
+pub fn grpc_message(e: &ProxyError) -> String {
+    match e {
+        ProxyError::Upstream(a) => format!("{e}: {a}"),
+        e => e.to_string(),
+    }
 }
 
 /// The one map from an error to its status, connection close, metric and log text.
@@ -314,11 +348,18 @@ pub fn rescue(e: &ProxyError) -> Rescue {
         ),
         _ => (None, None),
     };
+    let grpc_status = match e {
+        ProxyError::NoLiveUpstreams { .. } => GRPC_UNAVAILABLE,
+        ProxyError::Upstream(a) if a.kind() == FailureKind::Timeout => GRPC_DEADLINE_EXCEEDED,
+        ProxyError::Upstream(_) => GRPC_UNAVAILABLE,
+        _ => grpc_for_http(status),
+    };
     Rescue {
         status,
         close,
         reason,
         log,
+        grpc_status,
     }
 }
 
@@ -452,7 +493,40 @@ mod tests {
             assert_eq!(r.reason, reason, "{e:?}");
             assert_eq!(r.log, log, "{e:?}");
             assert_ne!(body_for(r.status), "error\n", "{e:?}");
+            // A gRPC client sees UNAVAILABLE or DEADLINE_EXCEEDED for every
+            // upstream failure; fulcrum's other answers as Envoy maps them.
+            let grpc = match status {
+                502 => GRPC_UNAVAILABLE,
+                504 => GRPC_DEADLINE_EXCEEDED,
+                400 => 13,
+                404 => 12,
+                413 => 8,
+                _ => 2,
+            };
+            assert_eq!(r.grpc_status, grpc, "{e:?}");
         }
+    }
+
+    /// The gRPC message names the failure and its cause.
+    #[test]
+    fn grpc_messages_carry_the_cause() {
+        let e = ProxyError::from(ConnectError::Io(io()));
+        assert_eq!(
+            grpc_message(&e),
+            "upstream attempt failed: connect() failed: refused"
+        );
+        let e = ProxyError::NoLiveUpstreams {
+            upstream: "app".into(),
+        };
+        assert_eq!(
+            grpc_message(&e),
+            "no live upstreams while connecting to upstream \"app\""
+        );
+        let e = ProxyError::from(ExchangeError::ReadTimeout);
+        assert_eq!(
+            grpc_message(&e),
+            "upstream attempt failed: upstream timed out while reading response header"
+        );
     }
 
     /// The classes `proxy_next_upstream` sees, and whether the request had left.

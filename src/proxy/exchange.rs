@@ -189,8 +189,19 @@ impl Exchange {
     }
 
     /// The response goes out; the exchange ends with its body.
-    pub fn respond(mut self, resp: Response<ProxyBody>) -> Response<Tracked> {
-        self.status = resp.status().as_u16();
+    pub fn respond(self, resp: Response<ProxyBody>) -> Response<Tracked> {
+        let status = resp.status();
+        self.respond_logged(resp, status)
+    }
+
+    /// Like [`Exchange::respond`], with the status the log and metrics record
+    /// when it is not the one on the wire (a failed gRPC call goes out as 200).
+    pub fn respond_logged(
+        mut self,
+        resp: Response<ProxyBody>,
+        logged: http::StatusCode,
+    ) -> Response<Tracked> {
+        self.status = logged.as_u16();
         resp.map(|body| Tracked { body, ex: self })
     }
 }

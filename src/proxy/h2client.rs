@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::attempt::Attempt;
-use super::body::{ProxyBody, ReqBody, UpBody};
-use super::error::{ConnectError, ExchangeError, ProxyError};
+use super::body::{BodyTooLarge, ClientBodyTimeout, ProxyBody, ReqBody, UpBody};
+use super::error::{BoxError, ConnectError, ExchangeError, ProxyError};
 use super::h2body::H2UpBody;
 use crate::config;
 use crate::upstream::h2::{H2Body, H2Conn, H2Sender, H2Shared, StreamSlot};
@@ -99,7 +99,7 @@ pub fn respond(attempt: Attempt, head: H2Head, read_timeout: Duration) -> Respon
 
 /// Opens a cleartext connection to `addr` and speaks HTTP/2 over it.
 pub async fn open(addr: SocketAddr, up: &config::Upstream) -> Result<H2Conn, ConnectError> {
-    let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(addr)).await {
+    let tcp = match tokio::time::timeout(up.pass.connect_timeout, TcpStream::connect(addr)).await {
         Ok(s) => s?,
         Err(_) => return Err(ConnectError::Timeout),
     };
@@ -177,27 +177,33 @@ pub async fn send(
     body: &mut Option<UpBody>,
 ) -> Result<H2Head, ProxyError> {
     let mut req: Option<Request<H2Body>> = None;
+    let fault = BodyFault::default();
     loop {
-        let (mut sender, slot, fresh) = obtain(up, pick).await?;
+        let (mut sender, slot, fresh) = match obtain(up, pick).await {
+            Ok(got) => got,
+            Err(e) => {
+                // A request handed back by a connection going away keeps its
+                // body whole for the next server.
+                if let Some(r) = req.take() {
+                    *body = Some(resumed(r, out));
+                }
+                return Err(e);
+            }
+        };
         let r = match req.take() {
             Some(r) => r,
-            None => build(out, &mut headers, body.take())?,
+            None => build(out, &mut headers, body.take(), &fault)?,
         };
         let sent = tokio::time::timeout(out.read_timeout, sender.try_send_request(r)).await;
         match sent {
             Err(_) => return Err(ExchangeError::ReadTimeout.into()),
             Ok(Ok(response)) => return Ok(H2Head { response, slot }),
             Ok(Err(e)) => {
-                let unsent = hand_back(e, &slot)?;
+                let unsent = hand_back(e, &slot, &fault)?;
                 if fresh {
                     // A new connection refused it: the server's failure; the
                     // body is whole for the next one.
-                    let b = unsent.into_body();
-                    *body = Some(UpBody::stream(
-                        ReqBody::Boxed(b),
-                        u64::MAX,
-                        out.body_timeout,
-                    ));
+                    *body = Some(resumed(unsent, out));
                     return Err(ExchangeError::Closed { body_sent: false }.into());
                 }
                 // A pooled connection going away: another one takes it.
@@ -207,11 +213,91 @@ pub async fn send(
     }
 }
 
-/// The request back from a failed send, when it never left; else the error.
+/// The body of a request that never left, to send again (its limits still apply
+/// inside it).
+fn resumed(unsent: Request<H2Body>, out: &H2Outgoing<'_>) -> UpBody {
+    UpBody::stream(
+        ReqBody::Boxed(unsent.into_body()),
+        u64::MAX,
+        out.body_timeout,
+    )
+}
+
+/// Where a request body going up a stream keeps the error it failed with: hyper
+/// turns a body error into a stream reset and reports only the reset, but a body
+/// over `client_max_body_size` is the client's 413, not the server's failure.
+#[derive(Debug, Default, Clone)]
+struct BodyFault(Arc<Mutex<Option<BoxError>>>);
+
+/// What hyper is told when the request body fails (the cause is in [`BodyFault`]).
+#[derive(Debug, thiserror::Error)]
+#[error("request body failed")]
+struct BodyFailed;
+
+impl BodyFault {
+    /// The client's side of a failed send, if its body is what failed.
+    fn take(&self) -> Option<ExchangeError> {
+        let e = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some(if e.is::<BodyTooLarge>() {
+            BodyTooLarge.into()
+        } else if e.is::<ClientBodyTimeout>() {
+            ClientBodyTimeout.into()
+        } else {
+            ExchangeError::Client(e)
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that notes its error in a [`BodyFault`].
+    struct Noted {
+        #[pin]
+        inner: UpBody,
+        fault: BodyFault,
+    }
+}
+
+impl http_body::Body for Noted {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                let mut slot = this.fault.0.lock().unwrap_or_else(|e| e.into_inner());
+                // A body handed back and wrapped again keeps the first cause.
+                if slot.is_none() && !e.is::<BodyFailed>() {
+                    *slot = Some(e);
+                }
+                std::task::Poll::Ready(Some(Err(Box::new(BodyFailed))))
+            }
+            r => r,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The request back from a failed send, when it never left; else the error
+/// (the client's, when its body is what failed).
 fn hand_back(
     mut e: TrySendError<Request<H2Body>>,
     slot: &StreamSlot,
+    fault: &BodyFault,
 ) -> Result<Request<H2Body>, ProxyError> {
+    if let Some(client) = fault.take() {
+        return Err(client.into());
+    }
     match e.take_message() {
         Some(r) => {
             slot.conn().close();
@@ -232,6 +318,7 @@ fn build(
     out: &H2Outgoing<'_>,
     headers: &mut H2Headers,
     body: Option<UpBody>,
+    fault: &BodyFault,
 ) -> Result<Request<H2Body>, ProxyError> {
     let authority = headers
         .authority
@@ -249,7 +336,10 @@ fn build(
             .map_err(ProxyError::BadTarget)?,
     };
     let body: H2Body = match body {
-        Some(b) => UnsyncBoxBody::new(b),
+        Some(b) => UnsyncBoxBody::new(Noted {
+            inner: b,
+            fault: fault.clone(),
+        }),
         None => UnsyncBoxBody::new(UpBody::Empty),
     };
     let mut req = Request::new(body);

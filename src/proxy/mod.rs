@@ -16,10 +16,12 @@
 //!
 //! Files depend on each other one way, in this order (later ones may use earlier
 //! ones): `error`, `h1`, `forward`, `framing`, `conn`, `transport`, `reader`,
-//! `attempt`, `h2body`, `body`, `client`, `h2client`, `upgrade`, `exchange`, `retry`, `service`,
-//! `tower_service`, `server`. `h1` and `server` are directories whose files keep the
+//! `attempt`, `h2body`, `body`, `answer`, `local`, `client`, `h2client`, `upgrade`,
+//! `exchange`, `retry`, `service`, `tower_service`, `server`. `h1` and `server` are
+//! directories whose files keep the
 //! same rule; their `mod.rs` lists them in order.
 
+pub mod answer;
 pub mod attempt;
 pub mod body;
 pub mod client;
@@ -31,6 +33,7 @@ pub mod framing;
 pub mod h1;
 pub mod h2body;
 pub mod h2client;
+pub mod local;
 pub mod reader;
 pub mod retry;
 pub mod server;

@@ -5,11 +5,14 @@ use http::Method;
 use tokio::time::Instant;
 
 use super::error::FailureKind;
+use crate::config::PassOpts;
 use crate::upstream::Upstream;
 
 /// The retry budget and rules of one request.
 pub struct Retry<'a> {
     up: &'a Upstream,
+    /// The location's `next_upstream*` (the pool's unless it overrides them).
+    opts: &'a PassOpts,
     budget: u32,
     tries_left: u32,
     /// POST, LOCK and PATCH are retried only with `non_idempotent`, once sent.
@@ -20,17 +23,23 @@ pub struct Retry<'a> {
 }
 
 impl<'a> Retry<'a> {
-    /// The rules of `up` for a `method` request, with or without a body.
-    pub fn new(up: &'a Upstream, method: &Method, has_body: bool) -> Self {
-        let budget = up.tries.max(1);
+    /// The rules `opts` gives for a `method` request to `up`, with or without a body.
+    /// nginx's budget: every server not marked `down`, capped by `next_upstream_tries`.
+    pub fn new(up: &'a Upstream, opts: &'a PassOpts, method: &Method, has_body: bool) -> Self {
+        let mut budget = up.servers_up;
+        if opts.next_upstream_tries > 0 {
+            budget = budget.min(opts.next_upstream_tries);
+        }
+        let budget = budget.max(1);
         Retry {
             up,
+            opts,
             budget,
             tries_left: budget,
-            method_retryable: up.conf.next_upstream.non_idempotent
+            method_retryable: opts.next_upstream.non_idempotent
                 || !matches!(method.as_str(), "POST" | "LOCK" | "PATCH"),
             has_body,
-            started: (!up.conf.next_upstream_timeout.is_zero()).then(Instant::now),
+            started: (!opts.next_upstream_timeout.is_zero()).then(Instant::now),
         }
     }
 
@@ -44,7 +53,7 @@ impl<'a> Retry<'a> {
 
     /// Whether `next_upstream` lists this kind of failure.
     pub fn listed(&self, kind: FailureKind) -> bool {
-        let next = &self.up.conf.next_upstream;
+        let next = &self.opts.next_upstream;
         match kind {
             FailureKind::Timeout => next.timeout,
             FailureKind::InvalidHeader => next.invalid_header,
@@ -54,14 +63,14 @@ impl<'a> Retry<'a> {
 
     /// Whether `next_upstream` lists this response status.
     pub fn status_listed(&self, code: u16) -> bool {
-        self.up.conf.next_upstream.statuses.contains(code)
+        self.opts.next_upstream.statuses.contains(code)
     }
 
     /// Whether the next server gets the request: tries are left, the failure is
     /// listed, the request may be re-sent (`sent`: it partly left), its body is
     /// still whole (`body_left`), and `next_upstream_timeout` has not passed.
     pub fn can_retry(&self, listed: bool, sent: bool, body_left: bool) -> bool {
-        let timeout = self.up.conf.next_upstream_timeout;
+        let timeout = self.opts.next_upstream_timeout;
         self.tries_left > 0
             && listed
             && (!sent || self.method_retryable)

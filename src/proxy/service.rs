@@ -12,18 +12,21 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::time::Instant;
 
+pub use super::answer::error_response;
+use super::answer::{add_headers, answer_return, redirect_slash};
 use super::attempt::Attempt;
 use super::body::{ProxyBody, ReqBody, UpBody, UpstreamBody};
 use super::client::{self, Outgoing};
 use super::conn::{ConnMeta, IN_FLIGHT};
-use super::error::{body_for, rescue, ExchangeError, Level, ProxyError};
+use super::error::{rescue, ExchangeError, Level, ProxyError};
 use super::exchange::{Exchange, ReqInfo, Tracked};
 use super::forward;
 use super::h1::{BodyFraming, HeadWriter, ResponseHead};
 use super::h2client::{self, H2Head, H2Headers, H2Outgoing};
+use super::local::{is_grpc, rescue_response};
 use super::retry::Retry;
 use super::upgrade::ClientUpgrade;
-use crate::config::{Action, Location, Protocol, ProxyPass, Return};
+use crate::config::{Action, AddHeader, Location, PassOpts, Protocol, ProxyPass};
 use crate::metrics::Reason;
 use crate::route::location::LocationMatch;
 use crate::route::server_name::normalize_host;
@@ -43,36 +46,28 @@ pub async fn handle(
     req: Request<ReqBody>,
 ) -> Result<Response<Tracked>, Infallible> {
     meta.waiting_since.store(IN_FLIGHT, Relaxed);
+    let grpc = is_grpc(req.headers());
     let mut ex = Exchange::start(snapshots.load_full(), meta, &req);
     let (snap, meta, info) = ex.parts();
-    let resp = route(snap, meta, req, info)
-        .await
-        .unwrap_or_else(|e| rescue_response(&e));
-    Ok(ex.respond(resp))
+    Ok(match route(snap, meta, req, info).await {
+        Ok(resp) => match resp.extensions().get::<Logged>() {
+            Some(&Logged(logged)) => ex.respond_logged(resp, logged),
+            None => ex.respond(resp),
+        },
+        Err(e) => {
+            let (resp, logged) = rescue_response(&e, grpc);
+            ex.respond_logged(resp, logged)
+        }
+    })
 }
 
-/// A short plain-text error response.
-pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(body_for(status)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
-}
+/// The status the log and metrics record for an answer made from an error before
+/// `handle` saw it (one that got `add_header`), when it differs from the one on the
+/// wire (a failed gRPC call is a 200).
+#[derive(Debug, Clone, Copy)]
+struct Logged(StatusCode);
 
-/// The answer to an error, as [`rescue`] maps it: after one that must close
-/// (bad framing, say: the rest of the stream cannot be trusted) the connection is
-/// closed.
-fn rescue_response(e: &ProxyError) -> Response<ProxyBody> {
-    let r = rescue(e);
-    let mut resp = error_response(r.status);
-    if r.close {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
+/// Checks the head, then finds the virtual server and the location.
 async fn route(
     snap: &Snapshot,
     meta: &ConnMeta,
@@ -80,13 +75,7 @@ async fn route(
     info: &mut ReqInfo,
 ) -> Answer {
     let (mut parts, body) = req.into_parts();
-    let h1 = parts.version <= Version::HTTP_11;
-    if h1 {
-        guard_framing(&parts.headers, meta)?;
-        if matches!(body, ReqBody::Hyper(_)) {
-            guard_duplicates(&parts.headers)?;
-        }
-    }
+    let h1 = guard_head(&parts, &body, meta)?;
     let (raw_host, host) = host(&parts.uri, &parts.headers, parts.version)?;
     let vs_idx = virtual_server(snap, meta, &host)?;
     let vs = &snap.servers[vs_idx];
@@ -99,18 +88,8 @@ async fn route(
     };
     let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let norm = normalize_path(parts.uri.path()).map_err(ProxyError::BadPath)?;
-    let loc_idx = match vs.locations.find(&norm) {
-        LocationMatch::Found(i) => i,
-        LocationMatch::RedirectSlash(_) => {
-            let host = raw_host.unwrap_or("");
-            return Ok(redirect_slash(meta, host, &norm, parts.uri.query()));
-        }
-        LocationMatch::NotFound => return Err(ProxyError::NoLocation),
-    };
-    let loc = &vs.conf.locations[loc_idx];
-    info.site = Site::Location(vs_idx, loc_idx);
     let request_id = RequestId::new();
-    let vars = RequestVars {
+    let mut vars = RequestVars {
         method: &parts.method,
         raw_target,
         uri: &norm,
@@ -120,17 +99,30 @@ async fn route(
         remote: meta.remote,
         local: meta.local,
         scheme: meta.scheme,
-        proxy_host: match &loc.action {
-            Action::Proxy(pp) => &pp.proxy_host,
-            Action::Return(_) => "",
-        },
+        proxy_host: "",
         request_id: &request_id,
         ssl: ssl_vars(meta),
     };
+    let loc_idx = match vs.locations.find(&norm) {
+        LocationMatch::Found(i) => i,
+        LocationMatch::RedirectSlash(_) => {
+            let host = raw_host.unwrap_or("");
+            let resp = redirect_slash(meta, host, &norm, parts.uri.query());
+            return with_added(&vs.conf.add_headers, &vars, Ok(resp));
+        }
+        LocationMatch::NotFound => {
+            return with_added(&vs.conf.add_headers, &vars, Err(ProxyError::NoLocation))
+        }
+    };
+    let loc = &vs.conf.locations[loc_idx];
+    info.site = Site::Location(vs_idx, loc_idx);
     let pp = match &loc.action {
-        Action::Return(ret) => return Ok(answer_return(ret, &vars)),
+        Action::Return(ret) => {
+            return with_added(&loc.add_headers, &vars, Ok(answer_return(ret, &vars)))
+        }
         Action::Proxy(pp) => pp,
     };
+    vars.proxy_host = &pp.proxy_host;
     let target = proxy_target(pp, loc, &parts.uri, raw_target, &norm)?;
     let (set, suppressed) = render_set_headers(pp, &vars);
     let up = &snap.upstreams[pp.upstream];
@@ -144,12 +136,52 @@ async fn route(
         set,
         suppressed,
         proxy_host: &pp.proxy_host_header,
+        opts: &pp.opts,
+        max_body: loc.client_max_body_size,
         upgrade: on_upgrade.is_some(),
         client_ip: meta.remote.ip(),
         hash_key,
         on_upgrade,
     };
-    forward_request(up, fwd, body, info).await
+    let answer = forward_request(up, fwd, body, info).await;
+    with_added(&loc.add_headers, &vars, answer)
+}
+
+/// The answer with `add_header` applied: fulcrum's own error answers (404, 502, 504,
+/// ...) become responses here so that `add_header_always` reaches them too.
+fn with_added(list: &[AddHeader], vars: &RequestVars<'_>, answer: Answer) -> Answer {
+    if list.is_empty() {
+        return answer;
+    }
+    let mut resp = match answer {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (mut resp, logged) = rescue_response(&e, is_grpc(vars.headers));
+            if logged != resp.status() {
+                resp.extensions_mut().insert(Logged(logged));
+            }
+            resp
+        }
+    };
+    add_headers(list, vars, &mut resp);
+    Ok(resp)
+}
+
+/// The checks of an HTTP/1 head the parser could not make alone; says whether the
+/// request is HTTP/1.
+fn guard_head(
+    parts: &http::request::Parts,
+    body: &ReqBody,
+    meta: &ConnMeta,
+) -> Result<bool, ProxyError> {
+    let h1 = parts.version <= Version::HTTP_11;
+    if h1 {
+        guard_framing(&parts.headers, meta)?;
+        if matches!(body, ReqBody::Hyper(_)) {
+            guard_duplicates(&parts.headers)?;
+        }
+    }
+    Ok(h1)
 }
 
 /// HTTP/1 request smuggling guard: both framings present is never forwarded; nor
@@ -259,53 +291,6 @@ fn render_set_headers(
     (set, suppressed)
 }
 
-fn answer_return(ret: &Return, vars: &RequestVars<'_>) -> Response<ProxyBody> {
-    let status = StatusCode::from_u16(ret.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = ret
-        .body
-        .as_ref()
-        .map(|b| b.render(vars))
-        .unwrap_or_default();
-    let mut r = Response::new(if body.is_empty() {
-        ProxyBody::empty()
-    } else {
-        ProxyBody::full(body)
-    });
-    *r.status_mut() = status;
-    if let Some(loc) = &ret.location {
-        if let Ok(v) = HeaderValue::from_bytes(&loc.render(vars)) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-    }
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
-}
-
-fn redirect_slash(
-    meta: &ConnMeta,
-    raw_host: &str,
-    path: &str,
-    query: Option<&str>,
-) -> Response<ProxyBody> {
-    let host = if raw_host.is_empty() {
-        meta.local.to_string()
-    } else {
-        raw_host.to_string()
-    };
-    let mut loc = format!("{}://{}{}/", meta.scheme, host, path);
-    if let Some(q) = query {
-        loc.push('?');
-        loc.push_str(q);
-    }
-    let mut r = error_response(StatusCode::MOVED_PERMANENTLY);
-    *r.body_mut() = ProxyBody::full("301 Moved Permanently\n");
-    if let Ok(v) = HeaderValue::from_str(&loc) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
-}
-
 /// Everything about the request that each try re-sends.
 struct Forward<'a> {
     vs: &'a VServer,
@@ -316,6 +301,10 @@ struct Forward<'a> {
     set: Vec<(HeaderName, HeaderValue)>,
     suppressed: Vec<HeaderName>,
     proxy_host: &'a HeaderValue,
+    /// The location's timeouts and retry rules.
+    opts: &'a PassOpts,
+    /// The location's `client_max_body_size`; 0 = off.
+    max_body: u64,
     upgrade: bool,
     client_ip: std::net::IpAddr,
     /// The evaluated `hash_key`, for "hash" pools.
@@ -369,12 +358,12 @@ impl Head {
 
 /// Gets a connection to the peer: a pooled one if any is still open, else a new one.
 /// The flag says whether it is new.
-async fn obtain(up: &Upstream, pick: Pick) -> Result<(Conn, bool), ProxyError> {
+async fn obtain(up: &Upstream, pick: Pick, opts: &PassOpts) -> Result<(Conn, bool), ProxyError> {
     let peer = up.peer(pick);
     if let Some(c) = peer.state.idle.take(up.conf.keepalive_timeout) {
         return Ok((c, false));
     }
-    let (connect_timeout, send_timeout) = (up.conf.connect_timeout, up.conf.send_timeout);
+    let (connect_timeout, send_timeout) = (opts.connect_timeout, opts.send_timeout);
     match client::connect(peer.conf.addr, connect_timeout, send_timeout).await {
         Ok(c) => Ok((c, true)),
         Err(e) => {
@@ -389,7 +378,7 @@ async fn obtain(up: &Upstream, pick: Pick) -> Result<(Conn, bool), ProxyError> {
 /// The body as it goes up: a declared `Content-Length` over `client_max_body_size`
 /// is refused at once; a streamed body is counted against it as it goes.
 fn limit_body(fwd: &Forward<'_>, body: ReqBody) -> Result<UpBody, ProxyError> {
-    let max = fwd.vs.conf.client_max_body_size;
+    let max = fwd.max_body;
     if max > 0 {
         let declared = fwd
             .client_headers
@@ -451,7 +440,7 @@ async fn forward_request(
     info: &mut ReqInfo,
 ) -> Answer {
     let body = limit_body(&fwd, body)?;
-    let mut retry = Retry::new(up, fwd.method, !matches!(body, UpBody::Empty));
+    let mut retry = Retry::new(up, fwd.opts, fwd.method, !matches!(body, UpBody::Empty));
     let mut body = Some(body);
     let mut sel = Selection::default();
     loop {
@@ -483,8 +472,8 @@ async fn forward_request(
                 }
                 info.try_answered(code);
                 return Ok(match head {
-                    Head::H1(head) => respond(up, attempt, head, fwd.on_upgrade.take()),
-                    Head::H2(head) => h2client::respond(attempt, head, up.conf.read_timeout),
+                    Head::H1(head) => respond(attempt, head, fwd.on_upgrade.take(), fwd.opts),
+                    Head::H2(head) => h2client::respond(attempt, head, fwd.opts.read_timeout),
                 });
             }
             Err(e) => e,
@@ -521,19 +510,19 @@ async fn send_once(
         let out = H2Outgoing {
             method: fwd.method,
             target: &fwd.target,
-            read_timeout: grpc.map_or(up.conf.read_timeout, |g| g.min(up.conf.read_timeout)),
+            read_timeout: grpc.map_or(fwd.opts.read_timeout, |g| g.min(fwd.opts.read_timeout)),
             body_timeout: fwd.vs.conf.client_body_timeout,
         };
         let head = h2client::send(up, attempt.pick, &out, fwd.h2_headers(), body).await?;
         return Ok(Head::H2(head));
     }
     loop {
-        let (mut conn, fresh) = obtain(up, attempt.pick).await?;
+        let (mut conn, fresh) = obtain(up, attempt.pick, fwd.opts).await?;
         let req = Outgoing {
             method: fwd.method,
             target: &fwd.target,
             upgrade: fwd.upgrade,
-            read_timeout: up.conf.read_timeout,
+            read_timeout: fwd.opts.read_timeout,
         };
         let exchange = conn.exchange(&req, |w| fwd.write_headers(w), body, fresh);
         match exchange.await {
@@ -549,10 +538,10 @@ async fn send_once(
 }
 
 fn respond(
-    up: &Arc<Upstream>,
     mut attempt: Attempt,
     head: ResponseHead,
     on_upgrade: Option<ClientUpgrade>,
+    opts: &PassOpts,
 ) -> Response<ProxyBody> {
     let ResponseHead {
         status,
@@ -574,7 +563,7 @@ fn respond(
         drop(attempt);
         UpstreamBody::headers_only(headers)
     } else {
-        UpstreamBody::new(headers, attempt, framing, keep_alive, up.conf.read_timeout)
+        UpstreamBody::new(headers, attempt, framing, keep_alive, opts.read_timeout)
     };
     let mut resp = Response::new(ProxyBody::Upstream(Box::new(body)));
     *resp.status_mut() = status;

@@ -2,7 +2,6 @@
 //! through, and the way to embed fulcrum's routing and balancing in another hyper or
 //! axum program.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response};
 
+use super::answer::{is_no_response, NoResponse};
 use super::body::ReqBody;
 use super::conn::ConnMeta;
 use super::error::BoxError;
@@ -28,7 +28,9 @@ use crate::state::Snapshot;
 /// [`crate::config::Config`] with [`Snapshot::build`]) and the connection's facts
 /// ([`ConnMeta::new`]: client and local address, the configured `listen` address
 /// that selects the virtual servers, the scheme). It is cheap to clone (two `Arc`s),
-/// always ready, and never fails: every error becomes a response.
+/// always ready, and fails only for nginx's `return 444` ([`NoResponse`]: the
+/// connection or stream is to close without a response); every other error becomes
+/// a response.
 ///
 /// Any request body with [`Bytes`] data is accepted: hyper's
 /// [`hyper::body::Incoming`] is taken as it is, any other body is boxed once. The
@@ -87,7 +89,7 @@ impl Proxy {
 }
 
 /// The future of [`Proxy`]'s `call`.
-pub type ProxyFuture = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+pub type ProxyFuture = Pin<Box<dyn Future<Output = Result<Response<Tracked>, NoResponse>> + Send>>;
 
 impl<B> tower::Service<Request<B>> for Proxy
 where
@@ -95,10 +97,10 @@ where
     B::Error: Into<BoxError>,
 {
     type Response = Response<Tracked>;
-    type Error = Infallible;
+    type Error = NoResponse;
     type Future = ProxyFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), NoResponse>> {
         Poll::Ready(Ok(()))
     }
 
@@ -106,7 +108,11 @@ where
         let (snapshots, meta) = (self.snapshots.clone(), self.meta.clone());
         let req = req.map(ReqBody::from_body);
         Box::pin(async move {
-            let mut resp = handle(&snapshots, meta, req).await?;
+            let Ok(mut resp) = handle(&snapshots, meta, req).await;
+            if is_no_response(&resp) {
+                // Dropped here: the exchange is logged with its 444.
+                return Err(NoResponse);
+            }
             with_upstream_headers(&mut resp);
             Ok(resp)
         })
@@ -117,9 +123,18 @@ where
 /// HTTP/1 server writes them as they are, but hyper (and any tower layer) only sees
 /// the `HeaderMap`.
 pub fn with_upstream_headers(resp: &mut Response<Tracked>) {
-    if let Some(h) = resp.body().pass_headers() {
-        let map = h.to_map();
-        resp.headers_mut().extend(map);
+    if let Some(map) = resp.body().pass_headers().map(|h| h.to_map()) {
+        // Appended, not replacing: `add_header` may have set the same name.
+        let headers = resp.headers_mut();
+        let mut last = None;
+        for (name, value) in map {
+            if let Some(n) = name {
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                headers.append(n.clone(), value);
+            }
+        }
     }
 }
 

@@ -303,9 +303,9 @@ pub struct Upstream {
     pub primary: Tier,
     /// Backup servers, if any.
     pub backup: Option<Tier>,
-    /// nginx's try budget: non-down primaries + non-down backups, capped by
-    /// `next_upstream_tries`.
-    pub tries: u32,
+    /// Servers not marked `down` (primaries and backups): nginx's try budget before
+    /// a location's `next_upstream_tries` caps it.
+    pub servers_up: u32,
     /// Metric handles, resolved with the snapshot.
     pub metrics: crate::metrics::UpstreamMetrics,
 }
@@ -360,10 +360,7 @@ impl Upstream {
         let primary = mk(false);
         let backup = mk(true);
         let single = primary.len() == 1 && backup.is_empty();
-        let mut tries = conf.servers.iter().filter(|s| !s.down).count() as u32;
-        if conf.next_upstream_tries > 0 {
-            tries = tries.min(conf.next_upstream_tries);
-        }
+        let servers_up = conf.servers.iter().filter(|s| !s.down).count() as u32;
         let pool = registry.pool(&conf.name);
         let primary = Tier::new(primary, single, &conf, pool.clone(), balancers);
         let backup = (!backup.is_empty()).then(|| Tier::new(backup, false, &conf, pool, balancers));
@@ -372,7 +369,7 @@ impl Upstream {
             conf,
             primary,
             backup,
-            tries,
+            servers_up,
         }
     }
 

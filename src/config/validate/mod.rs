@@ -3,6 +3,7 @@
 //! This file holds the [`Validator`] with its value parsers and the small sections
 //! (`[global]`, `[admin]`); `upstream` and `server` validate the sections named so.
 
+mod location;
 mod resolve;
 mod server;
 mod tls;

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
+use super::location::ServerDefaults;
 use super::{span_of, Validator, NOT_YET};
 use crate::config::schema;
 use crate::config::values;
-use crate::config::{
-    Action, Balance, Location, ProxyPass, Return, ServerConf, Upstream, VirtualServer,
-};
+use crate::config::{Balance, Location, ProxyPass, ServerConf, Upstream, VirtualServer};
 use crate::route::location::LocationPattern;
 
 impl Validator<'_> {
@@ -34,10 +33,14 @@ impl Validator<'_> {
                 .error(span_of(&s.listen), "listen needs at least one address");
         }
         let tls = s.tls.as_ref().and_then(|t| self.server_tls(base, t));
+        let inherited = ServerDefaults {
+            add_headers: self.add_headers(&s.add_header, &s.add_header_always),
+            client_max_body_size: self.size(&s.client_max_body_size, 1024 * 1024),
+        };
         let mut locations = Vec::new();
         let mut sections = Vec::new();
         for loc in &s.location {
-            if let Some(l) = self.location(loc, upstreams, by_name) {
+            if let Some(l) = self.location(loc, &inherited, upstreams, by_name) {
                 locations.push(l);
                 sections.push(loc);
             }
@@ -62,11 +65,12 @@ impl Validator<'_> {
                 .iter()
                 .map(|n| n.get_ref().to_ascii_lowercase())
                 .collect(),
-            client_max_body_size: self.size(&s.client_max_body_size, 1024 * 1024),
+            client_max_body_size: inherited.client_max_body_size,
             client_header_timeout: self.duration(&s.client_header_timeout, Duration::from_secs(60)),
             client_body_timeout: self.body_timeout(&s.client_body_timeout),
             keepalive_timeout: self.duration(&s.keepalive_timeout, Duration::from_secs(75)),
             http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
+            add_headers: inherited.add_headers,
             tls,
             locations,
         }
@@ -87,81 +91,7 @@ impl Validator<'_> {
         }
     }
 
-    fn location(
-        &mut self,
-        loc: &schema::LocationSection,
-        upstreams: &mut Vec<Upstream>,
-        by_name: &mut HashMap<String, usize>,
-    ) -> Option<Location> {
-        let pattern = match LocationPattern::parse(loc.path.get_ref()) {
-            Ok(p) => p,
-            Err(e) => {
-                self.r.error(span_of(&loc.path), e.to_string());
-                return None;
-            }
-        };
-        let action = match (&loc.proxy_pass, &loc.return_) {
-            (Some(_), Some(r)) => {
-                self.r.error(
-                    span_of(r),
-                    "a location has either proxy_pass or return, not both",
-                );
-                return None;
-            }
-            (None, None) => {
-                self.r
-                    .error(span_of(&loc.path), "location needs proxy_pass or return");
-                return None;
-            }
-            (None, Some(r)) => {
-                if loc.proxy_set_header.is_some() {
-                    // Harmless in nginx, but a sign of a mistake: say so.
-                }
-                let ret = r.get_ref();
-                let status = *ret.status.get_ref();
-                if !(100..=999).contains(&status) {
-                    self.r.error(
-                        span_of(&ret.status),
-                        format!("invalid return code \"{status}\""),
-                    );
-                }
-                Action::Return(Return {
-                    status: status.clamp(100, 999) as u16,
-                    body: ret.body.as_ref().and_then(|b| self.template(b)),
-                    location: ret.location.as_ref().and_then(|b| self.template(b)),
-                })
-            }
-            (Some(pp), None) => {
-                let target = self.proxy_pass(pp, &pattern, upstreams, by_name)?;
-                let mut set_headers = Vec::new();
-                if let Some(h) = &loc.proxy_set_header {
-                    for (name, value) in h.get_ref() {
-                        match http::HeaderName::from_bytes(name.as_bytes()) {
-                            Ok(n) => {
-                                if let Some(t) = self.template(value) {
-                                    set_headers.push((n, t));
-                                }
-                            }
-                            Err(_) => self
-                                .r
-                                .error(span_of(value), format!("invalid header name \"{name}\"")),
-                        }
-                    }
-                }
-                Action::Proxy(ProxyPass {
-                    set_headers,
-                    ..target
-                })
-            }
-        };
-        Some(Location {
-            path: loc.path.get_ref().clone(),
-            pattern,
-            action,
-        })
-    }
-
-    fn proxy_pass(
+    pub(super) fn proxy_pass(
         &mut self,
         pp: &Spanned<String>,
         pattern: &LocationPattern,
@@ -170,10 +100,15 @@ impl Validator<'_> {
     ) -> Option<ProxyPass> {
         let (authority, uri_part) = self.proxy_pass_url(pp, pattern)?;
         if let Some(&i) = by_name.get(&authority.to_ascii_lowercase()) {
-            return Some(proxy_to(i, upstreams[i].name.clone(), uri_part));
+            return Some(proxy_to(
+                &upstreams[i],
+                i,
+                upstreams[i].name.clone(),
+                uri_part,
+            ));
         }
         let (idx, proxy_host) = self.literal_upstream(pp, authority, upstreams, by_name)?;
-        Some(proxy_to(idx, proxy_host, uri_part))
+        Some(proxy_to(&upstreams[idx], idx, proxy_host, uri_part))
     }
 
     /// `http://AUTHORITY[/URI]` split into the authority and the URI part.
@@ -315,11 +250,17 @@ impl Validator<'_> {
     }
 }
 
-/// A `proxy_pass` to upstream `upstream` with `Host: proxy_host`; the location adds
-/// its `proxy_set_header`s.
-fn proxy_to(upstream: usize, proxy_host: String, uri_part: Option<String>) -> ProxyPass {
+/// A `proxy_pass` to `pool` (index `upstream`) with `Host: proxy_host` and the pool's
+/// settings; the location adds its `proxy_set_header`s and overrides.
+fn proxy_to(
+    pool: &Upstream,
+    upstream: usize,
+    proxy_host: String,
+    uri_part: Option<String>,
+) -> ProxyPass {
     ProxyPass {
         upstream,
+        opts: pool.pass,
         proxy_host_header: host_header(&proxy_host),
         proxy_host,
         uri_part,

@@ -9,7 +9,7 @@ use super::{span_of, Validator};
 use crate::config::schema;
 use crate::config::values::{self, ServerParams, ValueError};
 use crate::config::{
-    Balance, CheckKind, HealthCheck, NextUpstream, Protocol, ServerConf, Upstream,
+    Balance, CheckKind, HealthCheck, NextUpstream, PassOpts, Protocol, ServerConf, Upstream,
 };
 use crate::route::template::Template;
 
@@ -67,14 +67,16 @@ impl Validator<'_> {
             consistent,
             keepalive: self.count(&u.keepalive, 64, "keepalive") as usize,
             keepalive_timeout: self.duration(&u.keepalive_timeout, Duration::from_secs(60)),
-            connect_timeout: self.duration(&u.connect_timeout, Duration::from_secs(5)),
-            send_timeout: self.duration(&u.send_timeout, Duration::from_secs(60)),
-            read_timeout: self.duration(&u.read_timeout, Duration::from_secs(60)),
-            next_upstream: next,
+            pass: PassOpts {
+                connect_timeout: self.duration(&u.connect_timeout, Duration::from_secs(5)),
+                send_timeout: self.duration(&u.send_timeout, Duration::from_secs(60)),
+                read_timeout: self.duration(&u.read_timeout, Duration::from_secs(60)),
+                next_upstream: next,
+                next_upstream_tries: self.count(&u.next_upstream_tries, 0, "next_upstream_tries")
+                    as u32,
+                next_upstream_timeout: self.duration(&u.next_upstream_timeout, Duration::ZERO),
+            },
             protocol,
-            next_upstream_tries: self.count(&u.next_upstream_tries, 0, "next_upstream_tries")
-                as u32,
-            next_upstream_timeout: self.duration(&u.next_upstream_timeout, Duration::ZERO),
             health_check: u
                 .health_check
                 .as_ref()
@@ -149,7 +151,10 @@ impl Validator<'_> {
     }
 
     /// `next_upstream`: when to retry on the next server (default: error, timeout).
-    fn next_upstream(&mut self, v: &Option<Spanned<Vec<Spanned<String>>>>) -> NextUpstream {
+    pub(super) fn next_upstream(
+        &mut self,
+        v: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> NextUpstream {
         let Some(list) = v else {
             return NextUpstream {
                 error: true,

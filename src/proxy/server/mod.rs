@@ -59,6 +59,7 @@ use tokio::sync::oneshot;
 use self::head::{parse_head, ReqHead};
 use self::respond::{encode_head, error_head, write_response, Written, FLUSH_AT};
 use self::watch::watched;
+use super::answer::NoResponse;
 use super::body::ReqBody;
 use super::conn::ConnMeta;
 use super::error::{rescue, ProxyError};
@@ -162,6 +163,10 @@ async fn run(
         let keep_alive = s.keep_alive && !unread && !meta.closing.load(Relaxed);
 
         let (parts, mut body) = resp.into_parts();
+        if parts.extensions.get::<NoResponse>().is_some() {
+            // nginx `return 444`: no response, the connection just closes.
+            return Ok(());
+        }
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(tx), Some(r)) = (s.upgrade, reader.take()) {
                 return switch(wr, &mut out, &parts, body, version, tx, r).await;
