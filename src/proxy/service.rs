@@ -364,7 +364,8 @@ async fn obtain(up: &Upstream, pick: Pick, opts: &PassOpts) -> Result<(Conn, boo
         return Ok((c, false));
     }
     let (connect_timeout, send_timeout) = (opts.connect_timeout, opts.send_timeout);
-    match client::connect(peer.conf.addr, connect_timeout, send_timeout).await {
+    let (addr, tls) = (peer.conf.addr, up.conf.tls.as_ref());
+    match client::connect(addr, &peer.conf.name, tls, connect_timeout, send_timeout).await {
         Ok(c) => Ok((c, true)),
         Err(e) => {
             if let client::ConnectError::Io(io) = &e {
@@ -407,9 +408,13 @@ fn log_failure(e: &ProxyError, upstream: &str, server: Option<std::net::SocketAd
     let reason = r.reason.map_or("", |r| r.as_str());
     match (level, server) {
         (Level::Error, _) => tracing::error!(upstream = %upstream, "{msg}"),
-        (Level::Warn, Some(server)) => {
-            tracing::warn!(upstream = %upstream, server = %server, reason, "{msg}")
-        }
+        (Level::Warn, Some(server)) => match e {
+            // The cause (refused, reset, the TLS alert) is what an operator needs.
+            ProxyError::Upstream(cause) => {
+                tracing::warn!(upstream = %upstream, server = %server, reason, error = %cause, "{msg}")
+            }
+            _ => tracing::warn!(upstream = %upstream, server = %server, reason, "{msg}"),
+        },
         (Level::Warn, None) => tracing::warn!(upstream = %upstream, reason, "{msg}"),
     }
 }
