@@ -64,13 +64,27 @@ impl Config {
     /// and CA file it names (a change of any of them reloads, SPEC §3).
     pub fn watch_paths(&self) -> Vec<PathBuf> {
         let mut paths = vec![self.path.clone()];
-        for t in self.servers.iter().filter_map(|s| s.tls.as_ref()) {
-            let files = [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()];
-            for f in files.into_iter().flatten() {
-                if !paths.contains(f) {
-                    paths.push(f.clone());
-                }
+        let mut add = |f: &PathBuf| {
+            if !paths.contains(f) {
+                paths.push(f.clone());
             }
+        };
+        for t in self.servers.iter().filter_map(|s| s.tls.as_ref()) {
+            [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
+                .into_iter()
+                .flatten()
+                .for_each(&mut add);
+        }
+        for t in self.upstreams.iter().filter_map(|u| u.tls.as_ref()) {
+            let identity = t.identity.as_ref();
+            [
+                t.ca.as_ref(),
+                identity.map(|i| &i.0),
+                identity.map(|i| &i.1),
+            ]
+            .into_iter()
+            .flatten()
+            .for_each(&mut add);
         }
         paths
     }
@@ -291,6 +305,24 @@ pub struct Upstream {
     pub resolve: Option<Resolve>,
     /// What the servers speak.
     pub protocol: Protocol,
+    /// TLS to the servers (`tls`, or `https://` in a `proxy_pass` to it).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `[upstream.NAME] tls`: the settings as written (paths resolved) and the client
+/// config every connection of the pool is made with.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Certificates are verified.
+    pub verify: bool,
+    /// CA bundle instead of the built-in roots.
+    pub ca: Option<PathBuf>,
+    /// Verification and SNI name instead of each server's host.
+    pub server_name: Option<String>,
+    /// Client certificate chain and key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The rustls client config (ALPN by the pool's protocol).
+    pub client: std::sync::Arc<rustls::ClientConfig>,
 }
 
 /// What an upstream's servers speak (`protocol`).
@@ -329,6 +361,7 @@ impl Upstream {
             resolve: None,
             health_check: None,
             protocol: Protocol::Http1,
+            tls: None,
         }
     }
 }

@@ -194,6 +194,22 @@ pub struct ServerTlsSection {
     pub client_auth: Option<Spanned<String>>,
 }
 
+/// `[upstream.NAME] tls = { verify, ca, server_name, cert, key }` (or `tls = true`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// Verify the servers' certificates (default true).
+    pub verify: Option<bool>,
+    /// PEM CA bundle to verify them against instead of the built-in roots.
+    pub ca: Option<String>,
+    /// Name to verify and send as SNI instead of each server's host.
+    pub server_name: Option<String>,
+    /// PEM client certificate chain.
+    pub cert: Option<String>,
+    /// PEM key of the client certificate.
+    pub key: Option<String>,
+}
+
 /// `[[server.location]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,9 @@ use tokio::time::Sleep;
 use super::body::{BodyTooLarge, ClientBodyTimeout, UpBody};
 use super::h1::{self, HeadWriter, ResponseHead};
 use crate::clock;
-use crate::upstream::conn::Conn;
+use crate::config::{PassOpts, UpstreamTls};
+use crate::upstream::conn::{Conn, UpstreamIo};
+use crate::upstream::{Pick, Upstream};
 
 pub use super::error::{ConnectError, ExchangeError};
 
@@ -90,13 +92,15 @@ pub struct Outgoing<'a> {
 
 /// The parts of a [`Conn`] an exchange works on.
 struct IoParts<'a> {
-    io: &'a mut TcpStream,
+    io: &'a mut UpstreamIo,
     buf: &'a mut BytesMut,
     head: &'a [u8],
     send_timeout: Duration,
 }
 
-/// The exchange itself: head out, body up (watching for an early answer), head in.
+/// The exchange itself, over the connection's two directions at once: a TCP
+/// socket splits for free; a TLS stream through tokio's lock (one allocation per
+/// exchange, TLS only).
 async fn exchange_io(
     p: IoParts<'_>,
     req: &Outgoing<'_>,
@@ -110,10 +114,38 @@ async fn exchange_io(
         head,
         send_timeout,
     } = p;
+    let wr_parts = (head, send_timeout);
+    match io {
+        UpstreamIo::Plain(tcp) => {
+            let (rd, wr) = tcp.split();
+            exchange_halves(rd, wr, buf, wr_parts, req, fresh, body, chunked).await
+        }
+        UpstreamIo::Tls(tls) => {
+            let (rd, wr) = tokio::io::split(&mut **tls);
+            exchange_halves(rd, wr, buf, wr_parts, req, fresh, body, chunked).await
+        }
+    }
+}
+
+/// Head out, body up (watching for an early answer), head in.
+#[allow(clippy::too_many_arguments)]
+async fn exchange_halves<R, W>(
+    mut rd: R,
+    wr: W,
+    buf: &mut BytesMut,
+    (head, send_timeout): (&[u8], Duration),
+    req: &Outgoing<'_>,
+    fresh: bool,
+    body: &mut Option<UpBody>,
+    chunked: bool,
+) -> Result<ResponseHead, ExchangeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let (method, upgrade) = (req.method, req.upgrade);
     let streamed = matches!(body, Some(UpBody::Stream { .. }));
     {
-        let (mut rd, wr) = io.split();
         let mut wr = WriteTimeout::new(wr, send_timeout);
         if let Err(e) = wr.write_all(head).await {
             return Err(write_error(e, fresh, false));
@@ -158,8 +190,8 @@ fn write_error(e: io::Error, fresh: bool, body_sent: bool) -> ExchangeError {
     }
 }
 
-async fn read_head(
-    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+async fn read_head<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut BytesMut,
     method: &Method,
     upgrade: bool,
@@ -231,19 +263,61 @@ async fn upload<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Opens a new connection to `addr`.
+/// Gets a connection to the picked server: a pooled one if any is still open, else
+/// a new one. The flag says whether it is new.
+pub async fn obtain(
+    up: &Upstream,
+    pick: Pick,
+    opts: &PassOpts,
+) -> Result<(Conn, bool), ConnectError> {
+    let peer = up.peer(pick);
+    if let Some(c) = peer.state.idle.take(up.conf.keepalive_timeout) {
+        return Ok((c, false));
+    }
+    let (addr, tls) = (peer.conf.addr, up.conf.tls.as_ref());
+    let (connect_timeout, send_timeout) = (opts.connect_timeout, opts.send_timeout);
+    let conn = connect(addr, &peer.conf.name, tls, connect_timeout, send_timeout).await?;
+    Ok((conn, true))
+}
+
+/// Opens a new connection to `addr`: TCP, then TLS when the pool has it (the
+/// server verified as `name`, the host it was written with), all within
+/// `connect_timeout` (nginx's `proxy_connect_timeout` covers the handshake too).
 pub async fn connect(
     addr: SocketAddr,
+    name: &str,
+    tls: Option<&UpstreamTls>,
     connect_timeout: Duration,
     send_timeout: Duration,
 ) -> Result<Conn, ConnectError> {
-    let io = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(s) => s?,
-        Err(_) => return Err(ConnectError::Timeout),
-    };
+    match tokio::time::timeout(connect_timeout, open_stream(addr, name, tls)).await {
+        Ok(io) => Ok(Conn::new(io?, send_timeout)),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+/// The stream of a new connection (no timeout of its own).
+pub async fn open_stream(
+    addr: SocketAddr,
+    name: &str,
+    tls: Option<&UpstreamTls>,
+) -> Result<UpstreamIo, ConnectError> {
+    let tcp = TcpStream::connect(addr).await?;
     // Small requests and responses must not wait for Nagle.
-    let _ = io.set_nodelay(true);
-    Ok(Conn::new(io, send_timeout))
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(UpstreamIo::Plain(tcp));
+    };
+    let server_name = crate::tls::client::server_name(tls.server_name.as_deref(), name)
+        .ok_or_else(|| {
+            let msg = format!("\"{name}\" is not a name a certificate can be verified for");
+            ConnectError::Tls(io::Error::other(msg))
+        })?;
+    let stream = tokio_rustls::TlsConnector::from(tls.client.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(ConnectError::Tls)?;
+    Ok(UpstreamIo::Tls(Box::new(stream)))
 }
 
 /// A stream whose writes fail with `TimedOut` once one stays blocked for longer

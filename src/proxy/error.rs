@@ -64,6 +64,10 @@ pub enum ConnectError {
     /// Refused, unreachable, reset.
     #[error("connect() failed: {0}")]
     Io(#[from] io::Error),
+    /// The TLS handshake failed (an untrusted certificate, a name mismatch, no
+    /// shared version, no `h2` by ALPN for an HTTP/2 pool).
+    #[error("upstream SSL handshake failed: {0}")]
+    Tls(#[source] io::Error),
 }
 
 /// Why an exchange on an upstream connection failed.
@@ -129,7 +133,9 @@ impl AttemptError {
     pub fn kind(&self) -> FailureKind {
         match self {
             AttemptError::Connect(ConnectError::Timeout) => FailureKind::Timeout,
-            AttemptError::Connect(ConnectError::Io(_)) => FailureKind::Connect,
+            AttemptError::Connect(ConnectError::Io(_) | ConnectError::Tls(_)) => {
+                FailureKind::Connect
+            }
             AttemptError::Exchange(e) => match e {
                 ExchangeError::SendTimeout | ExchangeError::ReadTimeout => FailureKind::Timeout,
                 ExchangeError::Invalid(_) => FailureKind::InvalidHeader,

@@ -24,14 +24,15 @@ use hyper::client::conn::http2;
 use hyper::client::conn::TrySendError;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::attempt::Attempt;
 use super::body::{ProxyBody, UpBody};
+use super::client;
 use super::error::{ConnectError, ExchangeError, ProxyError};
 use super::h2body::H2UpBody;
 use super::h2up::{resumed, Upload};
 use crate::config;
+use crate::upstream::conn::UpstreamIo;
 use crate::upstream::h2::{H2Body, H2Conn, H2Sender, H2Shared, StreamSlot};
 use crate::upstream::{Pick, Upstream};
 
@@ -97,15 +98,25 @@ pub fn respond(attempt: Attempt, head: H2Head, read_timeout: Duration) -> Respon
     resp
 }
 
-/// Opens a cleartext connection to `addr` and speaks HTTP/2 over it.
-pub async fn open(addr: SocketAddr, up: &config::Upstream) -> Result<H2Conn, ConnectError> {
-    let tcp = match tokio::time::timeout(up.pass.connect_timeout, TcpStream::connect(addr)).await {
-        Ok(s) => s?,
+/// Opens a connection to `addr` (TLS when the pool has it, where the server must
+/// choose `h2` by ALPN) and speaks HTTP/2 over it.
+pub async fn open(
+    addr: SocketAddr,
+    name: &str,
+    up: &config::Upstream,
+) -> Result<H2Conn, ConnectError> {
+    let stream = client::open_stream(addr, name, up.tls.as_ref());
+    let io = match tokio::time::timeout(up.pass.connect_timeout, stream).await {
+        Ok(io) => io?,
         Err(_) => return Err(ConnectError::Timeout),
     };
-    let _ = tcp.set_nodelay(true);
-    // Upstream TLS wraps `tcp` here (ALPN "h2") before the handshake.
-    handshake(tcp).await
+    if let UpstreamIo::Tls(s) = &io {
+        if s.get_ref().1.alpn_protocol() != Some(b"h2") {
+            let msg = "the server did not choose h2 by ALPN";
+            return Err(ConnectError::Tls(io::Error::other(msg)));
+        }
+    }
+    handshake(io).await
 }
 
 /// HTTP/2 over any stream: the handshake, and a task that drives the connection
@@ -154,7 +165,7 @@ async fn obtain(up: &Upstream, pick: Pick) -> Result<(H2Sender, StreamSlot, bool
     if let Some((s, slot)) = pool.take() {
         return Ok((s, slot, false));
     }
-    match open(peer.conf.addr, &up.conf).await {
+    match open(peer.conf.addr, &peer.conf.name, &up.conf).await {
         Ok(c) => {
             let (s, slot) = pool.add(c);
             Ok((s, slot, true))

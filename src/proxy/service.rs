@@ -33,7 +33,6 @@ use crate::route::server_name::normalize_host;
 use crate::route::template::{RequestId, RequestVars, SslVars};
 use crate::route::uri::{normalize_path, proxy_pass_target};
 use crate::state::{Site, Snapshot, VServer};
-use crate::upstream::conn::Conn;
 use crate::upstream::{Pick, Selection, Upstream};
 
 type Answer = Result<Response<ProxyBody>, ProxyError>;
@@ -368,25 +367,6 @@ impl Head {
     }
 }
 
-/// Gets a connection to the peer: a pooled one if any is still open, else a new one.
-/// The flag says whether it is new.
-async fn obtain(up: &Upstream, pick: Pick, opts: &PassOpts) -> Result<(Conn, bool), ProxyError> {
-    let peer = up.peer(pick);
-    if let Some(c) = peer.state.idle.take(up.conf.keepalive_timeout) {
-        return Ok((c, false));
-    }
-    let (connect_timeout, send_timeout) = (opts.connect_timeout, opts.send_timeout);
-    match client::connect(peer.conf.addr, connect_timeout, send_timeout).await {
-        Ok(c) => Ok((c, true)),
-        Err(e) => {
-            if let client::ConnectError::Io(io) = &e {
-                tracing::debug!(upstream = %up.conf.name, server = %peer.conf.addr, error = %io, "connect failed");
-            }
-            Err(e.into())
-        }
-    }
-}
-
 /// The body as it goes up: a declared `Content-Length` over `client_max_body_size`
 /// is refused at once; a streamed body is counted against it as it goes.
 fn limit_body(fwd: &Forward<'_>, body: ReqBody) -> Result<UpBody, ProxyError> {
@@ -419,9 +399,13 @@ fn log_failure(e: &ProxyError, upstream: &str, server: Option<std::net::SocketAd
     let reason = r.reason.map_or("", |r| r.as_str());
     match (level, server) {
         (Level::Error, _) => tracing::error!(upstream = %upstream, "{msg}"),
-        (Level::Warn, Some(server)) => {
-            tracing::warn!(upstream = %upstream, server = %server, reason, "{msg}")
-        }
+        (Level::Warn, Some(server)) => match e {
+            // The cause (refused, reset, the TLS alert) is what an operator needs.
+            ProxyError::Upstream(cause) => {
+                tracing::warn!(upstream = %upstream, server = %server, reason, error = %cause, "{msg}")
+            }
+            _ => tracing::warn!(upstream = %upstream, server = %server, reason, "{msg}"),
+        },
         (Level::Warn, None) => tracing::warn!(upstream = %upstream, reason, "{msg}"),
     }
 }
@@ -530,7 +514,7 @@ async fn send_once(
         return Ok(Head::H2(head));
     }
     loop {
-        let (mut conn, fresh) = obtain(up, attempt.pick, fwd.opts).await?;
+        let (mut conn, fresh) = client::obtain(up, attempt.pick, fwd.opts).await?;
         let req = Outgoing {
             method: fwd.method,
             target: &fwd.target,

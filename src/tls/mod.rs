@@ -12,6 +12,7 @@
 //! and, on some targets, nasm), see docs/tls.md.
 
 pub mod certs;
+pub mod client;
 pub mod inspect;
 pub mod server;
 

@@ -11,16 +11,85 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tokio_rustls::client::TlsStream;
 
 use crate::clock;
+
+/// An upstream connection's stream: a TCP socket, or TLS over one.
+#[derive(Debug)]
+pub enum UpstreamIo {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS (boxed: the session state is large and plain connections are the common case).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// An upstream HTTP/1.1 connection between exchanges.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket.
-    pub io: TcpStream,
+    /// The stream.
+    pub io: UpstreamIo,
     /// Bytes read and not yet consumed (the head, then body data).
     pub buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
@@ -73,8 +142,8 @@ impl LazyTimer {
 }
 
 impl Conn {
-    /// A connection over a freshly opened socket.
-    pub fn new(io: TcpStream, send_timeout: Duration) -> Conn {
+    /// A connection over a freshly opened stream.
+    pub fn new(io: UpstreamIo, send_timeout: Duration) -> Conn {
         Conn {
             io,
             buf: BytesMut::new(),
@@ -89,7 +158,18 @@ impl Conn {
     /// readiness, so a quiet connection costs no system call.
     pub fn still_idle(&mut self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        match &self.io {
+            UpstreamIo::Plain(s) => {
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            // Peeked, not read: the bytes would belong to the TLS session (a
+            // close_notify, most likely, which makes the connection unusable too).
+            UpstreamIo::Tls(s) => {
+                let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+                let mut buf = ReadBuf::new(&mut probe);
+                s.get_ref().0.poll_peek(&mut cx, &mut buf).is_pending()
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod resolve;
 mod server;
 mod tls;
 mod upstream;
+mod upstream_tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,8 +24,6 @@ use super::schema::{self, FileConfig};
 use super::values;
 use super::*;
 use crate::route::template::Template;
-
-const NOT_YET: &str = "is not supported yet";
 
 pub(super) fn validate(path: &Path, src: &str) -> Result<Config, ConfigError> {
     let mut r = Reporter::new(path, src);
@@ -106,26 +105,20 @@ impl Validator<'_> {
         }
     }
 
-    fn not_yet<T>(&mut self, v: &Option<Spanned<T>>, key: &str) {
-        if let Some(v) = v {
-            self.r.error(span_of(v), format!("\"{key}\" {NOT_YET}"));
-        }
-    }
-
     fn config(&mut self, path: &Path, file: FileConfig) -> Config {
         let global = self.global(&file.global);
         let admin = self.admin(&file.admin);
+        // Relative certificate, key and CA paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new(""));
         let mut upstreams = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (name, section) in &file.upstream {
-            if let Some(u) = self.upstream(name, section) {
+            if let Some(u) = self.upstream(name, section, base) {
                 by_name.insert(name.get_ref().to_ascii_lowercase(), upstreams.len());
                 upstreams.push(u);
             }
         }
         let mut servers = Vec::new();
-        // Relative certificate and key paths are relative to the config file.
-        let base = path.parent().unwrap_or(Path::new(""));
         for s in &file.server {
             servers.push(self.server(s, base, &mut upstreams, &mut by_name));
         }

@@ -49,7 +49,11 @@ impl Validator<'_> {
     }
 
     /// `resolve = true`: the entries to follow; `None` for a pool resolved once at load.
-    pub(super) fn resolve(&mut self, u: &schema::UpstreamSection) -> Option<Resolve> {
+    pub(super) fn resolve(
+        &mut self,
+        u: &schema::UpstreamSection,
+        default_port: u16,
+    ) -> Option<Resolve> {
         let on = u.resolve.as_ref().is_some_and(|r| *r.get_ref());
         if !on {
             if let Some(i) = &u.resolve_interval {
@@ -68,7 +72,7 @@ impl Validator<'_> {
             let Some(params) = self.server_entry(entry) else {
                 continue;
             };
-            match lookup_of(&params) {
+            match lookup_of(&params, default_port) {
                 Ok(lookup) => entries.push(ResolveEntry { params, lookup }),
                 Err(e) => self.r.error(span_of(entry), e),
             }
@@ -81,7 +85,7 @@ impl Validator<'_> {
 }
 
 /// The DNS question of one entry: nginx 1.27's `service=` rules.
-fn lookup_of(p: &values::ServerParams) -> Result<Lookup, String> {
+fn lookup_of(p: &values::ServerParams, default_port: u16) -> Result<Lookup, String> {
     let (host, port) = values::split_host_port(&p.addr).map_err(|e| e.to_string())?;
     if host.is_empty() {
         return Err(format!("invalid address \"{}\": empty host", p.addr));
@@ -90,7 +94,7 @@ fn lookup_of(p: &values::ServerParams) -> Result<Lookup, String> {
     let Some(service) = &p.service else {
         return Ok(Lookup::Host {
             host,
-            port: port.unwrap_or(80),
+            port: port.unwrap_or(default_port),
         });
     };
     if port.is_some() {
@@ -138,7 +142,7 @@ mod tests {
     fn lookups() {
         let p = values::ServerParams::parse("b.test:8080 weight=2").unwrap();
         assert_eq!(
-            lookup_of(&p).unwrap(),
+            lookup_of(&p, 80).unwrap(),
             Lookup::Host {
                 host: "b.test".into(),
                 port: 8080
@@ -146,12 +150,12 @@ mod tests {
         );
         let p = values::ServerParams::parse("b.test service=http").unwrap();
         assert_eq!(
-            lookup_of(&p).unwrap(),
+            lookup_of(&p, 80).unwrap(),
             Lookup::Srv {
                 name: "_http._tcp.b.test".into()
             }
         );
         let p = values::ServerParams::parse("b.test:80 service=http").unwrap();
-        assert!(lookup_of(&p).is_err());
+        assert!(lookup_of(&p, 80).is_err());
     }
 }

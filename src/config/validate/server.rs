@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use super::location::ServerDefaults;
-use super::{span_of, Validator, NOT_YET};
+use super::{span_of, Validator};
 use crate::config::schema;
 use crate::config::values;
 use crate::config::{Balance, Location, ProxyPass, ServerConf, Upstream, VirtualServer};
@@ -100,8 +100,16 @@ impl Validator<'_> {
         upstreams: &mut Vec<Upstream>,
         by_name: &mut HashMap<String, usize>,
     ) -> Option<ProxyPass> {
-        let (authority, uri_part) = self.proxy_pass_url(pp, pattern)?;
+        let (authority, uri_part, https) = self.proxy_pass_url(pp, pattern)?;
         if let Some(&i) = by_name.get(&authority.to_ascii_lowercase()) {
+            if https && upstreams[i].tls.is_none() {
+                let name = &upstreams[i].name;
+                self.r.error(
+                    span_of(pp),
+                    format!("upstream \"{name}\" has no tls: set tls = true in [upstream.{name}] to proxy_pass https:// to it"),
+                );
+                return None;
+            }
             return Some(proxy_to(
                 &upstreams[i],
                 i,
@@ -109,27 +117,26 @@ impl Validator<'_> {
                 uri_part,
             ));
         }
-        let (idx, proxy_host) = self.literal_upstream(pp, authority, upstreams, by_name)?;
+        let (idx, proxy_host) = self.literal_upstream(pp, authority, https, upstreams, by_name)?;
         Some(proxy_to(&upstreams[idx], idx, proxy_host, uri_part))
     }
 
-    /// `http://AUTHORITY[/URI]` split into the authority and the URI part.
+    /// `http[s]://AUTHORITY[/URI]` split into the authority, the URI part and
+    /// whether it is `https`.
     fn proxy_pass_url<'s>(
         &mut self,
         pp: &'s Spanned<String>,
         pattern: &LocationPattern,
-    ) -> Option<(&'s str, Option<String>)> {
+    ) -> Option<(&'s str, Option<String>, bool)> {
         let raw = pp.get_ref();
-        let rest = if let Some(r) = raw.strip_prefix("http://") {
-            r
-        } else if raw.starts_with("https://") {
-            self.r
-                .error(span_of(pp), format!("\"https://\" in proxy_pass {NOT_YET}"));
-            return None;
+        let (rest, https) = if let Some(r) = raw.strip_prefix("http://") {
+            (r, false)
+        } else if let Some(r) = raw.strip_prefix("https://") {
+            (r, true)
         } else {
             self.r.error(
                 span_of(pp),
-                format!("invalid URL prefix in \"{raw}\" (expected http://)"),
+                format!("invalid URL prefix in \"{raw}\" (expected http:// or https://)"),
             );
             return None;
         };
@@ -148,15 +155,17 @@ impl Validator<'_> {
             self.r.error(span_of(pp), format!("no host in \"{raw}\""));
             return None;
         }
-        Some((authority, uri_part))
+        Some((authority, uri_part, https))
     }
 
-    /// The implicit upstream of a literal `host[:port]` (added on its first use) and
-    /// the `$proxy_host` it gets: its index and that name.
+    /// The implicit upstream of a literal `host[:port]` (added on its first use; with
+    /// TLS for `https`, port 443 by default) and the `$proxy_host` it gets: its index
+    /// and that name.
     fn literal_upstream(
         &mut self,
         pp: &Spanned<String>,
         authority: &str,
+        https: bool,
         upstreams: &mut Vec<Upstream>,
         by_name: &mut HashMap<String, usize>,
     ) -> Option<(usize, String)> {
@@ -170,7 +179,8 @@ impl Validator<'_> {
         };
         // An upstream name must match without a port; anything else is a literal
         // address, and a name that does not resolve is "host not found" as in nginx.
-        let addrs = match values::resolve(authority, 80) {
+        let default_port = if https { 443 } else { 80 };
+        let addrs = match values::resolve(authority, default_port) {
             Ok(a) => a,
             Err(_)
                 if port.is_none()
@@ -188,17 +198,29 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let key = authority.to_ascii_lowercase();
+        let scheme = if https { "https://" } else { "" };
+        let key = format!("{scheme}{}", authority.to_ascii_lowercase());
         let idx = match by_name.get(&key) {
             Some(&i) => i,
             None => {
-                upstreams.push(implicit_upstream(authority, &addrs));
+                let mut u = implicit_upstream(authority, &addrs);
+                if https {
+                    match self.default_upstream_tls(u.protocol) {
+                        Ok(t) => u.tls = Some(t),
+                        Err(e) => {
+                            self.r.error(span_of(pp), e.to_string());
+                            return None;
+                        }
+                    }
+                }
+                upstreams.push(u);
                 by_name.insert(key, upstreams.len() - 1);
                 upstreams.len() - 1
             }
         };
         let proxy_host = match port {
-            Some(80) | None => host.to_string(),
+            None => host.to_string(),
+            Some(p) if p == default_port => host.to_string(),
             Some(_) => authority.to_string(),
         };
         Some((idx, proxy_host))

@@ -48,16 +48,19 @@ impl Validator<'_> {
         &mut self,
         name: &Spanned<String>,
         u: &schema::UpstreamSection,
+        base: &std::path::Path,
     ) -> Option<Upstream> {
         let balance = self.balance(&u.balance);
         let hash_key = self.hash_key(u, balance);
         let consistent = self.consistent(&u.consistent, balance);
-        self.not_yet(&u.tls, "tls");
         let protocol = self.protocol(&u.protocol);
+        let tls = self.upstream_tls(base, &u.tls, protocol);
+        // The port servers without one get: 443 with TLS, as nginx's https://.
+        let port = if u.tls.is_some() { 443 } else { 80 };
         let next = self.next_upstream(&u.next_upstream);
-        let (servers, resolve) = match self.resolve(u) {
+        let (servers, resolve) = match self.resolve(u, port) {
             Some(r) => (Vec::new(), Some(r)),
-            None => (self.upstream_servers(name, &u.server), None),
+            None => (self.upstream_servers(name, &u.server, port), None),
         };
         Some(Upstream {
             name: name.get_ref().clone(),
@@ -77,6 +80,7 @@ impl Validator<'_> {
                 next_upstream_timeout: self.duration(&u.next_upstream_timeout, Duration::ZERO),
             },
             protocol,
+            tls,
             health_check: u
                 .health_check
                 .as_ref()
@@ -193,6 +197,7 @@ impl Validator<'_> {
         &mut self,
         name: &Spanned<String>,
         list: &Spanned<Vec<schema::SpannedValue>>,
+        default_port: u16,
     ) -> Vec<ServerConf> {
         let mut servers = Vec::new();
         for entry in list.get_ref() {
@@ -204,7 +209,7 @@ impl Validator<'_> {
                     .error(span_of(entry), "\"service=\" needs resolve = true");
                 continue;
             }
-            match values::resolve(&p.addr, 80) {
+            match values::resolve(&p.addr, default_port) {
                 Ok(addrs) => servers.extend(addrs.into_iter().map(|addr| p.server(addr))),
                 Err(e) => self.r.error(span_of(entry), e.to_string()),
             }
