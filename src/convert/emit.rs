@@ -61,6 +61,10 @@ fn pool(out: &mut String, p: &Pool) {
     if let Some(t) = &p.keepalive_timeout {
         let _ = writeln!(out, "keepalive_timeout = {}", q(t));
     }
+    if p.tls {
+        // nginx's proxy_ssl_verify is off unless set.
+        out.push_str("tls = { verify = false }\n");
+    }
     for (name, t) in super::location::POOL_KEYS.iter().zip(&p.timeouts) {
         if let Some(t) = t {
             let _ = writeln!(out, "{name} = {t}");

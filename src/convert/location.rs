@@ -508,11 +508,11 @@ fn proxied(cx: &mut Cx, d: &Directive, inh: &Inherit, path: &str) -> Option<Acti
         cx.warn(d, why.clone());
         Some(Action::bad_gateway(why))
     };
-    let Some(rest) = url.strip_prefix("http://") else {
-        return fail(
-            cx,
-            "is not http:// (https and unix upstreams are not supported yet)",
-        );
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return fail(cx, "is not http:// or https:// (unix sockets)");
     };
     if url.contains('$') {
         return fail(cx, "has variables, which fulcrum's proxy_pass does not");

@@ -310,7 +310,7 @@ http {
   server {
     listen 127.0.0.1:8080;
     location / { proxy_pass http://sock; }
-    location /s { proxy_pass https://127.0.0.1:9443; }
+    location /s { proxy_pass unix:/run/other.sock; }
     location /v { proxy_pass http://$host; }
     location /r { rewrite ^/r/(.*)$ /$1 break; try_files $uri =404; proxy_pass http://127.0.0.1:9001; }
   }
@@ -484,4 +484,30 @@ fn realip_directives_become_the_server_keys_inherited_as_nginx_merges_them() {
     // A server's own list replaces http's even when none of it is carried: the third
     // server trusts nothing, as nginx (which trusts only unix sockets there).
     assert!(c.servers[2].real_ip.is_none(), "{t}");
+}
+
+#[test]
+fn https_upstreams_get_tls_without_verification_as_nginx() {
+    let o = run("http { upstream secure { server 127.0.0.1:9443; }
+  server { listen 127.0.0.1:8080;
+    location / { proxy_pass https://secure; }
+    location /lit/ { proxy_pass https://127.0.0.1:9444; }
+} }");
+    let c = config(&o);
+    let tls = c.upstreams[0].tls.as_ref().expect("the pool speaks TLS");
+    assert!(!tls.verify);
+    assert!(o.toml.contains("tls = { verify = false }"), "{}", o.toml);
+    assert!(
+        o.toml.contains("proxy_pass = \"https://secure\""),
+        "{}",
+        o.toml
+    );
+    // The literal address is an implicit TLS pool.
+    assert!(c
+        .upstreams
+        .iter()
+        .any(|u| u.name == "127.0.0.1:9444" && u.tls.is_some()));
+    let w = warned(&o, "proxy_pass");
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("proxy_ssl_verify off"), "{w:?}");
 }

@@ -24,6 +24,8 @@ pub(crate) struct Pool {
     /// The pool settings (`location::POOL_KEYS`) as TOML where nginx's default is not
     /// fulcrum's (a location overrides them where it sets its own).
     pub timeouts: [Option<String>; 6],
+    /// Reached by `proxy_pass https://`: its servers speak TLS.
+    pub tls: bool,
     /// The addresses (and backup flags) of its servers so far.
     seen: Vec<(std::net::SocketAddr, bool)>,
 }
@@ -48,6 +50,7 @@ pub(crate) fn pool(cx: &mut Cx, d: &Directive, block: &[Directive]) -> Option<Po
         keepalive: None,
         keepalive_timeout: None,
         timeouts: Default::default(),
+        tls: false,
         seen: Vec::new(),
     };
     for s in block {
@@ -187,19 +190,29 @@ pub(crate) fn resolve_targets(cx: &mut Cx, http: &mut Http) {
                 l.timeouts = Default::default();
                 continue;
             };
+            let authority = authority.clone();
             let key = authority.to_ascii_lowercase();
-            if names.contains(&key) {
+            let https =
+                matches!(&l.action, Action::Proxy { url, .. } if url.starts_with("https://"));
+            if let Some(i) = names.iter().position(|n| *n == key) {
                 // The pool has nginx's defaults: only a setting of its own differs.
                 overrides(l, &NGINX_DEFAULT);
+                if https && !http.upstreams[i].tls {
+                    http.upstreams[i].tls = true;
+                    cx.warn_at(&l.at, "proxy_pass", format!("https:// to \"{authority}\": nginx does not verify its certificates by default (proxy_ssl_verify off), so the pool gets tls = {{ verify = false }}; set verify = true with a ca"));
+                }
             } else if cx.dropped.contains(&key) {
                 let why = format!("proxies to the dropped pool \"{authority}\": answers 502");
                 cx.warn_at(&l.at, "proxy_pass", why.clone());
                 l.action = Action::bad_gateway(why);
-            } else if let Err(e) = cfg::resolve(authority, 80) {
+            } else if let Err(e) = cfg::resolve(&authority, if https { 443 } else { 80 }) {
                 let why = format!("{e}: the location answers 502");
                 cx.warn_at(&l.at, "proxy_pass", why.clone());
                 l.action = Action::bad_gateway(why);
             } else {
+                if https {
+                    cx.warn_at(&l.at, "proxy_pass", format!("https:// to \"{authority}\": fulcrum verifies its certificate against the built-in roots, which nginx does not do by default (proxy_ssl_verify off)"));
+                }
                 // A literal address is an implicit pool with fulcrum's defaults.
                 for (i, t) in l.timeouts.iter_mut().enumerate() {
                     if t.is_none() {
