@@ -187,3 +187,24 @@ fn check_names_a_missing_ca_and_https_needs_a_tls_pool() {
     let (code, text) = run(&literal);
     assert_eq!(code, Some(0), "{text}");
 }
+
+#[test]
+fn health_checks_of_a_tls_pool_speak_tls() {
+    let pki = Pki::new("upstream test CA");
+    pki.leaf("backend", &["localhost"]);
+    let b = TlsBackend::start(
+        "checked",
+        pki.server_config("backend", &[b"http/1.1"], None),
+    );
+    let ca = pki.path("ca.crt").display().to_string();
+    // mandatory: the server gets traffic only once a check (over TLS) has passed.
+    let f = Fulcrum::start(&pool_config(
+        b.addr,
+        &format!(
+            "tls = {{ ca = \"{ca}\" }}\n[upstream.b.health_check]\ninterval = \"200ms\"\nrise = 1\nmandatory = true"
+        ),
+    ));
+    let up = eventually(30, || get(f.addr(), "/x").status == 200);
+    assert!(up, "the TLS health check never passed:\n{}", f.log_text());
+    assert_eq!(get(f.addr(), "/x").text(), "checked HTTP/1.1");
+}

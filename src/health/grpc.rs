@@ -8,11 +8,11 @@
 
 use std::net::SocketAddr;
 
+use crate::upstream::conn::UpstreamIo;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use super::error::ProbeError;
 use crate::config::HealthCheck;
@@ -28,7 +28,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub async fn check(
     check: &HealthCheck,
     server: SocketAddr,
-    stream: TcpStream,
+    stream: UpstreamIo,
 ) -> Result<(), ProbeError> {
     let authority = match &check.host {
         Some(h) => h.clone(),

@@ -76,6 +76,7 @@ type Key = (String, SocketAddr);
 /// A running check task.
 struct Running {
     check: HealthCheck,
+    dial: probe::Dial,
     state: Weak<PeerState>,
     task: JoinHandle<()>,
 }
@@ -105,8 +106,8 @@ async fn supervise(shared: Arc<Shared>, notify: Arc<Notify>) {
     }
 }
 
-/// What the snapshot wants checked: (key) → (check, state).
-fn wanted(snap: &Snapshot) -> HashMap<Key, (HealthCheck, Arc<PeerState>)> {
+/// What the snapshot wants checked: (key) → (check, how to reach it, state).
+fn wanted(snap: &Snapshot) -> HashMap<Key, (HealthCheck, probe::Dial, Arc<PeerState>)> {
     let mut want = HashMap::new();
     for up in &snap.upstreams {
         let Some(check) = &up.conf.health_check else {
@@ -114,7 +115,13 @@ fn wanted(snap: &Snapshot) -> HashMap<Key, (HealthCheck, Arc<PeerState>)> {
         };
         for p in up.peers().filter(|p| !p.conf.down) {
             want.entry((up.conf.name.clone(), p.conf.addr))
-                .or_insert_with(|| (check.clone(), p.state.clone()));
+                .or_insert_with(|| {
+                    let dial = probe::Dial {
+                        name: p.conf.name.clone(),
+                        tls: up.conf.tls.clone(),
+                    };
+                    (check.clone(), dial, p.state.clone())
+                });
         }
     }
     want
@@ -125,8 +132,10 @@ async fn reconcile(snap: &Snapshot, tasks: &mut HashMap<Key, Running>) {
     let stale: Vec<Key> = tasks
         .iter()
         .filter(|(key, run)| {
-            !want.get(*key).is_some_and(|(check, state)| {
-                *check == run.check && std::ptr::eq(run.state.as_ptr(), Arc::as_ptr(state))
+            !want.get(*key).is_some_and(|(check, dial, state)| {
+                *check == run.check
+                    && *dial == run.dial
+                    && std::ptr::eq(run.state.as_ptr(), Arc::as_ptr(state))
             })
         })
         .map(|(key, _)| key.clone())
@@ -163,18 +172,19 @@ async fn reconcile(snap: &Snapshot, tasks: &mut HashMap<Key, Running>) {
         }
     }
     let started = want.len();
-    for ((upstream, addr), (check, state)) in want {
+    for ((upstream, addr), (check, dial, state)) in want {
         let weak = Arc::downgrade(&state);
         let task = tokio::spawn(run_checks(
             upstream.clone(),
             addr,
-            check.clone(),
+            (check.clone(), dial.clone()),
             weak.clone(),
         ));
         tasks.insert(
             (upstream, addr),
             Running {
                 check,
+                dial,
                 state: weak,
                 task,
             },
@@ -193,7 +203,7 @@ async fn reconcile(snap: &Snapshot, tasks: &mut HashMap<Key, Running>) {
 async fn run_checks(
     upstream: String,
     addr: SocketAddr,
-    check: HealthCheck,
+    (check, dial): (HealthCheck, probe::Dial),
     state: Weak<PeerState>,
 ) {
     let mut counter = match state.upgrade() {
@@ -210,7 +220,7 @@ async fn run_checks(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = probe::probe(&check, addr).await;
+        let result = probe::probe(&check, &dial, addr).await;
         let Some(st) = state.upgrade() else { return };
         metrics.record(result.is_ok());
         if let Err(e) = &result {

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http::{header, Request};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-use crate::config::{CheckKind, HealthCheck};
+use crate::config::{CheckKind, HealthCheck, UpstreamTls};
+use crate::proxy::client::{open_stream, ConnectError};
 
 pub use super::error::ProbeError;
 
@@ -23,19 +23,47 @@ pub fn target(check: &HealthCheck, server: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How a check reaches its server: as traffic does, TLS for a TLS pool (the server
+/// verified as the name it was written with).
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// The server as written (`host[:port]`).
+    pub name: String,
+    /// The pool's TLS.
+    pub tls: Option<UpstreamTls>,
+}
+
+impl PartialEq for Dial {
+    /// The same name and the same TLS client (a reload builds a new one).
+    fn eq(&self, other: &Dial) -> bool {
+        self.name == other.name
+            && match (&self.tls, &other.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(&a.client, &b.client),
+                _ => false,
+            }
+    }
+}
+
 /// Checks `server` once.
-pub async fn probe(check: &HealthCheck, server: SocketAddr) -> Result<(), ProbeError> {
-    match tokio::time::timeout(check.timeout, probe_inner(check, server)).await {
+pub async fn probe(check: &HealthCheck, dial: &Dial, server: SocketAddr) -> Result<(), ProbeError> {
+    match tokio::time::timeout(check.timeout, probe_inner(check, dial, server)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout),
     }
 }
 
-async fn probe_inner(check: &HealthCheck, server: SocketAddr) -> Result<(), ProbeError> {
-    let stream = TcpStream::connect(target(check, server))
+async fn probe_inner(
+    check: &HealthCheck,
+    dial: &Dial,
+    server: SocketAddr,
+) -> Result<(), ProbeError> {
+    let stream = open_stream(target(check, server), &dial.name, dial.tls.as_ref())
         .await
-        .map_err(ProbeError::Connect)?;
-    let _ = stream.set_nodelay(true);
+        .map_err(|e| match e {
+            ConnectError::Io(e) | ConnectError::Tls(e) => ProbeError::Connect(e),
+            ConnectError::Timeout => ProbeError::Timeout,
+        })?;
     match check.kind {
         CheckKind::Tcp => return Ok(()),
         CheckKind::Grpc => return super::grpc::check(check, server, stream).await,
