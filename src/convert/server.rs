@@ -185,6 +185,7 @@ fn names(cx: &mut Cx, d: &Directive, out: &mut Vec<String>) {
 /// wildcard, with a warning.
 pub(crate) fn order(cx: &mut Cx, servers: &mut [Server]) {
     servers.sort_by_key(|s| s.defaults.is_empty());
+    unreachable_defaults(cx, servers);
     let wild: Vec<String> = servers
         .iter()
         .flat_map(|s| s.listen.iter())
@@ -210,5 +211,19 @@ pub(crate) fn order(cx: &mut Cx, servers: &mut [Server]) {
             }
         }
         s.listen = listen;
+    }
+}
+
+/// One order cannot put two servers first: a `default_server` of an address that an
+/// earlier default server also listens on stays second there. Warned, naming what
+/// answers instead.
+fn unreachable_defaults(cx: &mut Cx, servers: &[Server]) {
+    for (i, s) in servers.iter().enumerate() {
+        for addr in &s.defaults {
+            let first = servers[..i].iter().find(|o| o.listen.contains(addr));
+            if let Some(first) = first {
+                cx.warn_at(&s.at, "listen", format!("{addr} default_server: fulcrum's default is the first server on an address, and the server at {} (a default_server elsewhere) comes first there: requests for unknown names on {addr} go to it", first.at));
+            }
+        }
     }
 }

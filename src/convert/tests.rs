@@ -511,3 +511,19 @@ fn https_upstreams_get_tls_without_verification_as_nginx() {
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].contains("proxy_ssl_verify off"), "{w:?}");
 }
+
+#[test]
+fn a_default_server_that_cannot_come_first_is_warned() {
+    let o = run("http {
+  server { listen 127.0.0.1:8080 default_server; listen 127.0.0.1:8081; server_name a.test; return 200 a; }
+  server { listen 127.0.0.1:8080; listen 127.0.0.1:8081 default_server; server_name b.test; return 200 b; }
+}");
+    let w = warned(&o, "listen");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("nginx.conf:3: directive \"listen\" 127.0.0.1:8081 default_server"),
+        "{w:?}"
+    );
+    assert!(w[0].contains("nginx.conf:2"), "{w:?}");
+    config(&o);
+}
