@@ -4,13 +4,16 @@
 //! backend that demands them, pooled connections reused, and h2 chosen by ALPN.
 
 mod common;
-#[path = "common/pki.rs"]
-mod pki;
+#[path = "common/tls_backend.rs"]
+mod tls_backend;
+#[path = "common/tls.rs"]
+mod tls_client;
 
 use std::process::Command;
 
 use common::*;
-use pki::{Pki, TlsBackend};
+use tls_backend::{server_config, TlsBackend};
+use tls_client::Pki;
 
 fn pool_config(backend: std::net::SocketAddr, upstream_extra: &str) -> String {
     format!(
@@ -32,9 +35,12 @@ proxy_pass = "https://b"
 
 #[test]
 fn verified_backend_is_reached_and_its_connections_are_pooled() {
-    let pki = Pki::new("upstream test CA");
+    let pki = Pki::new();
     pki.leaf("backend", &["localhost"]);
-    let b = TlsBackend::start("secure", pki.server_config("backend", &[b"http/1.1"], None));
+    let b = TlsBackend::start(
+        "secure",
+        server_config(&pki, "backend", &[b"http/1.1"], None),
+    );
     let ca = pki.path("ca.crt");
     let f = Fulcrum::start(&pool_config(
         b.addr,
@@ -52,9 +58,12 @@ fn verified_backend_is_reached_and_its_connections_are_pooled() {
 
 #[test]
 fn untrusted_backend_is_a_502_with_the_reason_logged() {
-    let pki = Pki::new("a CA fulcrum does not know");
+    let pki = Pki::new();
     pki.leaf("backend", &["localhost"]);
-    let b = TlsBackend::start("secure", pki.server_config("backend", &[b"http/1.1"], None));
+    let b = TlsBackend::start(
+        "secure",
+        server_config(&pki, "backend", &[b"http/1.1"], None),
+    );
     // `tls = true`: verified against the built-in roots, which do not have this CA.
     let f = Fulcrum::start(&pool_config(b.addr, "tls = true"));
     let r = get(f.addr(), "/x");
@@ -66,9 +75,12 @@ fn untrusted_backend_is_a_502_with_the_reason_logged() {
 
 #[test]
 fn name_mismatch_is_refused_and_server_name_fixes_it() {
-    let pki = Pki::new("upstream test CA");
+    let pki = Pki::new();
     pki.leaf("backend", &["api.internal"]);
-    let b = TlsBackend::start("named", pki.server_config("backend", &[b"http/1.1"], None));
+    let b = TlsBackend::start(
+        "named",
+        server_config(&pki, "backend", &[b"http/1.1"], None),
+    );
     let ca = pki.path("ca.crt").display().to_string();
     let f = Fulcrum::start(&pool_config(b.addr, &format!("tls = {{ ca = \"{ca}\" }}")));
     assert_eq!(get(f.addr(), "/x").status, 502);
@@ -86,11 +98,11 @@ fn name_mismatch_is_refused_and_server_name_fixes_it() {
 
 #[test]
 fn client_certificate_for_a_backend_that_requires_one() {
-    let servers = Pki::new("server CA");
+    let servers = Pki::new();
     servers.leaf("backend", &["localhost"]);
-    let clients = Pki::new("client CA");
+    let clients = Pki::new();
     clients.leaf("fulcrum", &["fulcrum.client"]);
-    let cfg = servers.server_config("backend", &[b"http/1.1"], Some(&clients));
+    let cfg = server_config(&servers, "backend", &[b"http/1.1"], Some(&clients));
     let b = TlsBackend::start("mtls", cfg);
     let ca = servers.path("ca.crt").display().to_string();
     let without = Fulcrum::start(&pool_config(b.addr, &format!("tls = {{ ca = \"{ca}\" }}")));
@@ -109,9 +121,9 @@ fn client_certificate_for_a_backend_that_requires_one() {
 
 #[test]
 fn h2_pool_over_tls_negotiates_h2_by_alpn() {
-    let pki = Pki::new("upstream test CA");
+    let pki = Pki::new();
     pki.leaf("backend", &["localhost"]);
-    let b = TlsBackend::start("grpcish", pki.server_config("backend", &[b"h2"], None));
+    let b = TlsBackend::start("grpcish", server_config(&pki, "backend", &[b"h2"], None));
     let ca = pki.path("ca.crt").display().to_string();
     let f = Fulcrum::start(&pool_config(
         b.addr,
@@ -123,7 +135,7 @@ fn h2_pool_over_tls_negotiates_h2_by_alpn() {
     }
     assert_eq!(b.connections(), 1);
     // An HTTP/1-only backend cannot agree on h2: the handshake fails.
-    let h1 = TlsBackend::start("old", pki.server_config("backend", &[b"http/1.1"], None));
+    let h1 = TlsBackend::start("old", server_config(&pki, "backend", &[b"http/1.1"], None));
     let f = Fulcrum::start(&pool_config(
         h1.addr,
         &format!("protocol = \"h2\"\ntls = {{ ca = \"{ca}\" }}"),
@@ -138,9 +150,9 @@ fn h2_pool_over_tls_negotiates_h2_by_alpn() {
 
 #[test]
 fn verify_off_accepts_any_certificate_with_a_warning() {
-    let pki = Pki::new("unknown CA");
+    let pki = Pki::new();
     pki.leaf("backend", &["elsewhere.test"]);
-    let b = TlsBackend::start("lax", pki.server_config("backend", &[b"http/1.1"], None));
+    let b = TlsBackend::start("lax", server_config(&pki, "backend", &[b"http/1.1"], None));
     let config = pool_config(b.addr, "tls = { verify = false }");
     let f = Fulcrum::start(&config);
     assert_eq!(get(f.addr(), "/x").text(), "lax HTTP/1.1");
@@ -190,11 +202,11 @@ fn check_names_a_missing_ca_and_https_needs_a_tls_pool() {
 
 #[test]
 fn health_checks_of_a_tls_pool_speak_tls() {
-    let pki = Pki::new("upstream test CA");
+    let pki = Pki::new();
     pki.leaf("backend", &["localhost"]);
     let b = TlsBackend::start(
         "checked",
-        pki.server_config("backend", &[b"http/1.1"], None),
+        server_config(&pki, "backend", &[b"http/1.1"], None),
     );
     let ca = pki.path("ca.crt").display().to_string();
     // mandatory: the server gets traffic only once a check (over TLS) has passed.
