@@ -44,6 +44,15 @@ fn head_of(addr: SocketAddr, path: &str) -> String {
     text.split("\r\n\r\n").next().unwrap_or("").to_string()
 }
 
+/// A config with one pool `b` of `backend` and one `[[server]]` on a free port; `server`
+/// goes on inside that server (its keys, then its locations).
+fn one_pool(backend: SocketAddr, server: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"off\"\n[upstream.b]\nserver = [\"{backend}\"]\n\
+         [[server]]\nlisten = [\"127.0.0.1:0\"]\n{server}"
+    )
+}
+
 #[test]
 fn add_header_follows_nginx_status_list_and_inheritance() {
     let b = status_backend();
@@ -136,20 +145,14 @@ add_header = {{ X-Ret = "r" }}
 #[test]
 fn add_header_reaches_answers_given_before_a_location() {
     let b = Backend::named("b");
-    let f = Fulcrum::start(&format!(
+    let f = Fulcrum::start(&one_pool(
+        b.addr,
         r#"
-[admin]
-listen = "off"
-[upstream.b]
-server = ["{b}"]
-[[server]]
-listen = ["127.0.0.1:0"]
-add_header_always = {{ X-Server-Always = "1" }}
+add_header_always = { X-Server-Always = "1" }
 [[server.location]]
 path = "= /only"
 proxy_pass = "http://b"
 "#,
-        b = b.addr
     ));
     // No location matches: the server's table applies to the 404.
     let miss = head_of(f.addr(), "/nothing");
@@ -282,23 +285,17 @@ return = {{ status = 444 }}
 #[test]
 fn return_444_resets_only_its_h2_stream() {
     let b = Backend::named("b");
-    let f = Fulcrum::start(&format!(
+    let f = Fulcrum::start(&one_pool(
+        b.addr,
         r#"
-[admin]
-listen = "off"
-[upstream.b]
-server = ["{b}"]
-[[server]]
-listen = ["127.0.0.1:0"]
 http2 = true
 [[server.location]]
 path = "/"
 proxy_pass = "http://b"
 [[server.location]]
 path = "/drop"
-return = {{ status = 444 }}
+return = { status = 444 }
 "#,
-        b = b.addr
     ));
     let addr = f.addr();
     let rt = tokio::runtime::Runtime::new().unwrap();
