@@ -241,7 +241,7 @@ impl ErrorReport {
         self.count += 1;
         if self
             .last
-            .map_or(true, |t| t.elapsed() >= Duration::from_secs(60))
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         {
             tracing::warn!(error = %e, errors = self.count, "access log write failed");
             self.last = Some(Instant::now());

@@ -88,7 +88,7 @@ impl LeastConn {
         }
         ix.dirty.drain(|i| tree.sync(tier, i));
         tree.ticks = tree.ticks.wrapping_add(1);
-        if tree.ticks % SCRUB_EVERY == 0 {
+        if tree.ticks.is_multiple_of(SCRUB_EVERY) {
             let s = tree.scrub;
             tree.scrub = if s + 1 >= tier.peers.len() { 0 } else { s + 1 };
             tree.sync(tier, s);
@@ -646,7 +646,7 @@ impl Tree {
                 key: top.key + passes * w,
                 idx: top.idx,
             };
-            if best.map_or(true, |b| e.before(b)) {
+            if best.is_none_or(|b| e.before(b)) {
                 best = Some(e);
             }
         }

@@ -64,7 +64,7 @@ impl WeightWalk {
             tier.peers
                 .iter()
                 .enumerate()
-                .flat_map(|(i, p)| std::iter::repeat(i as u32).take(p.conf.weight as usize))
+                .flat_map(|(i, p)| std::iter::repeat_n(i as u32, p.conf.weight as usize))
                 .collect()
         });
         WeightWalk { ends, table }
@@ -112,7 +112,7 @@ mod tests {
         let table: Vec<u32> = weights
             .iter()
             .enumerate()
-            .flat_map(|(i, w)| std::iter::repeat(i as u32).take(*w as usize))
+            .flat_map(|(i, w)| std::iter::repeat_n(i as u32, *w as usize))
             .collect();
         let searched = WeightWalk {
             ends: ends.clone(),

@@ -78,7 +78,7 @@ impl Balancer for PeakEwma {
         for (i, p) in tier.peers.iter().enumerate() {
             if eligible(p, i, req) {
                 let c = cost(p, now);
-                if best.map_or(true, |(_, bc)| c < bc) {
+                if best.is_none_or(|(_, bc)| c < bc) {
                     best = Some((i, c));
                 }
             }

@@ -63,7 +63,7 @@ pub fn smooth_pass(
         }
         let current = s.current;
         // Strictly greater: on a tie the earlier peer wins, as in nginx.
-        if best.map_or(true, |b| current > w[b].current) {
+        if best.is_none_or(|b| current > w[b].current) {
             best = Some(i);
         }
     }
@@ -357,7 +357,7 @@ fn canonical_cycle(weights: &[u32], down: &[bool], period: u64) -> Option<Vec<u3
             let (rounds, next) = state[g];
             let value = t * w - total * rounds;
             let idx = members[next];
-            if best.map_or(true, |(bv, bi, _)| value > bv || (value == bv && idx < bi)) {
+            if best.is_none_or(|(bv, bi, _)| value > bv || (value == bv && idx < bi)) {
                 best = Some((value, idx, g));
             }
         }
@@ -390,7 +390,7 @@ mod tests {
                 }
                 cur[i] += i64::from(weights[i]);
                 total += i64::from(weights[i]);
-                if best.map_or(true, |b| cur[i] > cur[b]) {
+                if best.is_none_or(|b| cur[i] > cur[b]) {
                     best = Some(i);
                 }
             }

@@ -233,7 +233,7 @@ impl Reference {
             if self.effective[i] < self.weight[i] {
                 self.effective[i] += 1;
             }
-            if best.map_or(true, |b| self.current[i] > self.current[b]) {
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
                 best = Some(i);
             }
         }

@@ -39,7 +39,7 @@ pub fn time(s: &str) -> Option<String> {
     if s.is_empty() {
         return None;
     }
-    Some(if total_ms % 1000 == 0 {
+    Some(if total_ms.is_multiple_of(1000) {
         format!("{}s", total_ms / 1000)
     } else {
         format!("{total_ms}ms")

@@ -196,7 +196,7 @@ impl Body for Watched {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().map_or(true, |b| b.is_end_stream())
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -231,7 +231,7 @@ impl Body for Replay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.kept.is_empty() && self.rest.as_ref().map_or(true, |b| b.is_end_stream())
+        self.kept.is_empty() && self.rest.as_ref().is_none_or(|b| b.is_end_stream())
     }
 }
 

@@ -25,7 +25,7 @@ pub(super) async fn watched(
     wr: &mut WriteSide,
     cont: &mut Option<usize>,
 ) -> Option<Response<Tracked>> {
-    let mut watch = reader.as_ref().map_or(true, |r| r.buf.is_empty());
+    let mut watch = reader.as_ref().is_none_or(|r| r.buf.is_empty());
     poll_fn(|cx| {
         if let Poll::Ready(Ok(r)) = request.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
