@@ -65,7 +65,41 @@ pub enum ReloadError {
 pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Result<Summary, ReloadError> {
     let started = Instant::now();
     let mut set = shared.control.listeners.lock().await;
-    match apply(shared, &mut set, started).await {
+    let result = apply(shared, &mut set, started).await;
+    report(shared, trigger, result)
+}
+
+/// [`reload`] for the watcher: nothing happens when the watched files are as the
+/// last reload read them (another trigger applied this change already).
+pub async fn reload_if_changed(shared: &Arc<Shared>) -> Option<Result<Summary, ReloadError>> {
+    let started = Instant::now();
+    let mut set = shared.control.listeners.lock().await;
+    let paths = shared.control.paths.borrow().clone();
+    let now = tokio::task::spawn_blocking(move || watch::digest(&paths))
+        .await
+        .ok()?;
+    if lock_read(shared).as_ref() == Some(&now) {
+        return None;
+    }
+    let result = apply(shared, &mut set, started).await;
+    Some(report(shared, Trigger::Watch, result))
+}
+
+fn lock_read(shared: &Shared) -> std::sync::MutexGuard<'_, Option<u64>> {
+    // The value is a plain digest: a panic elsewhere cannot leave it inconsistent.
+    shared
+        .control
+        .read
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn report(
+    shared: &Arc<Shared>,
+    trigger: Trigger,
+    result: Result<Summary, ReloadError>,
+) -> Result<Summary, ReloadError> {
+    match result {
         Ok(summary) => {
             shared.reloads.succeeded();
             tracing::info!(
@@ -99,12 +133,18 @@ async fn apply(
     let sh = shared.clone();
     let (snap, paths, mut summary) = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
+        // Read before loading: a change made while loading is then seen as new.
+        let old = sh.control.paths.borrow().clone();
+        *lock_read(&sh) = Some(watch::digest(&old));
         let cfg = config::load(&sh.config_path)?;
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
         let loaded = t.elapsed();
         let paths = cfg.watch_paths();
+        if paths != old {
+            *lock_read(&sh) = Some(watch::digest(&paths));
+        }
         let snap = Snapshot::build(cfg, &sh.registry).map_err(ReloadError::Snapshot)?;
         let built = t.elapsed();
         let old = sh.snapshot.load();

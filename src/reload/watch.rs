@@ -18,7 +18,7 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::{reload, Trigger};
+use super::reload_if_changed;
 use crate::runtime::Shared;
 
 /// Quiet time after the last event before the files are compared.
@@ -30,7 +30,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 pub struct WatchError(#[from] notify::Error);
 
 /// What identifies a watched file's current version.
-#[derive(Debug, PartialEq, Eq, Clone)]
+#[derive(Debug, PartialEq, Eq, Clone, Hash)]
 struct Fingerprint(Vec<(Option<PathBuf>, Option<u32>)>);
 
 fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
@@ -44,6 +44,15 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
             })
             .collect(),
     )
+}
+
+/// A digest of [`fingerprint`], kept by [`crate::runtime::Control`] as what the
+/// last reload read.
+pub fn digest(paths: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fingerprint(paths).0.hash(&mut h);
+    h.finish()
 }
 
 /// The directories to watch for `paths`: each file's own directory and, when it is
@@ -105,7 +114,12 @@ pub fn spawn(shared: Arc<Shared>) -> Result<(), WatchError> {
     let paths = paths_rx.borrow_and_update().clone();
     let mut watched = HashSet::new();
     rewatch(&mut watcher, &mut watched, dirs_of(&paths));
-    let last = fingerprint(&paths);
+    shared
+        .control
+        .read
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(|| digest(&paths));
     tracing::info!(files = ?paths, "watching config files");
     tokio::spawn(run(
         shared,
@@ -114,7 +128,6 @@ pub fn spawn(shared: Arc<Shared>) -> Result<(), WatchError> {
             watched,
             paths,
             paths_rx,
-            last,
         },
         rx,
     ));
@@ -127,7 +140,6 @@ struct Watching {
     watched: HashSet<PathBuf>,
     paths: Vec<PathBuf>,
     paths_rx: tokio::sync::watch::Receiver<Vec<PathBuf>>,
-    last: Fingerprint,
 }
 
 fn rewatch(w: &mut RecommendedWatcher, watched: &mut HashSet<PathBuf>, want: HashSet<PathBuf>) {
@@ -152,7 +164,6 @@ async fn run(
         mut watched,
         mut paths,
         mut paths_rx,
-        mut last,
     } = w;
     let mut names = names_of(&paths);
     loop {
@@ -173,7 +184,6 @@ async fn run(
                 paths = paths_rx.borrow_and_update().clone();
                 rewatch(&mut watcher, &mut watched, dirs_of(&paths));
                 names = names_of(&paths);
-                last = fingerprint(&paths);
                 continue;
             }
         }
@@ -192,19 +202,10 @@ async fn run(
                 },
             }
         }
-        let p = paths.clone();
-        let now = match tokio::task::spawn_blocking(move || fingerprint(&p)).await {
-            Ok(f) => f,
-            Err(_) => continue,
-        };
         // A symlink swap may point at a new directory (and a new file name).
         rewatch(&mut watcher, &mut watched, dirs_of(&paths));
         names = names_of(&paths);
-        if now == last {
-            continue;
-        }
-        last = now;
-        // Errors are logged and counted by reload itself.
-        let _ = reload(&shared, Trigger::Watch).await;
+        // Errors are logged and counted by the reload itself.
+        let _ = reload_if_changed(&shared).await;
     }
 }

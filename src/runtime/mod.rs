@@ -48,6 +48,10 @@ pub struct Control {
     /// Files whose change triggers a reload (the config file, then every cert and key
     /// it names), updated by each successful reload.
     pub paths: tokio::sync::watch::Sender<Vec<PathBuf>>,
+    /// A digest of the watched files as the last reload (by any trigger) read them,
+    /// so that the watcher does not reload again what a `POST /reload` or `SIGHUP`
+    /// has already applied.
+    pub read: std::sync::Mutex<Option<u64>>,
 }
 
 impl Control {
@@ -56,6 +60,7 @@ impl Control {
         Control {
             listeners: tokio::sync::Mutex::new(listeners),
             paths: tokio::sync::watch::Sender::new(paths),
+            read: std::sync::Mutex::new(None),
         }
     }
 }
