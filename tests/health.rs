@@ -451,3 +451,82 @@ proxy_pass = "http://backend"
         );
     }
 }
+
+/// A raw HTTP/1.1 backend counting the connections and requests it gets; with
+/// `close_after` it closes each connection after answering (without saying so, as
+/// a server whose keep-alive timeout is tiny).
+struct Counting {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    reqs: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    fn start(close_after: bool) -> Counting {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c2, r2) = (conns.clone(), reqs.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                c2.fetch_add(1, Ordering::SeqCst);
+                let r3 = r2.clone();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n @ 1..) = s.read(&mut chunk) {
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            r3.fetch_add(1, Ordering::SeqCst);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(ok).is_err() || close_after {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Counting { addr, conns, reqs }
+    }
+}
+
+fn one_checked(addr: SocketAddr) -> String {
+    config(&format!(
+        r#"[upstream.backend]
+server = ["{addr}"]
+[upstream.backend.health_check]
+interval = "50ms"
+fall = 1
+rise = 1"#
+    ))
+}
+
+#[test]
+fn http_checks_keep_their_connection_between_checks() {
+    let b = Counting::start(false);
+    let f = Fulcrum::start(&one_checked(b.addr));
+    assert!(eventually(10, || b.reqs.load(Ordering::SeqCst) >= 8));
+    // Every check after the first went over the first one's connection.
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+    assert_eq!(state(&f, "backend", b.addr), "up");
+}
+
+#[test]
+fn a_server_closing_idle_check_connections_never_fails_a_check() {
+    let b = Counting::start(true);
+    let f = Fulcrum::start(&one_checked(b.addr));
+    assert!(eventually(10, || b.reqs.load(Ordering::SeqCst) >= 8));
+    let m = get(f.admin.expect("admin"), "/metrics").text().to_string();
+    let fails: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("fulcrum_health_checks_total{") && l.contains("result=\"fail\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(fails, 0.0, "{m}\n{}", f.log_text());
+    assert!(b.conns.load(Ordering::SeqCst) >= 8);
+    assert_eq!(state(&f, "backend", b.addr), "up");
+}

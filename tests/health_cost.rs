@@ -30,14 +30,16 @@ fn backend(n: usize) -> (tokio::runtime::Runtime, Vec<std::net::SocketAddr>) {
                 let Ok((mut s, _)) = l.accept().await else {
                     continue;
                 };
+                // Keep-alive, as real servers: each read is taken as one request
+                // (checks send one small request at a time).
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .await;
+                    while let Ok(1..) = s.read(&mut buf).await {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if s.write_all(ok).await.is_err() {
+                            break;
+                        }
+                    }
                 });
             }
         });

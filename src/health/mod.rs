@@ -218,9 +218,10 @@ async fn run_checks(
     let mut tick = tokio::time::interval_at(Instant::now() + offset, check.interval);
     // A slow check pushes the next one back rather than firing a burst after it.
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut session = probe::Session::default();
     loop {
         tick.tick().await;
-        let result = probe::probe(&check, &dial, addr).await;
+        let result = probe::probe(&check, &dial, addr, &mut session).await;
         let Some(st) = state.upgrade() else { return };
         metrics.record(result.is_ok());
         if let Err(e) = &result {

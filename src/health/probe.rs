@@ -1,14 +1,22 @@
-//! One active check of one server: a TCP connect, an HTTP/1.1 `GET` on a fresh
-//! connection whose status must be an expected one, or a gRPC health check
-//! ([`super::grpc`]). The whole check, connect included, runs under the check's
-//! `timeout`.
+//! One active check of one server: a TCP connect, an HTTP/1.1 `GET` whose status
+//! must be an expected one, or a gRPC health check ([`super::grpc`]). The whole
+//! check, connect included, runs under the check's `timeout`.
+//!
+//! HTTP checks keep their connection open between checks (a [`Session`] per
+//! server, as Envoy's `reuse_connection`): a check then costs one request instead
+//! of a connect, a TLS handshake for TLS pools, and a close. A kept connection the
+//! server closed meanwhile is noticed before use (its task has ended); one it
+//! closes while the request goes out is retried once on a new connection, so an
+//! idle timeout on the server's side never fails a check.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, Request};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::task::JoinHandle;
 
 use crate::config::{CheckKind, HealthCheck, UpstreamTls};
 use crate::proxy::client::{open_stream, ConnectError};
@@ -45,9 +53,36 @@ impl PartialEq for Dial {
     }
 }
 
+/// One server's HTTP check connection, kept between checks.
+#[derive(Default)]
+pub struct Session {
+    kept: Option<Kept>,
+}
+
+/// An open check connection: the request handle and the task driving it.
+struct Kept {
+    tx: SendRequest<Empty<Bytes>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The most of a check response's body read to keep its connection; a longer body
+/// closes the connection instead.
+const BODY_LIMIT: usize = 64 * 1024;
+
 /// Checks `server` once.
-pub async fn probe(check: &HealthCheck, dial: &Dial, server: SocketAddr) -> Result<(), ProbeError> {
-    match tokio::time::timeout(check.timeout, probe_inner(check, dial, server)).await {
+pub async fn probe(
+    check: &HealthCheck,
+    dial: &Dial,
+    server: SocketAddr,
+    session: &mut Session,
+) -> Result<(), ProbeError> {
+    match tokio::time::timeout(check.timeout, probe_inner(check, dial, server, session)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout),
     }
@@ -57,7 +92,22 @@ async fn probe_inner(
     check: &HealthCheck,
     dial: &Dial,
     server: SocketAddr,
+    session: &mut Session,
 ) -> Result<(), ProbeError> {
+    if check.kind == CheckKind::Http {
+        // Taken out: a check cut short by its timeout drops (and closes) it.
+        if let Some(mut k) = session.kept.take().filter(|k| !k.tx.is_closed()) {
+            match exchange(check, server, &mut k).await {
+                Ok((status, keep)) => {
+                    session.kept = keep.then_some(k);
+                    return verdict(check, status);
+                }
+                // Closed by the server before it answered: try a new connection.
+                Err(ProbeError::Closed) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let stream = open_stream(target(check, server), &dial.name, dial.tls.as_ref())
         .await
         .map_err(|e| match e {
@@ -69,6 +119,33 @@ async fn probe_inner(
         CheckKind::Grpc => return super::grpc::check(check, server, stream).await,
         CheckKind::Http => {}
     }
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ProbeError::Http)?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut k = Kept { tx, task };
+    let (status, keep) = exchange(check, server, &mut k).await?;
+    session.kept = keep.then_some(k);
+    verdict(check, status)
+}
+
+fn verdict(check: &HealthCheck, status: u16) -> Result<(), ProbeError> {
+    if check.expects(status) {
+        Ok(())
+    } else {
+        Err(ProbeError::Status(status))
+    }
+}
+
+/// One `GET` on `k`: the status, and whether the connection may be kept (its body
+/// was read whole, and neither side asked to close).
+async fn exchange(
+    check: &HealthCheck,
+    server: SocketAddr,
+    k: &mut Kept,
+) -> Result<(u16, bool), ProbeError> {
     let host = match &check.host {
         Some(h) => h.clone(),
         None => server.to_string(),
@@ -76,37 +153,17 @@ async fn probe_inner(
     let req = Request::get(check.path.as_str())
         .header(header::HOST, host)
         .header(header::USER_AGENT, "fulcrum-health-check")
-        .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(ProbeError::Request)?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(ProbeError::Http)?;
-    // Drive the connection here rather than in a spawned task: one task per check.
-    let send = tx.send_request(req);
-    tokio::pin!(conn, send);
-    let resp = tokio::select! {
-        biased;
-        r = &mut send => r,
-        // With `Connection: close` the connection may end right after delivering
-        // the response: the answer is then waiting in `send`.
-        r = &mut conn => match r {
-            Ok(()) => send.await,
-            Err(e) => return Err(ProbeError::Http(e)),
-        },
-    }
-    .map_err(|e| {
-        if e.is_canceled() {
+    k.tx.ready().await.map_err(|_| ProbeError::Closed)?;
+    let resp = k.tx.send_request(req).await.map_err(|e| {
+        if e.is_canceled() || e.is_incomplete_message() {
             ProbeError::Closed
         } else {
             ProbeError::Http(e)
         }
     })?;
     let status = resp.status().as_u16();
-    // The body is not read: the connection closes when `conn` drops.
-    if check.expects(status) {
-        Ok(())
-    } else {
-        Err(ProbeError::Status(status))
-    }
+    let read = Limited::new(resp.into_body(), BODY_LIMIT).collect().await;
+    Ok((status, read.is_ok()))
 }
