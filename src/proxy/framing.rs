@@ -8,8 +8,16 @@
 //! and SPEC §6 answer 400 and forward nothing, so the stream is watched on its way
 //! into hyper: a small parser follows message boundaries (heads, then bodies by
 //! their framing) and flags a head that carries both headers. The request
-//! handler checks the flag. Parsing stops (flag untouched) on anything it does not
-//! understand; hyper rejects such input itself.
+//! handler checks the flag. Parsing stops (flag untouched) on anything in a head it
+//! does not understand; hyper rejects such input itself.
+//!
+//! The same parser flags what hyper would let through or hide: a second
+//! `Content-Length` line (hyper keeps one of equal ones), and chunk framing that
+//! breaks (hyper takes a NUL in a chunk extension and any trailer line, and waits
+//! forever on a chunk size of 2^64-1). Chunks are followed as strictly as
+//! `h1::body_coding` reads them (`framing/chunks.rs`). A break that arrives in the same read
+//! as its head is flagged (the request is refused before it goes up); a later one
+//! fails the read, so hyper's body read fails and the upstream request is aborted.
 
 use std::io;
 use std::pin::Pin;
