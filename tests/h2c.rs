@@ -378,3 +378,83 @@ fn h2c_connection_without_requests_is_closed_after_client_header_timeout() {
         assert!(idle.await.is_ok(), "the idle h2c connection stayed open");
     });
 }
+
+/// One h2 frame as read off the wire: type, flags, stream id, payload.
+type Frame = (u8, u8, u32, Vec<u8>);
+
+/// Reads h2 frames from `s` until the server closes it (EOF or reset), within `secs`.
+fn frames_until_close(s: &mut TcpStream, secs: u64) -> Vec<Frame> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut frames = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        match s.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return frames;
+            }
+            Err(e) => panic!("still open after {secs} s ({e}); frames: {frames:?}"),
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).expect("frame payload");
+        frames.push((head[3], head[4], stream, payload));
+    }
+}
+
+/// The GOAWAY frames among `frames`: (last stream id, error code).
+fn goaways(frames: &[Frame]) -> Vec<(u32, u32)> {
+    let word = |p: &[u8], i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+    frames
+        .iter()
+        .filter(|f| f.0 == 0x7)
+        .map(|(_, _, _, p)| (word(p, 0) & 0x7fff_ffff, word(p, 4)))
+        .collect()
+}
+
+/// An idle h2c connection is told GOAWAY(NO_ERROR) before it is closed (RFC 9113
+/// §6.8, as nginx does): one that sent the preface and its SETTINGS and then
+/// nothing (`client_header_timeout`), and one whose request has ended
+/// (`keepalive_timeout`). The client here never answers the server's PING, so the
+/// close comes after the grace, not at once. Frames are written and read raw.
+#[test]
+fn idle_h2c_connection_gets_goaway_before_close() {
+    let b = Backend::named("b");
+    let f = Fulcrum::start(&proxy_config(
+        &[b.addr],
+        "",
+        "http2 = true\nclient_header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"",
+    ));
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    // GET http://x/ on stream 1 (HPACK: :method GET, :scheme http, :path /,
+    // :authority x), END_STREAM | END_HEADERS.
+    let get: &[u8] = b"\x00\x00\x06\x01\x05\x00\x00\x00\x01\x82\x86\x84\x41\x01x";
+    for (what, request) in [("no request", &[][..]), ("one request", get)] {
+        let mut s = TcpStream::connect(f.addr()).unwrap();
+        s.write_all(&[preface, request].concat()).unwrap();
+        let frames = frames_until_close(&mut s, 15);
+        let away = goaways(&frames);
+        assert!(
+            !away.is_empty(),
+            "{what}: closed without GOAWAY: {frames:?}"
+        );
+        assert!(away.iter().all(|&(_, code)| code == 0), "{what}: {away:?}");
+        if !request.is_empty() {
+            let data_end = frames
+                .iter()
+                .position(|f| f.0 == 0x0 && f.1 & 1 == 1 && f.2 == 1);
+            let first_away = frames.iter().position(|f| f.0 == 0x7);
+            assert!(
+                data_end < first_away,
+                "{what}: GOAWAY before the response ended: {frames:?}"
+            );
+        }
+    }
+}

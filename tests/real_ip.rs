@@ -8,16 +8,18 @@
 //! passes, unless FULCRUM_REQUIRE_NGINX=1 (CI), where it fails.
 
 mod common;
+#[path = "common/nginx.rs"]
+mod nginx;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
     check_config as check, eventually, free_port, nginx_bin, read_response, Backend, Fulcrum,
 };
+use nginx::Nginx;
 
 /// One realip setup, written the same way for both.
 struct Setup {
@@ -94,21 +96,7 @@ const CHAINS: &[&[&str]] = &[
 
 const BODY: &str = "$remote_addr|$remote_port";
 
-struct Nginx {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_nginx(bin: &PathBuf, ports: &[u16]) -> Nginx {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path().display();
     let mut servers = String::new();
     for (s, port) in SETUPS.iter().zip(ports) {
         servers += &format!("    server {{\n        listen 127.0.0.1:{port};\n");
@@ -121,37 +109,8 @@ fn start_nginx(bin: &PathBuf, ports: &[u16]) -> Nginx {
             if s.recursive { "on" } else { "off" }
         );
     }
-    let conf = format!(
-        "worker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-         events {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n\
-         client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n\
-         scgi_temp_path {d}/scgi;\n{servers}}}\n"
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).expect("write nginx.conf");
-    let child = Command::new(bin)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&path)
-        .arg("-g")
-        .arg("daemon off; master_process off;")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nginx");
-    let mut n = Nginx { child, dir };
     let last = SocketAddr::from(([127, 0, 0, 1], ports[ports.len() - 1]));
-    let up = eventually(20, || {
-        if let Ok(Some(st)) = n.child.try_wait() {
-            let log = std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default();
-            panic!("nginx exited: {st}\n{log}");
-        }
-        TcpStream::connect(last).is_ok()
-    });
-    assert!(up, "nginx did not start listening");
-    n
+    Nginx::run(bin, &servers, last)
 }
 
 fn fulcrum_config(ports: &[u16]) -> String {

@@ -8,8 +8,16 @@
 //! and SPEC §6 answer 400 and forward nothing, so the stream is watched on its way
 //! into hyper: a small parser follows message boundaries (heads, then bodies by
 //! their framing) and flags a head that carries both headers. The request
-//! handler checks the flag. Parsing stops (flag untouched) on anything it does not
-//! understand; hyper rejects such input itself.
+//! handler checks the flag. Parsing stops (flag untouched) on anything in a head it
+//! does not understand; hyper rejects such input itself.
+//!
+//! The same parser flags what hyper would let through or hide: a second
+//! `Content-Length` line (hyper keeps one of equal ones), and chunk framing that
+//! breaks (hyper takes a NUL in a chunk extension and any trailer line, and waits
+//! forever on a chunk size of 2^64-1). Chunks are followed as strictly as
+//! `h1::body_coding` reads them (`framing/chunks.rs`). A break that arrives in the same read
+//! as its head is flagged (the request is refused before it goes up); a later one
+//! fails the read, so hyper's body read fails and the upstream request is aborted.
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 // fills, which depends on how reads happen to split; the count here is exact.
 use super::MAX_HEADER_BYTES;
 
+mod chunks;
+use chunks::{chunk_byte, Step};
+
 /// What [`HeadScan`] saw in a client's stream.
 #[derive(Debug, Default)]
 pub struct HeadGuard {
@@ -31,6 +42,12 @@ pub struct HeadGuard {
     pub conflict: AtomicBool,
     /// A head went over 64 KiB.
     pub too_large: AtomicBool,
+    /// The chunk framing of a body that came in the same read as its head broke:
+    /// the request is refused before anything goes up.
+    pub bad_body: AtomicBool,
+    /// A head had two `Content-Length` lines (hyper keeps one of equal ones and
+    /// hides the other; nginx and the own server answer 400).
+    pub two_lengths: AtomicBool,
 }
 
 /// The outcome of feeding bytes to [`HeadScan`].
@@ -42,6 +59,12 @@ pub enum Verdict {
     Conflict,
     /// A head went over [`MAX_HEADER_BYTES`] (64 KiB).
     TooLarge,
+    /// A head has a second `Content-Length` line.
+    TwoLengths,
+    /// A chunked body's framing broke (RFC 9112 §7.1, as strictly as
+    /// `h1::body_coding` reads it on HTTP/1 listeners). `with_head`: its head ended
+    /// in the same feed, so the request has not been handed on yet.
+    BadBody { with_head: bool },
 }
 
 #[derive(Debug)]
@@ -54,14 +77,27 @@ enum State {
     },
     /// Skipping a fixed-length body.
     Body(u64),
-    /// Chunked body: reading a size line.
-    ChunkSize { size: u64, ext: bool, cr: bool },
+    /// Chunked body: reading a size line (`len` bytes so far; past the digits;
+    /// in an extension; after its CR).
+    ChunkSize {
+        size: u64,
+        len: usize,
+        digits_done: bool,
+        ext: bool,
+        cr: bool,
+    },
     /// Chunked body: skipping chunk data.
     ChunkData(u64),
     /// Chunked body: the CRLF after data.
     ChunkEnd(u8),
-    /// Trailers after the last chunk: a line of `len` bytes so far.
-    Trailer { len: usize },
+    /// Trailers after the last chunk: a line of `len` bytes so far (past its colon,
+    /// after its CR), `total` bytes of trailers so far.
+    Trailer {
+        len: usize,
+        colon: bool,
+        cr: bool,
+        total: usize,
+    },
     /// Not tracking any more.
     Off,
 }
@@ -74,8 +110,17 @@ const NEW_HEAD: State = State::Head {
 
 const CHUNK_SIZE: State = State::ChunkSize {
     size: 0,
+    len: 0,
+    digits_done: false,
     ext: false,
     cr: false,
+};
+
+const TRAILERS: State = State::Trailer {
+    len: 0,
+    colon: false,
+    cr: false,
+    total: 0,
 };
 
 /// Follows HTTP/1 message boundaries on the bytes read from a client.
@@ -86,6 +131,8 @@ pub struct HeadScan {
     first: bool,
     /// A head line split across reads (complete lines are inspected in place).
     partial: Vec<u8>,
+    /// A head ended in the current feed.
+    head_now: bool,
 }
 
 impl Default for HeadScan {
@@ -94,8 +141,15 @@ impl Default for HeadScan {
             state: NEW_HEAD,
             first: true,
             partial: Vec::new(),
+            head_now: false,
         }
     }
+}
+
+/// Whether a head line is a `Content-Length` one.
+fn is_length(line: &[u8]) -> bool {
+    line.get(..15)
+        .is_some_and(|n| n.eq_ignore_ascii_case(b"content-length:"))
 }
 
 fn head_line(line: &[u8], cl: &mut Option<u64>, te: &mut bool) -> bool {
@@ -121,6 +175,7 @@ fn head_line(line: &[u8], cl: &mut Option<u64>, te: &mut bool) -> bool {
 impl HeadScan {
     /// Feeds bytes read from the client.
     pub fn feed(&mut self, mut data: &[u8]) -> Verdict {
+        self.head_now = false;
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return Verdict::Fine,
@@ -140,11 +195,18 @@ impl HeadScan {
                     self.partial.clear();
                     match next {
                         AfterLine::Same => {}
-                        AfterLine::To(state) => self.state = state,
+                        AfterLine::To(state) => {
+                            self.head_now = true;
+                            self.state = state;
+                        }
                         // Nothing after such a head can be trusted to be framed.
                         AfterLine::Conflict => {
                             self.state = State::Off;
                             return Verdict::Conflict;
+                        }
+                        AfterLine::TwoLengths => {
+                            self.state = State::Off;
+                            return Verdict::TwoLengths;
                         }
                     }
                 }
@@ -153,35 +215,23 @@ impl HeadScan {
                         self.state = NEW_HEAD;
                     }
                 }
-                State::ChunkSize { size, ext, cr } => {
+                State::ChunkSize { .. } | State::ChunkEnd(_) | State::Trailer { .. } => {
                     let b = data[0];
                     data = &data[1..];
-                    if let Some(state) = chunk_size_byte(size, ext, cr, b) {
-                        self.state = state;
+                    match chunk_byte(&mut self.state, b) {
+                        Step::Same => {}
+                        Step::To(state) => self.state = state,
+                        Step::Break => {
+                            self.state = State::Off;
+                            return Verdict::BadBody {
+                                with_head: self.head_now,
+                            };
+                        }
                     }
                 }
                 State::ChunkData(left) => {
                     if skip(left, &mut data) {
                         self.state = State::ChunkEnd(0);
-                    }
-                }
-                State::ChunkEnd(seen) => {
-                    let b = data[0];
-                    data = &data[1..];
-                    match (*seen, b) {
-                        (0, b'\r') => *seen = 1,
-                        (_, b'\n') => self.state = CHUNK_SIZE,
-                        _ => self.state = State::Off,
-                    }
-                }
-                State::Trailer { len } => {
-                    let b = data[0];
-                    data = &data[1..];
-                    match b {
-                        b'\n' if *len == 0 => self.state = NEW_HEAD,
-                        b'\n' => *len = 0,
-                        b'\r' => {}
-                        _ => *len += 1,
                     }
                 }
             }
@@ -243,6 +293,8 @@ enum AfterLine {
     To(State),
     /// The head ended with both `Content-Length` and `Transfer-Encoding`.
     Conflict,
+    /// A second `Content-Length` line.
+    TwoLengths,
 }
 
 /// Reads one head line (`first`: it is the request line) into the framing headers
@@ -268,8 +320,14 @@ fn after_line(first: &mut bool, line: &[u8], cl: &mut Option<u64>, te: &mut bool
                 _ => NEW_HEAD,
             }
         });
-    } else if !head_line(line, cl, te) {
-        return AfterLine::To(State::Off);
+    } else {
+        let had_length = cl.is_some();
+        if !head_line(line, cl, te) {
+            return AfterLine::To(State::Off);
+        }
+        if had_length && cl.is_some() && is_length(line) {
+            return AfterLine::TwoLengths;
+        }
     }
     AfterLine::Same
 }
@@ -281,36 +339,6 @@ fn skip(left: &mut u64, data: &mut &[u8]) -> bool {
     *left -= n;
     *data = &data[n as usize..];
     *left == 0
-}
-
-/// Reads one byte of a chunk-size line: hex digits, then an extension after `;` or
-/// whitespace, then CRLF. The state to move to when the line ends or breaks.
-#[inline]
-fn chunk_size_byte(size: &mut u64, ext: &mut bool, cr: &mut bool, b: u8) -> Option<State> {
-    match b {
-        b'\n' => Some(if *size == 0 {
-            State::Trailer { len: 0 }
-        } else {
-            State::ChunkData(*size)
-        }),
-        _ if *cr => Some(State::Off),
-        b'\r' => {
-            *cr = true;
-            None
-        }
-        _ if *ext => None,
-        b';' | b' ' | b'\t' => {
-            *ext = true;
-            None
-        }
-        _ => match (b as char).to_digit(16) {
-            Some(d) if *size < (1 << 56) => {
-                *size = *size * 16 + u64::from(d);
-                None
-            }
-            _ => Some(State::Off),
-        },
-    }
 }
 
 /// A client stream whose incoming bytes go through [`HeadScan`]; what it finds is
@@ -346,6 +374,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 Verdict::Fine => {}
                 Verdict::Conflict => this.guard.conflict.store(true, Ordering::Relaxed),
                 Verdict::TooLarge => this.guard.too_large.store(true, Ordering::Relaxed),
+                Verdict::TwoLengths => this.guard.two_lengths.store(true, Ordering::Relaxed),
+                Verdict::BadBody { with_head: true } => {
+                    this.guard.bad_body.store(true, Ordering::Relaxed)
+                }
+                // The request is being served: its body read fails, which aborts
+                // the upstream request (its connection closes, never reused).
+                Verdict::BadBody { with_head: false } => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "invalid chunked body",
+                    )))
+                }
             }
         }
         r
@@ -405,7 +445,7 @@ mod tests {
         ]));
         // After a chunked body whose data mentions both headers, the next head is the one checked.
         let body = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-            22\r\nContent-Length: 1\r\nTransfer-Enc: x\r\n\r\n0\r\n\r\n";
+            24\r\nContent-Length: 1\r\nTransfer-Enc: x\r\n\r\n0\r\n\r\n";
         assert!(!run(&[body]));
         assert!(run(&[
             body,
@@ -441,6 +481,64 @@ mod tests {
         head.extend_from_slice(format!("X: {}\r\n\r\n", "v".repeat(pad)).as_bytes());
         assert_eq!(head.len(), MAX_HEADER_BYTES);
         assert_eq!(HeadScan::default().feed(&head), Verdict::Fine);
+    }
+
+    fn verdicts(chunks: &[&[u8]]) -> Vec<Verdict> {
+        let mut f = HeadScan::default();
+        chunks.iter().map(|c| f.feed(c)).collect()
+    }
+
+    const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[test]
+    fn chunk_framing_is_strict() {
+        let good: &[&[u8]] = &[
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"b c\"\r\nhello\r\n0\r\nX-T: v\r\n\r\n",
+            b"005 ;x\r\nhello\r\n000\r\n\r\n",
+        ];
+        for body in good {
+            let all = [CHUNKED, body, b"GET / HTTP/1.1\r\n\r\n"].concat();
+            for step in [1, 3, all.len()] {
+                let v = verdicts(&all.chunks(step).collect::<Vec<_>>());
+                assert!(
+                    v.iter().all(|&v| v == Verdict::Fine),
+                    "{body:?} by {step}: {v:?}"
+                );
+            }
+        }
+        let bad: &[&[u8]] = &[
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5;\0\r\nhello\r\n0\r\n\r\n",
+            b"ffffffffffffffff\r\n",
+            b"+5\r\nhello\r\n",
+            b"5 x\r\nhello\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"0\r\nbad\r\n\r\n",
+            b"0\r\nX: v\n\r\n",
+            b"0\r\nX: v\r\n w\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+        ];
+        for body in bad {
+            // With its head: refused before the request is handed on.
+            let v = verdicts(&[&[CHUNKED, body].concat()]);
+            assert_eq!(v, [Verdict::BadBody { with_head: true }], "{body:?}");
+            // After it: the body read fails.
+            let v = verdicts(&[CHUNKED, body]);
+            assert_eq!(v[1], Verdict::BadBody { with_head: false }, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_second_content_length_line_is_flagged() {
+        let v =
+            verdicts(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello"]);
+        assert_eq!(v, [Verdict::TwoLengths]);
+        assert_eq!(
+            verdicts(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"]),
+            [Verdict::Fine]
+        );
     }
 
     #[test]

@@ -204,6 +204,12 @@ fn guard_framing(headers: &http::HeaderMap, meta: &ConnMeta) -> Result<(), Proxy
     if meta.head_guard.too_large.load(Relaxed) {
         return Err(ProxyError::HeadTooLarge);
     }
+    if meta.head_guard.bad_body.load(Relaxed) {
+        return Err(ProxyError::InvalidChunkedBody);
+    }
+    if meta.head_guard.two_lengths.load(Relaxed) {
+        return Err(ProxyError::DuplicateHeader("Content-Length"));
+    }
     Ok(())
 }
 
@@ -212,9 +218,21 @@ fn guard_framing(headers: &http::HeaderMap, meta: &ConnMeta) -> Result<(), Proxy
 /// (hyper keeps one of equal `Content-Length` lines: the backend gets one.) Only
 /// hyper's requests are looked at here: the own server has checked in the loop that
 /// parsed the head.
+/// So is `chunked` applied twice (`chunked, chunked` or two such lines), which
+/// hyper reads as one chunked body while a backend may decode it twice (the own
+/// parser refuses it in `FramingHeaders::transfer_encoding`; nginx: 400).
 fn guard_duplicates(headers: &http::HeaderMap) -> Result<(), ProxyError> {
     if headers.get_all(header::HOST).iter().nth(1).is_some() {
         return Err(ProxyError::DuplicateHeader("Host"));
+    }
+    let chunked = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .count();
+    if chunked > 1 {
+        return Err(ProxyError::DuplicateHeader("Transfer-Encoding"));
     }
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! under the `client_header_timeout` watch, the drain handle and the
 //! `max_connections` permit.
 
-use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::drain::{Drain, Ticket};
+use super::drain::{Drain, GracefulConn, Ticket};
 use super::ListenOpts;
 use super::Shared;
 use crate::clock::CoarseTimer;
@@ -72,55 +71,116 @@ struct Waits {
     keepalive: Duration,
 }
 
-/// Serves a connection, closing it once it has waited too long for a request:
-/// nginx's `client_header_timeout` for the first head and for one that has begun,
-/// `keepalive_timeout` while a keep-alive connection is idle between requests
-/// ([`ConnMeta::idle`]). The request path only stores a time stamp in
-/// [`ConnMeta::waiting_since`] (and, on connections that multiplex, counts
-/// [`ConnMeta::streams`]); the one timer per connection is re-armed when it fires, not
-/// per request. A request being served is never cut off. On h2 connections this is
-/// also the h2 handshake and idle timeout: a client that sent the preface, or part
-/// of it, and then nothing, or whose streams have all ended, is closed.
-async fn watch_head<E>(
-    conn: impl std::future::Future<Output = Result<(), E>>,
-    meta: Arc<ConnMeta>,
-    waits: Waits,
-) -> Result<(), E> {
-    let mut conn = std::pin::pin!(conn);
-    // The timer fires at the shorter of the two waits; each firing re-checks.
-    let tick = waits.header.min(waits.keepalive);
-    let mut timer = std::pin::pin!(tokio::time::sleep(tick));
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+/// How long an idle h2 connection told GOAWAY has to finish closing before it is
+/// dropped: hyper's graceful close waits for the client's PING acknowledgement,
+/// which a silent client never sends.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+pin_project_lite::pin_project! {
+    /// A connection served under [`Waits`], closed once it has waited too long for a
+    /// request: nginx's `client_header_timeout` for the first head and for one that
+    /// has begun, `keepalive_timeout` while a keep-alive connection is idle between
+    /// requests ([`ConnMeta::idle`]). The request path only stores a time stamp in
+    /// [`ConnMeta::waiting_since`] (and, on connections that multiplex, counts
+    /// [`ConnMeta::streams`]); the one timer per connection is re-armed when it fires,
+    /// not per request. A request being served is never cut off. On h2 connections
+    /// this is also the h2 handshake and idle timeout: a client that sent the
+    /// preface, or part of it, and then nothing, or whose streams have all ended, is
+    /// closed. A connection that multiplexes is told first (hyper's graceful
+    /// shutdown: GOAWAY(NO_ERROR), RFC 9113 §6.8, as nginx does), then dropped once
+    /// it has closed or after [`GOAWAY_GRACE`]; one still sniffing its protocol (no
+    /// whole preface yet) has nothing to be told and closes at once, as do
+    /// fulcrum's own HTTP/1 connections.
+    struct Watched<C> {
+        #[pin]
+        conn: C,
+        #[pin]
+        timer: tokio::time::Sleep,
+        meta: Arc<ConnMeta>,
+        waits: Waits,
+        // GOAWAY has been sent (graceful shutdown begun) for being idle.
+        closing: bool,
+    }
+}
+
+fn watch_head<C>(conn: C, meta: Arc<ConnMeta>, waits: Waits) -> Watched<C> {
+    Watched {
+        conn,
+        timer: tokio::time::sleep(waits.tick()),
+        meta,
+        waits,
+        closing: false,
+    }
+}
+
+impl Waits {
+    /// The timer fires at the shorter of the two waits; each firing re-checks.
+    fn tick(&self) -> Duration {
+        self.header.min(self.keepalive)
+    }
+
+    /// How long until `meta`'s connection has waited too long, `None` if it has.
+    fn left(&self, meta: &ConnMeta) -> Option<Duration> {
+        if meta.busy() {
+            return Some(self.tick());
+        }
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let since = meta.waiting_since.load(Ordering::Relaxed);
+        let now = crate::clock::coarse_nanos();
+        let idle = meta.idle.load(Ordering::Relaxed);
+        let limit = if idle { self.keepalive } else { self.header };
+        let due = since.saturating_add(nanos(limit));
+        if now >= due {
+            tracing::debug!(remote = %meta.remote, idle, "client_header_timeout/keepalive_timeout: closing");
+            return None;
+        }
+        // Past a tick of the coarse clock, so the next check sees it due.
+        Some(Duration::from_nanos(due - now) + Duration::from_millis(10))
+    }
+}
+
+impl<C, E> std::future::Future for Watched<C>
+where
+    C: std::future::Future<Output = Result<(), E>> + GracefulConn,
+{
+    type Output = Result<(), E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
             return Poll::Ready(r);
         }
-        while timer.as_mut().poll(cx).is_ready() {
-            let since = meta.waiting_since.load(Ordering::Relaxed);
-            let now = crate::clock::coarse_nanos();
-            let wait = if meta.busy() {
-                tick
-            } else {
-                let idle = meta.idle.load(Ordering::Relaxed);
-                let limit = if idle { waits.keepalive } else { waits.header };
-                let due = since.saturating_add(nanos(limit));
-                if now >= due {
-                    tracing::debug!(remote = %meta.remote, idle, "client_header_timeout/keepalive_timeout: closing");
-                    return Poll::Ready(Ok(()));
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let wait = match (*this.closing, this.waits.left(this.meta)) {
+                (false, Some(wait)) => wait,
+                // Told GOAWAY and still open: a request after all, or a silent client.
+                (true, _) if this.meta.busy() => this.waits.tick(),
+                (true, _) => return Poll::Ready(Ok(())),
+                (false, None) if this.meta.streams.is_none() => return Poll::Ready(Ok(())),
+                (false, None) => {
+                    *this.closing = true;
+                    this.conn.as_mut().begin_shutdown();
+                    if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
+                        return Poll::Ready(r);
+                    }
+                    GOAWAY_GRACE
                 }
-                // Past a tick of the coarse clock, so the next check sees it due.
-                Duration::from_nanos(due - now) + Duration::from_millis(10)
             };
             let now = tokio::time::Instant::now();
             // A timeout of centuries would overflow the clock: a year is as good.
             let at = now
                 .checked_add(wait)
                 .unwrap_or(now + Duration::from_secs(365 * 86_400));
-            timer.as_mut().reset(at);
+            this.timer.as_mut().reset(at);
         }
         Poll::Pending
-    })
-    .await
+    }
+}
+
+impl<C: GracefulConn> GracefulConn for Watched<C> {
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.project().conn.begin_shutdown();
+    }
 }
 
 /// Runs one downstream connection; the permit (`max_connections`) is held until it ends.
@@ -367,7 +427,7 @@ impl ConnTask {
         match &self.builder.auto {
             None => {
                 let conn = crate::proxy::server::serve(stream, snapshots, meta.clone());
-                run_conn(watch_head(self.ticket.serve(conn), meta, waits), end).await
+                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await
             }
             Some(b) => {
                 // hyper hides a request's conflicting framing headers: the stream is
@@ -377,10 +437,8 @@ impl ConnTask {
                     meta.head_guard.clone(),
                 ));
                 let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
-                let conn = self
-                    .ticket
-                    .serve(b.serve_connection_with_upgrades(io, svc).into_owned());
-                run_conn(watch_head(conn, meta, waits), end).await
+                let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
+                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await
             }
         }
     }
@@ -419,14 +477,12 @@ impl ConnTask {
             (Some(b), true) => {
                 let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
                 let io = TokioIo::new(tls);
-                let conn = self
-                    .ticket
-                    .serve(b.serve_connection_with_upgrades(io, svc).into_owned());
-                run_conn(watch_head(conn, meta, waits), end).await;
+                let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
+                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await;
             }
             _ => {
                 let conn = crate::proxy::server::serve(AnyStream(tls), snapshots, meta.clone());
-                run_conn(watch_head(self.ticket.serve(conn), meta, waits), end).await;
+                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await;
             }
         }
     }

@@ -66,7 +66,7 @@ enum State {
     ChunkData(u64),
     /// The CRLF after a chunk.
     ChunkEnd,
-    /// Trailer section after the last chunk (skipped; bytes so far).
+    /// Trailer section after the last chunk (checked, skipped; bytes so far).
     Trailers(usize),
     /// Until end of stream.
     Close,
@@ -223,7 +223,10 @@ impl BodyDecoder {
     ) -> Poll<io::Result<()>> {
         match memchr::memchr(b'\n', buf) {
             Some(i) => {
-                let empty = i == 0 || (i == 1 && buf[0] == b'\r');
+                let empty = &buf[..i] == b"\r";
+                if !empty {
+                    trailer_line(&buf[..i])?;
+                }
                 buf.advance(i + 1);
                 self.state = if empty {
                     State::Done
@@ -299,10 +302,38 @@ fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Invalid> {
     Ok(None)
 }
 
+/// Checks one trailer line (up to its LF): a field line (RFC 9112 §7.1.2) — a
+/// token, a colon, a value of visible bytes, SP and HTAB — ended by CRLF. A line
+/// without a colon, a folded one (starting with whitespace) or a bare LF is bad
+/// framing: another parser may end the body elsewhere.
+fn trailer_line(line: &[u8]) -> Result<(), Invalid> {
+    let line = line.strip_suffix(b"\r").ok_or(Invalid::Chunked)?;
+    let colon = memchr::memchr(b':', line).ok_or(Invalid::Chunked)?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    let text = |&b: &u8| b == b'\t' || (b >= 0x20 && b != 0x7f);
+    if name.is_empty() || !name.iter().all(token) || !value.iter().all(text) {
+        return Err(Invalid::Chunked);
+    }
+    Ok(())
+}
+
+/// Checks the complete trailer lines at the front of `buf`.
+fn check_trailers(mut buf: &[u8]) -> Result<(), Invalid> {
+    while let Some(i) = memchr::memchr(b'\n', buf) {
+        if &buf[..i] == b"\r" {
+            break;
+        }
+        trailer_line(&buf[..i])?;
+        buf = &buf[i + 1..];
+    }
+    Ok(())
+}
+
 /// Checks the chunk framing of the bytes of a body already read with its head
 /// (`buf` starts where the body does), without consuming them: the first framing
 /// error in them is found before anything is forwarded. Bytes that end mid-line or
-/// mid-chunk are fine so far; trailers are left to the decoder. Walks the size lines
+/// mid-chunk are fine so far; so are trailer lines not complete yet. Walks the size lines
 /// and skips the data: no copy.
 pub fn check_chunked(buf: &[u8]) -> Result<(), Invalid> {
     let mut at = 0;
@@ -315,7 +346,7 @@ pub fn check_chunked(buf: &[u8]) -> Result<(), Invalid> {
             };
         };
         if size == 0 {
-            return Ok(());
+            return check_trailers(&rest[used..]);
         }
         let end = match usize::try_from(size)
             .ok()
@@ -413,11 +444,17 @@ mod tests {
         for cut in 0..=body.len() {
             assert_eq!(check_chunked(&body[..cut]), Ok(()), "cut {cut}");
         }
-        let bodies: [&[u8]; 4] = [
+        let bodies: [&[u8]; 9] = [
             b"3\r\nhello\r\n0\r\n\r\n",
             b"5\r\nhello\n0\r\n\r\n",
             b"5\r\nhello\r\nx\r\n",
             b"5\r\nhello\rx",
+            // Trailer lines: no colon, a bare LF, folded, no name, a control byte.
+            b"0\r\nbad\r\n\r\n",
+            b"0\r\nX: v\n\r\n",
+            b"0\r\nX: v\r\n w\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nX: a\x01b\r\n\r\n",
         ];
         for &bad in BAD_LINES.iter().chain(&bodies) {
             assert_eq!(check_chunked(bad), Err(Invalid::Chunked), "{bad:?}");

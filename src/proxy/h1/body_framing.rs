@@ -23,8 +23,11 @@ pub enum BodyFraming {
 pub(crate) struct FramingHeaders {
     /// `Content-Length`, when present and consistent.
     pub length: Option<u64>,
-    /// `Transfer-Encoding` present; whether its last coding is chunked.
+    /// `Transfer-Encoding` present; whether its last coding is chunked (and the
+    /// only chunked one).
     pub te: Option<bool>,
+    /// A `chunked` coding was seen (in any line).
+    chunked_seen: bool,
     /// `Connection: close`.
     pub close: bool,
     /// `Connection: keep-alive`.
@@ -44,10 +47,16 @@ impl FramingHeaders {
         }
     }
 
-    /// Reads `Transfer-Encoding`: only its last coding matters for framing.
+    /// Reads `Transfer-Encoding` (each line in turn): the framing is chunked when
+    /// the last coding is `chunked` and no other one is — chunked applied twice
+    /// (`chunked, chunked`, or two lines) has no length a recipient can agree on
+    /// (RFC 9112 §6.1: a sender must not; nginx refuses it).
     pub fn transfer_encoding(&mut self, v: &[u8]) {
-        let last = v.rsplit(|&b| b == b',').next().unwrap_or_default();
-        self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        for coding in v.split(|&b| b == b',') {
+            let chunked = coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            self.te = Some(chunked && !self.chunked_seen);
+            self.chunked_seen |= chunked;
+        }
     }
 
     /// Several values (or lines) must all agree (RFC 9110 §8.6).
