@@ -29,7 +29,7 @@ pub(crate) fn set_header(cx: &mut Cx, d: &Directive, list: &mut Vec<(String, Str
                 "upgrade" | "$connection_upgrade"
             ));
     if websocket {
-        cx.carry();
+        cx.carry(d);
         return;
     }
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -44,7 +44,7 @@ pub(crate) fn set_header(cx: &mut Cx, d: &Directive, list: &mut Vec<(String, Str
         cx.warn(d, format!("sets \"{name}\" a second time, which fulcrum's header table cannot: the first value is sent"));
         return;
     }
-    cx.carry();
+    cx.carry(d);
     list.push((name.clone(), value.clone()));
 }
 
@@ -77,7 +77,7 @@ pub(crate) fn add_header(cx: &mut Cx, d: &Directive, list: &mut Vec<AddHeader>) 
         cx.warn(d, format!("adds \"{name}\" a second time, which fulcrum's header table cannot: only the first is added"));
         return;
     }
-    cx.carry();
+    cx.carry(d);
     list.push(AddHeader {
         name: name.clone(),
         value: value.clone(),
