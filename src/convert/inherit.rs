@@ -82,12 +82,20 @@ fn pool_value(cx: &mut Cx, d: &Directive, i: usize) -> Option<String> {
         3 => {
             let mut kept = Vec::new();
             for a in &d.args {
+                // The conditions fulcrum's next_upstream has (SPEC §2).
                 let known = matches!(
                     a.as_str(),
-                    "error" | "timeout" | "invalid_header" | "non_idempotent" | "off"
-                ) || a
-                    .strip_prefix("http_")
-                    .is_some_and(|c| c.parse::<u16>().is_ok());
+                    "error"
+                        | "timeout"
+                        | "invalid_header"
+                        | "non_idempotent"
+                        | "off"
+                        | "http_500"
+                        | "http_502"
+                        | "http_503"
+                        | "http_504"
+                        | "http_429"
+                );
                 if known {
                     kept.push(values::toml_str(a));
                 } else {

@@ -130,11 +130,13 @@ impl Cx {
     }
 
     /// The main context: `http` blocks are read; `server` and `upstream` at the top
-    /// (a file meant to be included into `http`) too; everything else is warned.
+    /// (a file meant to be included into `http`) too; everything else is warned. A
+    /// file with no `http` block at all (a conf.d snippet) is read as one.
     fn main(&mut self, tree: &[Directive]) -> Http {
         let mut http = Http::default();
-        let mut levels = Vec::new();
-        for d in tree {
+        let snippet = !tree.iter().any(|d| d.name == "http");
+        let mut levels = if snippet { vec![tree] } else { Vec::new() };
+        for d in tree.iter().filter(|_| !snippet) {
             match (d.name.as_str(), &d.block) {
                 ("http", Some(b)) => {
                     self.carry(d);
