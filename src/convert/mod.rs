@@ -102,6 +102,9 @@ pub(crate) struct Cx {
     /// nginx's prefix: the main file's directory, which relative paths in the
     /// config (certificates) are relative to.
     pub prefix: std::path::PathBuf,
+    /// The first name of the server being read, nginx's `$server_name`, when it is a
+    /// plain name.
+    pub server_name: Option<String>,
     /// Pools dropped for having no server fulcrum can carry (lowercase names).
     pub dropped: std::collections::HashSet<String>,
 }

@@ -48,6 +48,7 @@ pub(crate) fn server(
     block: &[Directive],
     parent: &Inherit,
 ) -> Vec<Server> {
+    cx.server_name = first_name(block);
     let inh = parent.level(cx, block, "server");
     let mut s = Server {
         origin: format!("{} server", d.short()),
@@ -144,6 +145,20 @@ fn split(cx: &mut Cx, mut s: Server, listens: Listens, inh: &Inherit) -> Vec<Ser
         out.insert(0, s);
     }
     out
+}
+
+/// nginx's `$server_name`: the first name of the server's first `server_name`, if
+/// it is a plain name (a constant convert can write).
+fn first_name(block: &[Directive]) -> Option<String> {
+    block
+        .iter()
+        .find(|c| c.name == "server_name")
+        .and_then(|c| c.args.first())
+        .filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        })
+        .cloned()
 }
 
 fn listen(cx: &mut Cx, d: &Directive, s: &mut Server, ls: &mut Listens, ssl_on: bool) {

@@ -60,7 +60,11 @@ fn a_server_on_80_and_443_ssl_becomes_two_servers_with_inherited_certificates() 
     // Relative to nginx's prefix (the main file's directory), written absolute.
     assert_eq!(tls.cert, dir.path().join("site.crt"));
     assert_eq!(tls.client_ca.as_deref(), Some(&*dir.path().join("ca.crt")));
-    assert_eq!(tls.client_auth, crate::tls::server::ClientAuth::Optional);
+    assert!(
+        o.toml.contains("client_auth = \"optional\" }"),
+        "{}",
+        o.toml
+    );
     assert_eq!(c.servers[1].server_names, ["site.test"]);
     assert_eq!(c.servers[1].locations.len(), 1);
     // Versions within fulcrum's and a cache that is off are carried silently.
@@ -104,7 +108,8 @@ fn tls_directives_fulcrum_does_otherwise_are_warned() {
     let c = config(&o);
     // optional_no_ca without a CA: no certificate is asked for.
     let tls = c.servers[0].tls.as_ref().expect("tls");
-    assert_eq!(tls.client_auth, crate::tls::server::ClientAuth::Off);
+    assert!(tls.client_ca.is_none());
+    assert!(o.toml.contains("client_auth = \"off\" }"), "{}", o.toml);
 }
 
 #[test]
@@ -270,4 +275,25 @@ fn keepalive_timeout_is_the_servers_and_its_header_time_is_warned() {
     assert!(w[0].contains("nginx.conf:1:") && w[0].contains("header time"));
     assert!(w[1].contains("nginx.conf:2:") && w[1].contains("per server"));
     assert!(w[2].contains("nginx.conf:3:") && w[2].contains("keep-alive off"));
+}
+
+#[test]
+fn server_name_in_a_redirect_is_the_servers_first_name() {
+    let (o, _dir) = run_with_certs(
+        "http {
+  server { listen 127.0.0.1:8080; server_name git.example.test www.example.test;
+    return 301 https://$server_name$request_uri; }
+  server { listen 127.0.0.1:8081; server_name ~^(?<x>.+)$; return 301 https://$server_name/; }
+}",
+    );
+    assert!(
+        o.toml.contains(
+            "return = { status = 301, location = \"https://git.example.test$request_uri\" }"
+        ),
+        "{}",
+        o.toml
+    );
+    // A regex is not a name fulcrum can write: warned, as before.
+    assert_eq!(warned(&o, "return").len(), 1, "{:?}", o.warnings);
+    config(&o);
 }
