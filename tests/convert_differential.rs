@@ -540,3 +540,57 @@ fn hashing_failover_and_backups_match_nginx() {
     assert!(expected[6].1.starts_with("b /spare/s"), "{expected:?}");
     assert_eq!(expected[8].1, expected[14].1, "{expected:?}");
 }
+
+/// `grpc_pass` to a pool and to a literal address, with `grpc_set_header` and a
+/// `grpc_read_timeout`: nginx's grpc module and fulcrum's `protocol = "h2"` pools
+/// speak HTTP/2 (prior knowledge) to the same h2c backends, which see the same
+/// path, authority and headers.
+#[test]
+fn grpc_pass_matches_nginx() {
+    let Some(bin) = common::nginx_bin() else {
+        return;
+    };
+    let (backends, dir, port, head) = setup(&["a", "b", "c"]);
+    let [a, b, c] = [0, 1, 2].map(|i| backends[i].addr);
+    let conf = format!(
+        r#"{head}
+    upstream svc {{ server {a}; server {b}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        grpc_set_header X-From grpc;
+        grpc_read_timeout 30s;
+        location /pkg.Svc/ {{ grpc_pass grpc://svc; }}
+        location /lit.Svc/ {{ grpc_set_header X-Real-IP lit; grpc_pass {c}; }}
+        location / {{ proxy_pass http://{c}; }}
+    }}
+}}
+"#
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write");
+    // `/plain` reaches `c` over HTTP/1 while `/lit.Svc/` reaches it over h2. (A pool
+    // split for two protocols balances each copy on its own, where nginx shares one
+    // round-robin turn: docs/convert.md; the unit tests show the split.)
+    let paths = [
+        "/pkg.Svc/Get",
+        "/pkg.Svc/List",
+        "/lit.Svc/Get",
+        "/pkg.Svc/Put",
+        "/plain",
+    ];
+    let expected = same_through_both(&bin, dir.path(), &path, port, &paths);
+    // The answers are real: HTTP/2 (the backend sees the :scheme and :authority,
+    // nginx's $proxy_host) to the pool and the literal address, HTTP/1 to /plain.
+    assert!(
+        expected[0].1.starts_with("a http://svc/pkg.Svc/Get")
+            && expected[0].1.contains("from=grpc"),
+        "{expected:?}"
+    );
+    assert!(
+        expected[2]
+            .1
+            .starts_with(&format!("c http://{c}/lit.Svc/Get")),
+        "{expected:?}"
+    );
+    assert!(expected[4].1.starts_with("c /plain"), "{expected:?}");
+}
