@@ -153,6 +153,9 @@ fn variant(
                     pools[j].name
                 )
             })?;
+            if ssl.cert.is_some() != ssl.key.is_some() {
+                cx.warn_at(&l.at, "proxy_pass", format!("TLS to \"{base}\": a client certificate without its key (or a key without its certificate): none is sent"));
+            }
             if ssl.verify != Some(true) {
                 let (d, p) = if way.1 {
                     ("grpc_pass", "grpc")

@@ -297,3 +297,20 @@ fn server_name_in_a_redirect_is_the_servers_first_name() {
     assert_eq!(warned(&o, "return").len(), 1, "{:?}", o.warnings);
     config(&o);
 }
+
+#[test]
+fn a_client_certificate_without_its_key_is_warned() {
+    let (o, _dir) = run_with_certs(
+        "http { upstream s { server 127.0.0.1:9443; }
+  server { listen 127.0.0.1:8080; proxy_ssl_certificate site.crt;
+    location / { proxy_pass https://s; } } }",
+    );
+    let w = warned(&o, "proxy_pass");
+    assert!(w.iter().any(|w| w.contains("without its key")), "{w:?}");
+    assert!(pool(&config(&o), &o, "s")
+        .tls
+        .as_ref()
+        .expect("tls")
+        .identity
+        .is_none());
+}
