@@ -314,3 +314,17 @@ fn a_client_certificate_without_its_key_is_warned() {
         .identity
         .is_none());
 }
+
+#[test]
+fn a_literal_https_address_without_a_port_is_443_as_in_nginx() {
+    let (o, _dir) = run_with_certs(
+        "http { server { listen 127.0.0.1:8080; location / { proxy_pass https://localhost; } } }",
+    );
+    let c = config(&o);
+    let u = c
+        .upstreams
+        .iter()
+        .find(|u| u.tls.is_some())
+        .expect("an https pool");
+    assert!(u.servers.iter().all(|s| s.addr.port() == 443), "{}", o.toml);
+}
