@@ -21,6 +21,7 @@ pub(crate) fn set_header(cx: &mut Cx, d: &Directive, list: &mut Vec<(String, Str
         cx.warn(d, "needs a name and a value: ignored");
         return;
     };
+    let value = &cx.server_vars(value);
     let lower = name.to_ascii_lowercase();
     let websocket = (lower == "upgrade" && value == "$http_upgrade")
         || (lower == "connection"
@@ -59,6 +60,7 @@ pub(crate) fn add_header(cx: &mut Cx, d: &Directive, list: &mut Vec<AddHeader>) 
             return;
         }
     };
+    let value = &cx.server_vars(value);
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         cx.warn(d, format!("\"{name}\" is not a header name: ignored"));
         return;

@@ -265,10 +265,7 @@ pub(crate) fn returned(cx: &mut Cx, d: &Directive) -> Option<Action> {
         return None;
     }
     // `$server_name` is the server's first name, a constant fulcrum can write.
-    let text = match (text, &cx.server_name) {
-        (Some(t), Some(n)) => Some(t.replace("${server_name}", n).replace("$server_name", n)),
-        (t, _) => t,
-    };
+    let text = text.map(|t| cx.server_vars(&t));
     let text = match text {
         Some(t) if Template::compile(&t).is_err() => {
             cx.warn(

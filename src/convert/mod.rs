@@ -127,6 +127,17 @@ impl Cx {
         });
     }
 
+    /// `value` with nginx's `$server_name` written as the server's first name, when
+    /// it is a plain one (fulcrum's templates have no such variable).
+    pub fn server_vars(&self, value: &str) -> String {
+        match &self.server_name {
+            Some(n) => value
+                .replace("${server_name}", n)
+                .replace("$server_name", n),
+            None => value.to_string(),
+        }
+    }
+
     pub fn carry(&mut self, d: &Directive) {
         self.carried += 1;
         self.carried_at.push(d.at());

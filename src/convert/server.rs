@@ -107,6 +107,7 @@ pub(crate) fn server(
         }
     }
     let out = split(cx, s, listens, &inh);
+    cx.server_name = None;
     if out.is_empty() {
         cx.warn(
             d,

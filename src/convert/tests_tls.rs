@@ -284,12 +284,20 @@ fn server_name_in_a_redirect_is_the_servers_first_name() {
   server { listen 127.0.0.1:8080; server_name git.example.test www.example.test;
     return 301 https://$server_name$request_uri; }
   server { listen 127.0.0.1:8081; server_name ~^(?<x>.+)$; return 301 https://$server_name/; }
+  server { listen 127.0.0.1:8082; server_name api.example.test;
+    add_header X-Server $server_name; location / { return 200 ok; } }
 }",
     );
     assert!(
         o.toml.contains(
             "return = { status = 301, location = \"https://git.example.test$request_uri\" }"
         ),
+        "{}",
+        o.toml
+    );
+    assert!(
+        o.toml
+            .contains("add_header = { X-Server = \"api.example.test\" }"),
         "{}",
         o.toml
     );
