@@ -100,3 +100,74 @@ fn a_parse_error_exits_1_with_path_and_line() {
         "{stderr}"
     );
 }
+
+/// The public configs of `tests/data/convert/public/` (nginx's docs and test suite,
+/// popular apps; each file names its origin): every one converts (exit 0), its
+/// output passes `fulcrum check`, and every directive in it is carried or warned
+/// with its line (a block warned as a whole covers what is inside it).
+#[test]
+fn public_configs_convert_pass_check_and_account_for_every_directive() {
+    let dir = data("public");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("public configs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for f in &files {
+        let path = f.to_str().expect("utf-8 path");
+        let out = fulcrum(&["convert", path]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{path}: {stderr}");
+        let toml = tmp.path().join("fulcrum.toml");
+        std::fs::write(&toml, &stdout).expect("write");
+        let check = fulcrum(&["check", "--config", toml.to_str().expect("utf-8 path")]);
+        assert!(
+            check.status.success(),
+            "{path}: {}\n{stdout}",
+            text(&check.stderr)
+        );
+
+        let conv = fulcrum::convert::convert(f).expect("converts");
+        let tree = fulcrum::convert::parser::parse_file(f).expect("parses");
+        let mut missing = Vec::new();
+        unaccounted(&tree, &conv, &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{path}: neither carried nor warned: {missing:?}\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{} directives carried, {} warned",
+                conv.carried,
+                conv.warnings.len()
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+/// The directives of `tree` whose line is neither carried nor warned; the inside of
+/// a block that is not carried (warned as a whole), or that is not a context of
+/// directives, is not looked at.
+fn unaccounted(
+    tree: &[fulcrum::convert::parser::Directive],
+    conv: &fulcrum::convert::Output,
+    out: &mut Vec<String>,
+) {
+    for d in tree {
+        let at = d.at();
+        let carried = conv.carried_at.contains(&at);
+        let warned = conv.warnings.iter().any(|w| w.at == at);
+        if !carried && !warned {
+            out.push(format!("{at} {}", d.name));
+        }
+        // The contexts convert reads directive by directive (a `map`'s lines are
+        // its entries, not directives).
+        let context = matches!(d.name.as_str(), "http" | "server" | "upstream" | "location");
+        if let (true, true, Some(b)) = (carried, context, &d.block) {
+            unaccounted(b, conv, out);
+        }
+    }
+}

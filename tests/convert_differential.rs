@@ -4,34 +4,19 @@
 //! same status). Skipped without nginx unless FULCRUM_REQUIRE_NGINX=1 (CI).
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls_client;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{dead_addr, eventually, read_response, Backend, Fulcrum};
+use common::{dead_addr, free_port, read_response, Backend, Fulcrum};
 use http_body_util::Full;
 use hyper::Response;
-
-fn nginx() -> Option<PathBuf> {
-    let dirs = std::env::var_os("PATH").unwrap_or_default();
-    let bin = std::env::split_paths(&dirs)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file());
-    let required = std::env::var("FULCRUM_REQUIRE_NGINX").as_deref() == Ok("1");
-    assert!(
-        bin.is_some() || !required,
-        "nginx not found and FULCRUM_REQUIRE_NGINX=1"
-    );
-    if bin.is_none() {
-        eprintln!("note: no nginx; skipping the convert differential test");
-    }
-    bin
-}
 
 /// A backend answering `NAME URI` and the headers the proxies set.
 fn backend(name: &'static str) -> Backend {
@@ -76,32 +61,83 @@ fn answers(proxy: SocketAddr, paths: &[&str]) -> Vec<(u16, String)> {
         .collect()
 }
 
+/// Runs nginx on `conf` and hands its listen addresses (in file order) to `ask`. The ports in `conf` were
+/// free when picked, but another process may bind one before nginx does: then
+/// nginx says which in its error log, and that port is replaced in `conf` by a new
+/// free one and nginx started again (the conversion reads the file after this).
 fn run_nginx<T>(
     bin: &Path,
     dir: &Path,
     conf: &Path,
     port: u16,
-    ask: &dyn Fn(SocketAddr) -> T,
+    ask: &dyn Fn(&[SocketAddr]) -> T,
 ) -> T {
-    let mut child = Command::new(bin)
-        .args([
-            "-p",
-            &dir.display().to_string(),
-            "-c",
-            &conf.display().to_string(),
-        ])
-        .args(["-g", "daemon off; master_process off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nginx");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let up = eventually(20, || TcpStream::connect(addr).is_ok());
     let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-    assert!(up, "nginx did not start:\n{}", log());
-    let out = ask(addr);
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut port = port;
+    for _ in 0..5 {
+        let _ = std::fs::remove_file(dir.join("error.log"));
+        let mut child = Command::new(bin)
+            .args(["-p", &dir.display().to_string()])
+            .args(["-c", &conf.display().to_string()])
+            .args(["-g", "daemon off; master_process off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Up when it accepts on the port while running; an exit is a failed start.
+        let up = loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break false;
+            }
+            if TcpStream::connect(addr).is_ok() {
+                break true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if up {
+            let out = ask(&listens(conf));
+            let _ = child.kill();
+            let _ = child.wait();
+            return out;
+        }
+        let taken = log()
+            .lines()
+            .find(|l| l.contains("Address already in use"))
+            .and_then(|l| l.split("bind() to 127.0.0.1:").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse::<u16>().ok());
+        let Some(taken) = taken else { break };
+        let fresh = free_port();
+        let text = std::fs::read_to_string(conf).expect("read conf");
+        let text = text
+            .replace(
+                &format!("127.0.0.1:{taken} "),
+                &format!("127.0.0.1:{fresh} "),
+            )
+            .replace(
+                &format!("127.0.0.1:{taken};"),
+                &format!("127.0.0.1:{fresh};"),
+            );
+        std::fs::write(conf, text).expect("write conf");
+        if taken == port {
+            port = fresh;
+        }
+    }
+    panic!("nginx did not start:\n{}", log());
+}
+
+/// The `listen 127.0.0.1:PORT` addresses of an nginx.conf, in file order.
+fn listens(conf: &Path) -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string(conf).expect("read conf");
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for w in text.split("listen 127.0.0.1:").skip(1) {
+        let port: String = w.chars().take_while(char::is_ascii_digit).collect();
+        let a = SocketAddr::from(([127, 0, 0, 1], port.parse().expect("port")));
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
     out
 }
 
@@ -112,10 +148,7 @@ fn setup(names: &[&'static str]) -> (Vec<Backend>, tempfile::TempDir, u16, Strin
     let backends = names.iter().map(|n| backend(n)).collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let head = format!(
         "worker_processes 1;
 error_log {d}/error.log; pid {d}/nginx.pid; events {{ worker_connections 64; }}
@@ -135,7 +168,7 @@ fn same_through_both(
     port: u16,
     paths: &[&str],
 ) -> Vec<(u16, String)> {
-    let ask = |a| answers(a, paths);
+    let ask = |a: &[SocketAddr]| answers(a[0], paths);
     let (expected, toml, got) = through_both(bin, dir, path, port, &ask);
     for ((p, want), have) in paths.iter().zip(&expected).zip(&got) {
         assert_eq!(want, have, "{p}: nginx vs fulcrum\n{toml}");
@@ -150,7 +183,7 @@ fn through_both<T>(
     dir: &Path,
     path: &Path,
     port: u16,
-    ask: &dyn Fn(SocketAddr) -> T,
+    ask: &dyn Fn(&[SocketAddr]) -> T,
 ) -> (T, String, T) {
     let expected = run_nginx(bin, dir, path, port, ask);
 
@@ -165,14 +198,16 @@ fn through_both<T>(
         String::from_utf8_lossy(&out.stderr)
     );
     let toml = String::from_utf8(out.stdout).expect("utf-8");
-    let f = Fulcrum::start(&toml);
-    let got = ask(f.addr());
+    let _f = Fulcrum::start(&toml);
+    let got = ask(&listens(path));
     (expected, toml, got)
 }
 
 #[test]
 fn nginx_and_its_conversion_route_the_same() {
-    let Some(bin) = nginx() else { return };
+    let Some(bin) = common::nginx_bin() else {
+        return;
+    };
     let (backends, dir, port, head) = setup(&["a", "b", "c", "d", "e"]);
     let at = |i: usize| backends[i].addr.to_string();
     let conf = format!(
@@ -237,7 +272,9 @@ fn nginx_and_its_conversion_route_the_same() {
 /// server-level `proxy_set_header` a location replaces.
 #[test]
 fn server_names_default_server_and_precedence_match_nginx() {
-    let Some(bin) = nginx() else { return };
+    let Some(bin) = common::nginx_bin() else {
+        return;
+    };
     let (backends, dir, port, head) = setup(&["a", "b", "c"]);
     let at = |i: usize| backends[i].addr.to_string();
     let conf = format!(
@@ -319,7 +356,9 @@ fn ask_raw(proxy: SocketAddr, reqs: &[(&str, &str, usize)]) -> Vec<(u16, String,
 /// `client_max_body_size` and `proxy_read_timeout`, and `return 444`.
 #[test]
 fn added_headers_limits_and_444_match_nginx() {
-    let Some(bin) = nginx() else { return };
+    let Some(bin) = common::nginx_bin() else {
+        return;
+    };
     let (backends, dir, port, head) = setup(&["a"]);
     let conf = format!(
         r#"{head}
@@ -353,7 +392,7 @@ fn added_headers_limits_and_444_match_nginx() {
         ("GET", "/drop", 0),
         ("GET", "/moved", 0),
     ];
-    let ask = |a| ask_raw(a, &reqs);
+    let ask = |a: &[SocketAddr]| ask_raw(a[0], &reqs);
     let (expected, toml, got) = through_both(&bin, dir.path(), &path, port, &ask);
     for ((r, want), have) in reqs.iter().zip(&expected).zip(&got) {
         assert_eq!(want, have, "{r:?}: nginx vs fulcrum\n{toml}");
@@ -363,4 +402,195 @@ fn added_headers_limits_and_444_match_nginx() {
     assert_eq!(statuses, [200, 200, 413, 200, 502, 0, 301], "{expected:?}");
     assert_eq!(expected[1].1, "x-site=- x-own=site.test x-always=-");
     assert_eq!(expected[4].1, "x-site=- x-own=- x-always=yes");
+}
+
+/// A site on a cleartext and an `ssl` address in one nginx server (fulcrum: two
+/// `[[server]]`s), its certificate named relative to nginx's prefix and its TLS
+/// settings inherited from `http`: the same requests over TLS (SNI, the test CA)
+/// and in cleartext reach the same backends with the same URI and headers
+/// (`$scheme`, `$ssl_server_name`, `$ssl_protocol` included).
+#[test]
+fn a_tls_site_on_80_and_443_matches_nginx() {
+    let Some(bin) = common::nginx_bin() else {
+        return;
+    };
+    let (backends, dir, port, head) = setup(&["a", "b", "c"]);
+    let pki = tls_client::Pki::new();
+    pki.leaf("site", &["site.test", "www.site.test"]);
+    for f in ["site.crt", "site.key"] {
+        std::fs::copy(pki.path(f), dir.path().join(f)).expect("copy");
+    }
+    let plain = free_port();
+    let [a, b, c] = [0, 1, 2].map(|i| backends[i].addr);
+    let conf = format!(
+        r#"{head}
+    ssl_certificate site.crt;
+    ssl_certificate_key site.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:1m;
+    upstream app {{ server {a} weight=3; server {b}; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{plain};
+        server_name site.test www.site.test;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $scheme;
+        proxy_set_header X-From "$ssl_server_name $ssl_protocol";
+        location / {{ proxy_pass http://app; }}
+        location /api/ {{ proxy_pass http://{c}/v1/; }}
+        location = /old {{ return 301 https://$host/new; }}
+    }}
+}}
+"#,
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write");
+    let paths = ["/", "/x?y=1", "/api/users", "/old", "/a", "/b", "/api/"];
+    let ask = |a: &[SocketAddr]| {
+        let mut out = Vec::new();
+        for p in paths {
+            let cfg = tls_client::client_config(&pki, &[b"http/1.1"], None);
+            let mut s = tls_client::connect(a[0], cfg, "site.test").expect("handshake");
+            // A redirect's body is each server's own page: the status is compared.
+            let (status, body) = tls_client::tls_get(&mut s, p, "site.test");
+            out.push((status, if status == 200 { body } else { String::new() }));
+        }
+        let cleartext = answers(a[1], &paths);
+        (out, cleartext)
+    };
+    let (expected, toml, got) = through_both(&bin, dir.path(), &path, port, &ask);
+    assert!(toml.contains("tls = { cert = "), "{toml}");
+    for (i, p) in paths.iter().enumerate() {
+        assert_eq!(expected.0[i], got.0[i], "TLS {p}: nginx vs fulcrum\n{toml}");
+        assert_eq!(
+            expected.1[i], got.1[i],
+            "cleartext {p}: nginx vs fulcrum\n{toml}"
+        );
+    }
+    // The answers are real: TLS reached the backends with the SNI name.
+    assert!(
+        expected.0[0].1.contains("from=site.test TLSv1.3"),
+        "{expected:?}"
+    );
+    assert!(
+        expected.1[0]
+            .1
+            .starts_with("a / host=site.test real-ip=http"),
+        "{expected:?}"
+    );
+    assert_eq!(expected.0[3].0, 301, "{expected:?}");
+}
+
+/// `ip_hash`, `hash ... consistent`, `random`-free pools whose first server is dead
+/// (`proxy_next_upstream` on to the next, or `off`: 502), a backup behind a down
+/// primary, and `proxy_next_upstream_tries 1`: each request reaches the backend
+/// nginx's own choice reaches.
+#[test]
+fn hashing_failover_and_backups_match_nginx() {
+    let Some(bin) = common::nginx_bin() else {
+        return;
+    };
+    let (backends, dir, port, head) = setup(&["a", "b", "c", "d", "e"]);
+    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| backends[i].addr);
+    let dead = dead_addr();
+    let conf = format!(
+        r#"{head}
+    upstream sticky {{ ip_hash; server {a}; server {b}; server {c}; }}
+    upstream users {{ hash $arg_user consistent; server {a}; server {b} weight=2; server {c}; }}
+    upstream failover {{ server {dead} max_fails=1 fail_timeout=30s; server {d}; }}
+    upstream spare {{ server {e} down; server {b} backup; }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_next_upstream error timeout http_503;
+        location /sticky/ {{ proxy_pass http://sticky; }}
+        location /users/ {{ proxy_set_header X-From $arg_user; proxy_pass http://users/u/; }}
+        location /failover/ {{ proxy_pass http://failover; }}
+        location /strict/ {{ proxy_next_upstream off; proxy_pass http://failover; }}
+        location /once/ {{ proxy_next_upstream_tries 1; proxy_pass http://failover; }}
+        location ^~ /spare/ {{ proxy_pass http://spare; }}
+    }}
+}}
+"#,
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write");
+    let mut paths = vec![
+        "/sticky/1",
+        "/sticky/2",
+        "/sticky/3",
+        "/failover/x",
+        "/failover/y",
+        "/failover/z",
+        "/spare/s",
+        "/spare/t",
+    ];
+    let users = [
+        "/users/a?user=alice",
+        "/users/b?user=bob",
+        "/users/c?user=carol",
+        "/users/d?user=dave",
+        "/users/e?user=erin",
+        "/users/f?user=frank",
+        "/users/a?user=alice",
+    ];
+    paths.extend(users);
+    let expected = same_through_both(&bin, dir.path(), &path, port, &paths);
+    // The answers are real: failover and the backup reached live servers.
+    assert!(expected[3].1.starts_with("d /failover/x"), "{expected:?}");
+    assert!(expected[6].1.starts_with("b /spare/s"), "{expected:?}");
+    assert_eq!(expected[8].1, expected[14].1, "{expected:?}");
+}
+
+/// `grpc_pass` to a pool and to a literal address, with `grpc_set_header` and a
+/// `grpc_read_timeout`: nginx's grpc module and fulcrum's `protocol = "h2"` pools
+/// speak HTTP/2 (prior knowledge) to the same h2c backends, which see the same
+/// path, authority and headers.
+#[test]
+fn grpc_pass_matches_nginx() {
+    let Some(bin) = common::nginx_bin() else {
+        return;
+    };
+    let (backends, dir, port, head) = setup(&["a", "b", "c"]);
+    let [a, b, c] = [0, 1, 2].map(|i| backends[i].addr);
+    let conf = format!(
+        r#"{head}
+    upstream svc {{ server {a}; server {b}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        grpc_set_header X-From grpc;
+        grpc_read_timeout 30s;
+        location /pkg.Svc/ {{ grpc_pass grpc://svc; }}
+        location /lit.Svc/ {{ grpc_set_header X-Real-IP lit; grpc_pass {c}; }}
+        location / {{ proxy_pass http://{c}; }}
+    }}
+}}
+"#
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write");
+    // `/plain` reaches `c` over HTTP/1 while `/lit.Svc/` reaches it over h2. (A pool
+    // split for two protocols balances each copy on its own, where nginx shares one
+    // round-robin turn: docs/convert.md; the unit tests show the split.)
+    let paths = [
+        "/pkg.Svc/Get",
+        "/pkg.Svc/List",
+        "/lit.Svc/Get",
+        "/pkg.Svc/Put",
+        "/plain",
+    ];
+    let expected = same_through_both(&bin, dir.path(), &path, port, &paths);
+    // The answers are real: HTTP/2 (the backend sees the :scheme and :authority,
+    // nginx's $proxy_host) to the pool and the literal address, HTTP/1 to /plain.
+    assert!(
+        expected[0].1.starts_with("a http://svc/pkg.Svc/Get")
+            && expected[0].1.contains("from=grpc"),
+        "{expected:?}"
+    );
+    assert!(
+        expected[2]
+            .1
+            .starts_with(&format!("c http://{c}/lit.Svc/Get")),
+        "{expected:?}"
+    );
+    assert!(expected[4].1.starts_with("c /plain"), "{expected:?}");
 }

@@ -61,9 +61,11 @@ fn pool(out: &mut String, p: &Pool) {
     if let Some(t) = &p.keepalive_timeout {
         let _ = writeln!(out, "keepalive_timeout = {}", q(t));
     }
-    if p.tls {
-        // nginx's proxy_ssl_verify is off unless set.
-        out.push_str("tls = { verify = false }\n");
+    if p.h2 {
+        out.push_str("protocol = \"h2\"\n");
+    }
+    if let Some(t) = &p.tls {
+        let _ = writeln!(out, "tls = {}", t.toml(p.verify_name()));
     }
     for (name, t) in super::location::POOL_KEYS.iter().zip(&p.timeouts) {
         if let Some(t) = t {
@@ -82,6 +84,9 @@ fn server(out: &mut String, s: &Server) {
     if !s.names.is_empty() {
         let _ = writeln!(out, "server_name = {}", list(&s.names));
     }
+    if let Some(t) = &s.tls {
+        let _ = writeln!(out, "tls = {}", t.toml());
+    }
     if let Some(n) = s.max_body {
         let _ = writeln!(out, "client_max_body_size = {n}");
     }
@@ -90,6 +95,9 @@ fn server(out: &mut String, s: &Server) {
     }
     if let Some(t) = &s.body_timeout {
         let _ = writeln!(out, "client_body_timeout = {}", q(t));
+    }
+    if let Some(t) = &s.keepalive_timeout {
+        let _ = writeln!(out, "keepalive_timeout = {}", q(t));
     }
     if s.http2 {
         out.push_str("http2 = true\n");

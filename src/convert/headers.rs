@@ -21,6 +21,7 @@ pub(crate) fn set_header(cx: &mut Cx, d: &Directive, list: &mut Vec<(String, Str
         cx.warn(d, "needs a name and a value: ignored");
         return;
     };
+    let value = &cx.server_vars(value);
     let lower = name.to_ascii_lowercase();
     let websocket = (lower == "upgrade" && value == "$http_upgrade")
         || (lower == "connection"
@@ -29,7 +30,7 @@ pub(crate) fn set_header(cx: &mut Cx, d: &Directive, list: &mut Vec<(String, Str
                 "upgrade" | "$connection_upgrade"
             ));
     if websocket {
-        cx.carry();
+        cx.carry(d);
         return;
     }
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -44,7 +45,7 @@ pub(crate) fn set_header(cx: &mut Cx, d: &Directive, list: &mut Vec<(String, Str
         cx.warn(d, format!("sets \"{name}\" a second time, which fulcrum's header table cannot: the first value is sent"));
         return;
     }
-    cx.carry();
+    cx.carry(d);
     list.push((name.clone(), value.clone()));
 }
 
@@ -59,6 +60,7 @@ pub(crate) fn add_header(cx: &mut Cx, d: &Directive, list: &mut Vec<AddHeader>) 
             return;
         }
     };
+    let value = &cx.server_vars(value);
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         cx.warn(d, format!("\"{name}\" is not a header name: ignored"));
         return;
@@ -77,7 +79,7 @@ pub(crate) fn add_header(cx: &mut Cx, d: &Directive, list: &mut Vec<AddHeader>) 
         cx.warn(d, format!("adds \"{name}\" a second time, which fulcrum's header table cannot: only the first is added"));
         return;
     }
-    cx.carry();
+    cx.carry(d);
     list.push(AddHeader {
         name: name.clone(),
         value: value.clone(),

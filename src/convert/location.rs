@@ -1,31 +1,15 @@
-//! nginx `location` blocks into `[[server.location]]`, and what each level (`http`,
-//! `server`, `location`) passes down: `proxy_set_header` (a level with its own set
-//! inherits none), timeouts, limits, and the access guards that make a location fail
-//! closed.
+//! nginx `location` blocks into `[[server.location]]`: the pattern, what the
+//! location does (`proxy_pass`, `grpc_pass`, `return`, the rewrite idiom) and the
+//! guards that make it fail closed.
 
-use super::headers::{self, AddHeader};
+use super::headers::AddHeader;
+use super::inherit::GUARDS;
+pub(crate) use super::inherit::{Inherit, POOL_KEYS};
 use super::parser::Directive;
-use super::{values, Cx};
+use super::upstream_tls::UpSsl;
+use super::Cx;
 use crate::route::location::LocationPattern;
 use crate::route::template::Template;
-
-/// What a level passes to the levels inside it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Inherit {
-    /// The nearest level's own `proxy_set_header` list.
-    pub headers: Option<Vec<(String, String)>>,
-    /// The pool settings of [`POOL_SETTINGS`]: (TOML value, PATH:LINE).
-    pub timeouts: [Option<(String, String)>; 6],
-    pub max_body: Option<u64>,
-    pub header_timeout: Option<String>,
-    pub body_timeout: Option<String>,
-    /// The nearest level's own `add_header` list (nginx inherits it as a whole too).
-    pub add_headers: Option<Vec<AddHeader>>,
-    /// `set_real_ip_from`, `real_ip_header`, `real_ip_recursive` in force.
-    pub real_ip: super::real_ip::RealIpConv,
-    /// Guards in force, each as `"auth_basic" at PATH:LINE`; `off` clears its kind.
-    guards: Vec<(String, String)>,
-}
 
 /// What a location does.
 #[derive(Debug, Clone)]
@@ -35,6 +19,10 @@ pub(crate) enum Action {
         /// The `host[:port]` or pool name of the URL.
         authority: String,
         headers: Option<Vec<(String, String)>>,
+        /// `https://`/`grpcs://`: the `proxy_ssl_*`/`grpc_ssl_*` settings in force.
+        ssl: Option<UpSsl>,
+        /// `grpc_pass`: HTTP/2 to the servers.
+        h2: bool,
     },
     Return {
         status: u16,
@@ -74,224 +62,6 @@ pub(crate) struct Loc {
     pub timeouts: [Option<(String, String)>; 6],
     pub max_body: Option<u64>,
     pub add_headers: Option<Vec<AddHeader>>,
-}
-
-/// Names a level handles itself rather than through [`Inherit::level`].
-fn structural(context: &str, name: &str) -> bool {
-    match context {
-        "http" => matches!(name, "upstream" | "server"),
-        "server" => matches!(
-            name,
-            "listen" | "server_name" | "location" | "http2" | "return"
-        ),
-        _ => matches!(
-            name,
-            "location" | "proxy_pass" | "return" | "limit_except" | "if" | "rewrite"
-        ),
-    }
-}
-
-/// The nginx directives fulcrum sets per pool, and the pool keys they become.
-pub(crate) const POOL_SETTINGS: [&str; 6] = [
-    "proxy_connect_timeout",
-    "proxy_send_timeout",
-    "proxy_read_timeout",
-    "proxy_next_upstream",
-    "proxy_next_upstream_tries",
-    "proxy_next_upstream_timeout",
-];
-pub(crate) const POOL_KEYS: [&str; 6] = [
-    "connect_timeout",
-    "send_timeout",
-    "read_timeout",
-    "next_upstream",
-    "next_upstream_tries",
-    "next_upstream_timeout",
-];
-
-/// A pool setting's value as TOML, or `None` when nginx would reject it.
-fn pool_value(cx: &mut Cx, d: &Directive, i: usize) -> Option<String> {
-    let arg = d.args.first().map(String::as_str).unwrap_or("");
-    match i {
-        3 => {
-            let mut kept = Vec::new();
-            for a in &d.args {
-                let known = matches!(
-                    a.as_str(),
-                    "error" | "timeout" | "invalid_header" | "non_idempotent" | "off"
-                ) || a
-                    .strip_prefix("http_")
-                    .is_some_and(|c| c.parse::<u16>().is_ok());
-                if known {
-                    kept.push(values::toml_str(a));
-                } else {
-                    cx.warn(
-                        d,
-                        format!("\"{a}\" is not a condition fulcrum has: not retried on"),
-                    );
-                }
-            }
-            (!kept.is_empty()).then(|| format!("[{}]", kept.join(", ")))
-        }
-        4 => arg.parse::<u32>().ok().map(|n| n.to_string()),
-        _ => values::time(arg).map(|t| values::toml_str(&t)),
-    }
-}
-
-const GUARDS: [&str; 5] = ["auth_basic", "auth_request", "allow", "deny", "satisfy"];
-
-impl Inherit {
-    /// The settings in force inside `block`: this level's own over the inherited ones.
-    /// Carries or warns every directive of the level that is not structural.
-    pub fn level(&self, cx: &mut Cx, block: &[Directive], context: &str) -> Inherit {
-        let mut next = self.clone();
-        let mut own_headers: Option<Vec<(String, String)>> = None;
-        let mut own_added: Option<Vec<AddHeader>> = None;
-        let mut own_from: Option<Vec<String>> = None;
-        let mut own_access = false;
-        for d in block {
-            let name = d.name.as_str();
-            if structural(context, name) {
-                continue;
-            }
-            if GUARDS.contains(&name) {
-                next.guard(cx, d, &mut own_access);
-                continue;
-            }
-            if name == "include" {
-                unreadable(cx, d, context, &mut next.guards);
-                continue;
-            }
-            if name == "proxy_set_header" {
-                let list = own_headers.get_or_insert_with(Vec::new);
-                headers::set_header(cx, d, list);
-                continue;
-            }
-            if name == "add_header" {
-                let list = own_added.get_or_insert_with(Vec::new);
-                headers::add_header(cx, d, list);
-                continue;
-            }
-            if super::real_ip::directive(cx, d, context, &mut next.real_ip, &mut own_from) {
-                continue;
-            }
-            if !next.setting(cx, d, context) {
-                cx.warn(d, super::other_message(d));
-            }
-        }
-        if own_headers.is_some() {
-            next.headers = own_headers;
-        }
-        if own_added.is_some() {
-            next.add_headers = own_added;
-        }
-        if own_from.is_some() {
-            next.real_ip.from = own_from;
-        }
-        next
-    }
-
-    /// Timeouts, limits and what fulcrum does anyway; false when not one of them.
-    fn setting(&mut self, cx: &mut Cx, d: &Directive, context: &str) -> bool {
-        let name = d.name.as_str();
-        let arg = d.args.first().map(String::as_str).unwrap_or("");
-        if let Some(i) = POOL_SETTINGS.iter().position(|t| *t == name) {
-            match pool_value(cx, d, i) {
-                Some(v) => {
-                    self.timeouts[i] = Some((v, d.at()));
-                    cx.carry();
-                }
-                None => cx.warn(d, "has a value nginx would reject: ignored"),
-            }
-            return true;
-        }
-        match (name, context) {
-            ("client_max_body_size", _) => match values::size(arg) {
-                Some(n) => {
-                    self.max_body = Some(n);
-                    cx.carry();
-                }
-                None => cx.warn(d, "has a size nginx would reject: ignored"),
-            },
-            ("client_body_timeout", "http" | "server") => match values::time(arg) {
-                Some(t) => {
-                    self.body_timeout = Some(t);
-                    cx.carry();
-                }
-                None => cx.warn(d, "has a time nginx would reject: ignored"),
-            },
-            ("client_body_timeout", _) => cx.warn(
-                d,
-                "is set per server in fulcrum: the server's timeout applies here",
-            ),
-            ("client_header_timeout", "http" | "server") => match values::time(arg) {
-                Some(t) => {
-                    self.header_timeout = Some(t);
-                    cx.carry();
-                }
-                None => cx.warn(d, "has a time nginx would reject: ignored"),
-            },
-            // fulcrum speaks HTTP/1.1 upstream, streams bodies and passes upgrades itself.
-            ("proxy_http_version", _) | ("proxy_buffering" | "proxy_request_buffering", _) => {
-                cx.carry()
-            }
-            ("proxy_redirect", _) if arg == "off" => cx.carry(),
-            ("map", "http")
-                if d.args.first().is_some_and(|a| a == "$http_upgrade")
-                    && d.args.get(1).is_some_and(|a| a == "$connection_upgrade") =>
-            {
-                cx.carry()
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    fn guard(&mut self, cx: &mut Cx, d: &Directive, own_access: &mut bool) {
-        let name = d.name.as_str();
-        let off = d.args.first().is_some_and(|a| a == "off");
-        if matches!(name, "allow" | "deny") {
-            if !*own_access {
-                // A level with its own rules inherits none from above.
-                self.guards.retain(|(n, _)| n != "allow" && n != "deny");
-                *own_access = true;
-            }
-            if name == "allow" && d.args.first().is_some_and(|a| a == "all") {
-                cx.carry();
-                return;
-            }
-        } else {
-            self.guards.retain(|(n, _)| n != name);
-            if off {
-                cx.carry();
-                return;
-            }
-        }
-        cx.warn(d, "guards access, which fulcrum cannot enforce: every location under it answers 403 (fail closed)");
-        self.guards.push((name.to_string(), d.at()));
-    }
-
-    /// The guard that makes a location fail closed, if any.
-    fn guarded(&self) -> Option<String> {
-        self.guards.first().map(|(n, at)| {
-            format!("guarded by {n} ({at}), which fulcrum cannot enforce: 403 (fail closed)")
-        })
-    }
-}
-
-/// An `include` whose file is not here: what it said is unknown, so in a server or
-/// a location it fails closed.
-fn unreadable(cx: &mut Cx, d: &Directive, context: &str, guards: &mut Vec<(String, String)>) {
-    let file = d.args.first().map_or("", String::as_str);
-    if context == "http" {
-        cx.warn(
-            d,
-            format!("\"{file}\" is not there: its directives are not carried"),
-        );
-    } else {
-        cx.warn(d, format!("\"{file}\" is not there, and it may have guarded access: every location under it answers 403 (fail closed; convert where the file exists)"));
-        guards.push(("include".into(), d.at()));
-    }
 }
 
 /// `location [modifier] path { ... }` and the locations nested in it (flattened).
@@ -334,9 +104,10 @@ pub(crate) fn location(
             "if" => cx.warn(c, super::other_message(c)),
             "return" if action.is_none() => action = returned(cx, c),
             "proxy_pass" if action.is_none() => action = proxied(cx, c, &inh, &path),
-            "return" | "proxy_pass" => cx.warn(
+            "grpc_pass" if action.is_none() => action = grpc(cx, c, &inh),
+            "return" | "proxy_pass" | "grpc_pass" => cx.warn(
                 c,
-                "comes after the location's return or proxy_pass, which answers first: ignored",
+                "comes after the location's return, proxy_pass or grpc_pass, which answers first: ignored",
             ),
             _ => {}
         }
@@ -352,13 +123,18 @@ pub(crate) fn location(
             Action::status(404, why)
         }
     };
-    cx.carry();
+    cx.carry(d);
+    let grpc = matches!(action, Action::Proxy { h2: true, .. });
     out.push(Loc {
         origin: format!("{} location {}", d.short(), d.args.join(" ")),
         path,
         at: d.at(),
         action,
-        timeouts: inh.timeouts.clone(),
+        timeouts: if grpc {
+            inh.grpc.timeouts.clone()
+        } else {
+            inh.timeouts.clone()
+        },
         max_body: inh.max_body,
         add_headers: inh.add_headers.clone(),
     });
@@ -379,11 +155,15 @@ fn rewritten(
 ) -> Option<Action> {
     let rewrites: Vec<&Directive> = block.iter().filter(|c| c.name == "rewrite").collect();
     let uri_part = match (rewrites.as_slice(), &action) {
-        ([r], Some(Action::Proxy { url, authority, .. }))
-            if url.len() == "http://".len() + authority.len() =>
-        {
-            idiom(&r.args, path)
-        }
+        (
+            [r],
+            Some(Action::Proxy {
+                url,
+                authority,
+                h2: false,
+                ..
+            }),
+        ) if url.len() == "http://".len() + authority.len() => idiom(&r.args, path),
         _ => None,
     };
     match (uri_part, action) {
@@ -393,13 +173,19 @@ fn rewritten(
                 url,
                 authority,
                 headers,
+                ssl,
+                h2,
             }),
         ) => {
-            cx.carry();
+            for r in &rewrites {
+                cx.carry(r);
+            }
             Some(Action::Proxy {
                 url: format!("{url}{part}"),
                 authority,
                 headers,
+                ssl,
+                h2,
             })
         }
         (_, action) => {
@@ -478,6 +264,8 @@ pub(crate) fn returned(cx: &mut Cx, d: &Directive) -> Option<Action> {
         cx.warn(d, "has an invalid code: ignored");
         return None;
     }
+    // `$server_name` is the server's first name, a constant fulcrum can write.
+    let text = text.map(|t| cx.server_vars(&t));
     let text = match text {
         Some(t) if Template::compile(&t).is_err() => {
             cx.warn(
@@ -489,7 +277,7 @@ pub(crate) fn returned(cx: &mut Cx, d: &Directive) -> Option<Action> {
         t => t,
     };
     let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
-    cx.carry();
+    cx.carry(d);
     Some(Action::Return {
         status,
         body: text.clone().filter(|_| !redirect),
@@ -508,6 +296,7 @@ fn proxied(cx: &mut Cx, d: &Directive, inh: &Inherit, path: &str) -> Option<Acti
         cx.warn(d, why.clone());
         Some(Action::bad_gateway(why))
     };
+    let https = url.starts_with("https://");
     let Some(rest) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
@@ -524,10 +313,40 @@ fn proxied(cx: &mut Cx, d: &Directive, inh: &Inherit, path: &str) -> Option<Acti
             "has a URI part in a regex location (nginx refuses it too)",
         );
     }
-    cx.carry();
+    cx.carry(d);
     Some(Action::Proxy {
         url: url.clone(),
         authority: authority.to_string(),
         headers: inh.headers.clone(),
+        ssl: https.then(|| inh.proxy_ssl.clone()),
+        h2: false,
+    })
+}
+
+/// `grpc_pass [grpc[s]://]ADDRESS`: a proxy_pass over HTTP/2 (TLS for `grpcs://`),
+/// with the `grpc_*` settings.
+fn grpc(cx: &mut Cx, d: &Directive, inh: &Inherit) -> Option<Action> {
+    let [url] = d.args.as_slice() else {
+        cx.warn(d, "needs one address: ignored");
+        return None;
+    };
+    let (tls, authority) = match (url.strip_prefix("grpcs://"), url.strip_prefix("grpc://")) {
+        (Some(a), _) => (true, a),
+        (_, Some(a)) => (false, a),
+        _ => (false, url.as_str()),
+    };
+    if authority.contains('$') || authority.contains('/') || authority.starts_with("unix:") {
+        let why = format!("\"{url}\" has variables or is a unix socket, which fulcrum's proxy_pass does not have: the location answers 502");
+        cx.warn(d, why.clone());
+        return Some(Action::bad_gateway(why));
+    }
+    cx.carry(d);
+    let scheme = if tls { "https" } else { "http" };
+    Some(Action::Proxy {
+        url: format!("{scheme}://{authority}"),
+        authority: authority.to_string(),
+        headers: inh.grpc.headers.clone(),
+        ssl: tls.then(|| inh.grpc.ssl.clone()),
+        h2: true,
     })
 }

@@ -5,12 +5,16 @@
 
 mod emit;
 mod headers;
+mod inherit;
 pub mod lexer;
 mod location;
 pub mod parser;
 mod real_ip;
 mod server;
+mod targets;
+mod tls;
 mod upstream;
+mod upstream_tls;
 mod values;
 
 use std::path::Path;
@@ -26,6 +30,8 @@ pub struct Output {
     pub warnings: Vec<Warning>,
     /// How many directives were carried.
     pub carried: usize,
+    /// The `PATH:LINE` of each directive carried (as many as `carried`).
+    pub carried_at: Vec<String>,
 }
 
 /// A directive convert cannot carry, and what happens instead.
@@ -64,7 +70,10 @@ pub enum ConvertError {
 /// Converts the nginx config at `path` (and what it includes).
 pub fn convert(path: &Path) -> Result<Output, ConvertError> {
     let tree = parser::parse_file(path)?;
-    let mut cx = Cx::default();
+    let mut cx = Cx {
+        prefix: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ..Cx::default()
+    };
     let http = cx.main(&tree);
     let toml = emit::config(&http);
     crate::config::parse(Path::new("converted.toml"), &toml).map_err(ConvertError::Invalid)?;
@@ -72,6 +81,7 @@ pub fn convert(path: &Path) -> Result<Output, ConvertError> {
         toml,
         warnings: cx.warnings,
         carried: cx.carried,
+        carried_at: cx.carried_at,
     })
 }
 
@@ -87,6 +97,14 @@ pub(crate) struct Http {
 pub(crate) struct Cx {
     pub warnings: Vec<Warning>,
     pub carried: usize,
+    /// `PATH:LINE` of each directive carried.
+    pub carried_at: Vec<String>,
+    /// nginx's prefix: the main file's directory, which relative paths in the
+    /// config (certificates) are relative to.
+    pub prefix: std::path::PathBuf,
+    /// The first name of the server being read, nginx's `$server_name`, when it is a
+    /// plain name.
+    pub server_name: Option<String>,
     /// Pools dropped for having no server fulcrum can carry (lowercase names).
     pub dropped: std::collections::HashSet<String>,
 }
@@ -109,19 +127,33 @@ impl Cx {
         });
     }
 
-    pub fn carry(&mut self) {
+    /// `value` with nginx's `$server_name` written as the server's first name, when
+    /// it is a plain one (fulcrum's templates have no such variable).
+    pub fn server_vars(&self, value: &str) -> String {
+        match &self.server_name {
+            Some(n) => value
+                .replace("${server_name}", n)
+                .replace("$server_name", n),
+            None => value.to_string(),
+        }
+    }
+
+    pub fn carry(&mut self, d: &Directive) {
         self.carried += 1;
+        self.carried_at.push(d.at());
     }
 
     /// The main context: `http` blocks are read; `server` and `upstream` at the top
-    /// (a file meant to be included into `http`) too; everything else is warned.
+    /// (a file meant to be included into `http`) too; everything else is warned. A
+    /// file with no `http` block at all (a conf.d snippet) is read as one.
     fn main(&mut self, tree: &[Directive]) -> Http {
         let mut http = Http::default();
-        let mut levels = Vec::new();
-        for d in tree {
+        let snippet = !tree.iter().any(|d| d.name == "http");
+        let mut levels = if snippet { vec![tree] } else { Vec::new() };
+        for d in tree.iter().filter(|_| !snippet) {
             match (d.name.as_str(), &d.block) {
                 ("http", Some(b)) => {
-                    self.carry();
+                    self.carry(d);
                     levels.push(b.as_slice());
                 }
                 ("upstream" | "server", Some(_)) => levels.push(std::slice::from_ref(d)),
@@ -131,8 +163,9 @@ impl Cx {
         for level in levels {
             self.http(level, &mut http);
         }
-        upstream::resolve_targets(self, &mut http);
+        targets::resolve_targets(self, &mut http);
         server::order(self, &mut http.servers);
+        server::tls_addresses(self, &mut http.servers);
         http
     }
 
@@ -146,9 +179,7 @@ impl Cx {
                     }
                 }
                 ("server", Some(b)) => {
-                    if let Some(s) = server::server(self, d, b, &inherit) {
-                        http.servers.push(s);
-                    }
+                    http.servers.extend(server::server(self, d, b, &inherit));
                 }
                 _ => {}
             }
@@ -171,17 +202,11 @@ pub(crate) fn other_message(d: &Directive) -> String {
         "access_log" | "error_log" | "log_format" => {
             "is not carried: set [global] access_log / log_level instead"
         }
-        "keepalive_timeout" => {
-            "is not supported by fulcrum's config yet: fulcrum's default applies"
-        }
         "send_timeout" => "(to the client) has no fulcrum equivalent: ignored",
         "include" => "names a file that is not there: its directives are not carried",
         "rewrite" => "is not carried: the URI passes unchanged",
         "if" => "is not carried: its block is ignored",
         "error_page" => "is not carried: errors are answered with fulcrum's own pages",
-        "ssl_certificate" | "ssl_certificate_key" | "ssl_protocols" | "ssl_ciphers" => {
-            "is TLS, which fulcrum's config does not support yet: ignored"
-        }
         _ if d.block.is_some() => "is not carried: the block is ignored",
         _ => "has no fulcrum equivalent here: ignored",
     };
@@ -190,3 +215,5 @@ pub(crate) fn other_message(d: &Directive) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tls;

@@ -48,7 +48,7 @@ pub(crate) fn directive(
         "set_real_ip_from" => match (trusted(arg), own_from.get_or_insert_with(Vec::new)) {
             (Some(a), list) => {
                 list.push(values::toml_str(&a));
-                cx.carry();
+                cx.carry(d);
             }
             (None, _) => cx.warn(
                 d,
@@ -62,7 +62,7 @@ pub(crate) fn directive(
             match known {
                 Some(h) => {
                     conf.header = Some(values::toml_str(h));
-                    cx.carry();
+                    cx.carry(d);
                 }
                 None if arg == "proxy_protocol" => cx.warn(
                     d,
@@ -77,7 +77,7 @@ pub(crate) fn directive(
         _ => match arg {
             "on" | "off" => {
                 conf.recursive = Some(arg == "on");
-                cx.carry();
+                cx.carry(d);
             }
             _ => cx.warn(d, "has a value nginx would reject: ignored"),
         },

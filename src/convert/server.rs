@@ -4,10 +4,11 @@
 use super::headers::AddHeader;
 use super::location::{self, Inherit, Loc};
 use super::parser::Directive;
+use super::tls::{self, ServerTls};
 use super::Cx;
 
 /// One virtual server, ready to write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Server {
     /// `nginx.conf:12 server`.
     pub origin: String,
@@ -19,19 +20,35 @@ pub(crate) struct Server {
     pub max_body: Option<u64>,
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
     pub add_headers: Option<Vec<AddHeader>>,
     pub http2: bool,
+    /// Its TLS: then every address in `listen` is a TLS one.
+    pub tls: Option<ServerTls>,
     /// `real_ip_*` as the server's level and the `http` level set them.
     pub real_ip: super::real_ip::RealIpConv,
     pub locations: Vec<Loc>,
 }
 
+/// The `listen` addresses of one nginx server: cleartext ones, TLS ones, and the
+/// first `listen ... ssl` (where a TLS listener that cannot be served is warned).
+#[derive(Default)]
+struct Listens {
+    count: usize,
+    tls: Vec<String>,
+    tls_at: Option<String>,
+}
+
+/// One nginx `server`: one `[[server]]` per kind of address it listens on, cleartext
+/// and TLS (fulcrum's `tls` is per server, nginx's `ssl` per address), none when it
+/// has no address fulcrum can serve.
 pub(crate) fn server(
     cx: &mut Cx,
     d: &Directive,
     block: &[Directive],
     parent: &Inherit,
-) -> Option<Server> {
+) -> Vec<Server> {
+    cx.server_name = first_name(block);
     let inh = parent.level(cx, block, "server");
     let mut s = Server {
         origin: format!("{} server", d.short()),
@@ -42,25 +59,24 @@ pub(crate) fn server(
         max_body: inh.max_body,
         header_timeout: inh.header_timeout.clone(),
         body_timeout: inh.body_timeout.clone(),
+        keepalive_timeout: inh.keepalive_timeout.clone(),
         add_headers: inh.add_headers.clone(),
         http2: false,
+        tls: None,
         real_ip: inh.real_ip.clone(),
         locations: Vec::new(),
     };
-    let mut listens = 0;
+    let mut listens = Listens::default();
     let mut returned = None;
     for c in block {
         match (c.name.as_str(), &c.block) {
-            ("listen", _) => {
-                listens += 1;
-                listen(cx, c, &mut s);
-            }
+            ("listen", _) => listen(cx, c, &mut s, &mut listens, inh.ssl.on),
             ("server_name", _) => names(cx, c, &mut s.names),
             ("http2", _) if c.args.first().is_some_and(|a| a == "on") => {
                 s.http2 = true;
-                cx.carry();
+                cx.carry(c);
             }
-            ("http2", _) => cx.carry(),
+            ("http2", _) => cx.carry(c),
             ("location", Some(b)) => location::location(cx, c, b, &inh, &mut s.locations),
             ("location", None) => cx.warn(c, "has no block: skipped"),
             ("return", _) if returned.is_none() => {
@@ -81,21 +97,73 @@ pub(crate) fn server(
             add_headers: inh.add_headers.clone(),
         }];
     }
-    if listens == 0 {
-        s.listen.push("0.0.0.0:80".into());
+    if listens.count == 0 {
+        let any = "0.0.0.0:80".to_string();
+        if inh.ssl.on {
+            listens.tls.push(any);
+            listens.tls_at = Some(d.at());
+        } else {
+            s.listen.push(any);
+        }
     }
-    if s.listen.is_empty() {
+    let out = split(cx, s, listens, &inh);
+    cx.server_name = None;
+    if out.is_empty() {
         cx.warn(
             d,
             "has no listen address fulcrum can serve: the server is dropped",
         );
-        return None;
+    } else {
+        cx.carry(d);
     }
-    cx.carry();
-    Some(s)
+    out
 }
 
-fn listen(cx: &mut Cx, d: &Directive, s: &mut Server) {
+/// The server as its cleartext `[[server]]` and its TLS one (with the `tls` table,
+/// when its certificate loads: otherwise its TLS addresses are not served).
+fn split(cx: &mut Cx, mut s: Server, listens: Listens, inh: &Inherit) -> Vec<Server> {
+    let mut out = Vec::new();
+    if !listens.tls.is_empty() {
+        match tls::server_tls(&inh.ssl) {
+            Ok(t) => {
+                let mut ts = s.clone();
+                ts.origin.push_str(" (its ssl listeners)");
+                ts.defaults.retain(|a| listens.tls.contains(a));
+                ts.listen = listens.tls;
+                ts.tls = Some(t);
+                ts.http2 = false;
+                out.push(ts);
+            }
+            Err(why) => {
+                let at = listens.tls_at.unwrap_or_else(|| s.at.clone());
+                cx.warn_at(&at, "listen", format!("{} ssl: {why}: not served (fail closed: the site is not served in cleartext there either)", listens.tls.join(" ")));
+            }
+        }
+    }
+    if !s.listen.is_empty() {
+        let listen = s.listen.clone();
+        s.defaults.retain(|a| listen.contains(a));
+        out.insert(0, s);
+    }
+    out
+}
+
+/// nginx's `$server_name`: the first name of the server's first `server_name`, if
+/// it is a plain name (a constant convert can write).
+fn first_name(block: &[Directive]) -> Option<String> {
+    block
+        .iter()
+        .find(|c| c.name == "server_name")
+        .and_then(|c| c.args.first())
+        .filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        })
+        .cloned()
+}
+
+fn listen(cx: &mut Cx, d: &Directive, s: &mut Server, ls: &mut Listens, ssl_on: bool) {
+    ls.count += 1;
     let Some(raw) = d.args.first() else {
         cx.warn(d, "has no address: ignored");
         return;
@@ -104,13 +172,14 @@ fn listen(cx: &mut Cx, d: &Directive, s: &mut Server) {
         cx.warn(d, format!("\"{raw}\" is not an address fulcrum can listen on (unix sockets, host names): ignored"));
         return;
     };
-    let mut default = false;
+    let (mut default, mut ssl, mut http2) = (false, ssl_on, false);
     for p in &d.args[1..] {
         match p.as_str() {
             "default_server" | "default" => default = true,
-            "http2" => s.http2 = true,
-            "ssl" | "quic" => {
-                cx.warn(d, format!("\"{p}\": TLS listeners are not supported by fulcrum's config yet: the address is not served"));
+            "http2" => http2 = true,
+            "ssl" => ssl = true,
+            "quic" => {
+                cx.warn(d, "\"quic\" is HTTP/3 over UDP, which fulcrum does not serve: the address is not served (clients use the TCP one)");
                 return;
             }
             "proxy_protocol" => {
@@ -123,10 +192,16 @@ fn listen(cx: &mut Cx, d: &Directive, s: &mut Server) {
     if default {
         s.defaults.push(addr.clone());
     }
-    if !s.listen.contains(&addr) {
-        s.listen.push(addr);
+    // h2 is offered by ALPN on every TLS listener; `http2` on a cleartext one is h2c.
+    s.http2 |= http2 && !ssl;
+    let list = if ssl { &mut ls.tls } else { &mut s.listen };
+    if !list.contains(&addr) {
+        list.push(addr);
     }
-    cx.carry();
+    if ssl && ls.tls_at.is_none() {
+        ls.tls_at = Some(d.at());
+    }
+    cx.carry(d);
 }
 
 /// nginx's listen forms as `addr:port`: `80`, `*:80`, `1.2.3.4`, `1.2.3.4:80`, `[::]:80`.
@@ -158,6 +233,12 @@ fn names(cx: &mut Cx, d: &Directive, out: &mut Vec<String>) {
                     "name \"{n}\" has a variable, which fulcrum's server_name does not: ignored"
                 ),
             );
+        } else if n.starts_with('~') && n.bytes().any(|b| b.is_ascii_uppercase()) {
+            // fulcrum's config lowercases every name, regexes too (`\D` would be `\d`).
+            cx.warn(
+                d,
+                format!("regex \"{n}\" has capital letters, which fulcrum's server_name lowercases (changing what it matches): ignored"),
+            );
         } else if let Some(suffix) = n.strip_prefix('.') {
             out.push(suffix.to_ascii_lowercase());
             out.push(format!("*.{}", suffix.to_ascii_lowercase()));
@@ -176,7 +257,7 @@ fn names(cx: &mut Cx, d: &Directive, out: &mut Vec<String>) {
             });
         }
     }
-    cx.carry();
+    cx.carry(d);
 }
 
 /// nginx's default server of an address is its `default_server`, fulcrum's is the
@@ -226,4 +307,34 @@ fn unreachable_defaults(cx: &mut Cx, servers: &[Server]) {
             }
         }
     }
+}
+
+/// nginx's `ssl` is per address: a server without TLS listening where another has
+/// it would be TLS there in nginx too, and fulcrum needs one or the other per
+/// address. Its cleartext listener there is dropped, warned (and the server with it
+/// when nothing is left).
+pub(crate) fn tls_addresses(cx: &mut Cx, servers: &mut Vec<Server>) {
+    let tls: Vec<String> = servers
+        .iter()
+        .filter(|s| s.tls.is_some())
+        .flat_map(|s| s.listen.iter().cloned())
+        .collect();
+    for s in servers.iter_mut().filter(|s| s.tls.is_none()) {
+        let at = s.at.clone();
+        s.listen.retain(|a| {
+            let hit = tls.contains(a);
+            if hit {
+                cx.warn_at(&at, "listen", format!("{a} is a TLS address (another server has ssl there) and this server has no ssl_certificate fulcrum can serve there: it is not served on {a}"));
+            }
+            !hit
+        });
+        if s.listen.is_empty() {
+            cx.warn_at(
+                &at,
+                "server",
+                "has no listen address left: the server is dropped",
+            );
+        }
+    }
+    servers.retain(|s| !s.listen.is_empty());
 }

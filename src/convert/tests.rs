@@ -13,7 +13,7 @@ fn run(nginx: &str) -> Output {
     }
 }
 
-fn warned(o: &Output, name: &str) -> Vec<String> {
+pub(super) fn warned(o: &Output, name: &str) -> Vec<String> {
     o.warnings
         .iter()
         .filter(|w| w.name == name)
@@ -21,7 +21,7 @@ fn warned(o: &Output, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn config(o: &Output) -> crate::config::Config {
+pub(super) fn config(o: &Output) -> crate::config::Config {
     crate::config::parse(Path::new("t.toml"), &o.toml).expect("validates")
 }
 

@@ -1,15 +1,14 @@
-//! nginx `upstream` blocks into `[upstream.NAME]` pools, and the pool settings nginx
-//! gives per location (`proxy_*_timeout`, `proxy_next_upstream*`): a pool gets nginx's
-//! defaults, a location overrides what it sets differently.
+//! nginx `upstream` blocks into `[upstream.NAME]` pools (`targets.rs` points the
+//! locations at them).
 
-use super::location::{Action, Loc};
 use super::parser::Directive;
-use super::{values, Cx, Http};
+use super::upstream_tls::UpSsl;
+use super::{values, Cx};
 use crate::config::values as cfg;
 use crate::route::template::Template;
 
 /// One pool, ready to write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pool {
     pub name: String,
     /// `nginx.conf:42 upstream backend`.
@@ -24,35 +23,34 @@ pub(crate) struct Pool {
     /// The pool settings (`location::POOL_KEYS`) as TOML where nginx's default is not
     /// fulcrum's (a location overrides them where it sets its own).
     pub timeouts: [Option<String>; 6],
-    /// Reached by `proxy_pass https://`: its servers speak TLS.
-    pub tls: bool,
+    /// Reached by `proxy_pass https://` (or `grpcs://`): its servers speak TLS, with
+    /// these settings.
+    pub tls: Option<UpSsl>,
+    /// Reached by `grpc_pass`: HTTP/2 to its servers.
+    pub h2: bool,
+    /// How the first location reaching it does (TLS settings, h2), and where.
+    pub reached: Option<(Option<UpSsl>, bool, String)>,
+    /// The pool it is a copy of (reached in another way).
+    pub copy_of: Option<String>,
+    /// The literal `host:port` it is made for (no `upstream` block).
+    pub literal: Option<String>,
     /// The addresses (and backup flags) of its servers so far.
     seen: Vec<(std::net::SocketAddr, bool)>,
 }
 
 const NEXT: &str = r#"["error", "timeout"]"#;
 /// Their defaults in nginx (connect: 60s, not fulcrum's 5s) and in fulcrum, as TOML.
-const NGINX_DEFAULT: [&str; 6] = [r#""60s""#, r#""60s""#, r#""60s""#, NEXT, "0", r#""0s""#];
-const FULCRUM_DEFAULT: [&str; 6] = [r#""5s""#, r#""60s""#, r#""60s""#, NEXT, "0", r#""0s""#];
+pub(crate) const NGINX_DEFAULT: [&str; 6] =
+    [r#""60s""#, r#""60s""#, r#""60s""#, NEXT, "0", r#""0s""#];
+pub(crate) const FULCRUM_DEFAULT: [&str; 6] =
+    [r#""5s""#, r#""60s""#, r#""60s""#, NEXT, "0", r#""0s""#];
 
 pub(crate) fn pool(cx: &mut Cx, d: &Directive, block: &[Directive]) -> Option<Pool> {
     let Some(name) = d.args.first().filter(|_| d.args.len() == 1) else {
         cx.warn(d, "needs exactly one name: the pool is dropped");
         return None;
     };
-    let mut p = Pool {
-        name: name.clone(),
-        origin: format!("{} upstream {name}", d.short()),
-        servers: Vec::new(),
-        balance: None,
-        hash_key: None,
-        consistent: false,
-        keepalive: None,
-        keepalive_timeout: None,
-        timeouts: Default::default(),
-        tls: false,
-        seen: Vec::new(),
-    };
+    let mut p = Pool::empty(name, format!("{} upstream {name}", d.short()));
     for s in block {
         directive(cx, s, &mut p);
     }
@@ -61,7 +59,7 @@ pub(crate) fn pool(cx: &mut Cx, d: &Directive, block: &[Directive]) -> Option<Po
         cx.warn(d, format!("has no server fulcrum can carry: pool \"{name}\" is dropped, and locations proxying to it answer 502"));
         return None;
     }
-    cx.carry();
+    cx.carry(d);
     Some(p)
 }
 
@@ -112,7 +110,7 @@ fn directive(cx: &mut Cx, d: &Directive, p: &mut Pool) {
         }
     };
     if ok {
-        cx.carry();
+        cx.carry(d);
     } else {
         cx.warn(d, "has arguments fulcrum does not read: ignored");
     }
@@ -172,69 +170,65 @@ fn server(cx: &mut Cx, d: &Directive, p: &mut Pool) {
         }
     }
     p.servers.push(out.join(" "));
-    cx.carry();
+    cx.carry(d);
 }
 
-/// Points every location at what it proxies to: a kept pool, a literal address that
-/// resolves, or else a 502 with a warning; and leaves in each location only the pool
-/// settings it must override to mean what nginx does there.
-pub(crate) fn resolve_targets(cx: &mut Cx, http: &mut Http) {
-    let names: Vec<String> = http
-        .upstreams
-        .iter()
-        .map(|p| p.name.to_ascii_lowercase())
-        .collect();
-    for s in &mut http.servers {
-        for l in &mut s.locations {
-            let Action::Proxy { authority, .. } = &l.action else {
-                l.timeouts = Default::default();
-                continue;
-            };
-            let authority = authority.clone();
-            let key = authority.to_ascii_lowercase();
-            let https =
-                matches!(&l.action, Action::Proxy { url, .. } if url.starts_with("https://"));
-            if let Some(i) = names.iter().position(|n| *n == key) {
-                // The pool has nginx's defaults: only a setting of its own differs.
-                overrides(l, &NGINX_DEFAULT);
-                if https && !http.upstreams[i].tls {
-                    http.upstreams[i].tls = true;
-                    cx.warn_at(&l.at, "proxy_pass", format!("https:// to \"{authority}\": nginx does not verify its certificates by default (proxy_ssl_verify off), so the pool gets tls = {{ verify = false }}; set verify = true with a ca"));
-                }
-            } else if cx.dropped.contains(&key) {
-                let why = format!("proxies to the dropped pool \"{authority}\": answers 502");
-                cx.warn_at(&l.at, "proxy_pass", why.clone());
-                l.action = Action::bad_gateway(why);
-            } else if let Err(e) = cfg::resolve(&authority, if https { 443 } else { 80 }) {
-                let why = format!("{e}: the location answers 502");
-                cx.warn_at(&l.at, "proxy_pass", why.clone());
-                l.action = Action::bad_gateway(why);
-            } else {
-                if https {
-                    cx.warn_at(&l.at, "proxy_pass", format!("https:// to \"{authority}\": fulcrum verifies its certificate against the built-in roots, which nginx does not do by default (proxy_ssl_verify off)"));
-                }
-                // A literal address is an implicit pool with fulcrum's defaults.
-                for (i, t) in l.timeouts.iter_mut().enumerate() {
-                    if t.is_none() {
-                        *t = Some((NGINX_DEFAULT[i].to_string(), l.at.clone()));
-                    }
-                }
-                overrides(l, &FULCRUM_DEFAULT);
+impl Pool {
+    fn empty(name: &str, origin: String) -> Pool {
+        Pool {
+            name: name.to_string(),
+            origin,
+            servers: Vec::new(),
+            balance: None,
+            hash_key: None,
+            consistent: false,
+            keepalive: None,
+            keepalive_timeout: None,
+            timeouts: Default::default(),
+            tls: None,
+            h2: false,
+            reached: None,
+            copy_of: None,
+            literal: None,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The pool of a literal address (one server, with its port).
+    pub fn literal(name: &str, authority: &str, server: String) -> Pool {
+        let mut p = Pool::empty(name, format!("{authority} (a literal address, as a pool)"));
+        p.servers.push(server);
+        p.literal = Some(authority.to_string());
+        p
+    }
+
+    /// The name nginx verifies its servers as without `proxy_ssl_name`: the
+    /// upstream's name, if it can be one (a literal address is verified as its host).
+    pub fn verify_name(&self) -> Option<&str> {
+        let base = self.copy_of.as_deref().unwrap_or(&self.name);
+        let dns = base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        (self.literal.is_none() && dns).then_some(base)
+    }
+
+    /// Servers written without a port: nginx's upstream default is 80 even when the
+    /// pool is reached by `https://`, where fulcrum's would be 443; so with TLS they
+    /// say `:80`.
+    pub fn explicit_ports(&mut self) {
+        if self.tls.is_none() {
+            return;
+        }
+        for s in &mut self.servers {
+            let (addr, params) = s.split_once(' ').unwrap_or((s.as_str(), ""));
+            if matches!(cfg::split_host_port(addr), Ok((_, None))) {
+                let addr = if addr.contains(':') && !addr.starts_with('[') {
+                    format!("[{addr}]:80")
+                } else {
+                    format!("{addr}:80")
+                };
+                *s = format!("{addr} {params}").trim_end().to_string();
             }
-        }
-    }
-    for p in &mut http.upstreams {
-        for (i, t) in p.timeouts.iter_mut().enumerate() {
-            *t = (NGINX_DEFAULT[i] != FULCRUM_DEFAULT[i]).then(|| NGINX_DEFAULT[i].to_string());
-        }
-    }
-}
-
-/// Keeps the location's settings that differ from its pool's `pool` values.
-fn overrides(l: &mut Loc, pool: &[&str; 6]) {
-    for (i, t) in l.timeouts.iter_mut().enumerate() {
-        if t.as_ref().is_some_and(|(v, _)| v == pool[i]) {
-            *t = None;
         }
     }
 }
