@@ -75,6 +75,9 @@ impl Drop for Kept {
 /// closes the connection instead.
 const BODY_LIMIT: usize = 64 * 1024;
 
+/// Read size of check connections.
+const READ_BUF: usize = 1024;
+
 /// Checks `server` once.
 pub async fn probe(
     check: &HealthCheck,
@@ -119,7 +122,11 @@ async fn probe_inner(
         CheckKind::Grpc => return super::grpc::check(check, server, stream).await,
         CheckKind::Http => {}
     }
-    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // A check's response is small, and the connection waits idle most of the time:
+    // a small fixed read buffer instead of hyper's growing 8 KiB one.
+    let (tx, conn) = hyper::client::conn::http1::Builder::new()
+        .read_buf_exact_size(Some(READ_BUF))
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(ProbeError::Http)?;
     let task = tokio::spawn(async move {
