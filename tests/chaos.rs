@@ -133,9 +133,9 @@ async fn serve(
             SLOW => tokio::time::sleep(Duration::from_millis(150)).await,
             RESET => {
                 // Alternately inside the head and halfway through the body.
-                let in_head =
-                    (head_resets.load(Ordering::SeqCst) + body_resets.load(Ordering::SeqCst)) % 2
-                        == 0;
+                let in_head = (head_resets.load(Ordering::SeqCst)
+                    + body_resets.load(Ordering::SeqCst))
+                .is_multiple_of(2);
                 let cut = if in_head {
                     head_len / 2
                 } else {

@@ -98,25 +98,32 @@ proxy_set_header = { X-A = "$nosuchvar" }
     }
 }
 
-/// `client_body_timeout` is a server key taking a duration above zero; a bad one is
-/// reported at its position.
+/// The server timeouts take a duration above zero (zero would close or refuse at
+/// once); a bad one is reported at its position.
 #[test]
-fn check_reports_a_bad_client_body_timeout_with_position() {
-    let server = |v: &str| {
-        format!(
-            "[[server]]\nlisten = [\"127.0.0.1:0\"]\nclient_body_timeout = {v}\n[[server.location]]\npath = \"/\"\nreturn = {{ status = 200 }}\n"
-        )
-    };
-    let (code, out, err, _, _d) = check(&server("\"90s\""));
-    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    for (value, msg) in [
-        ("\"soon\"", "invalid duration \"soon\""),
-        ("\"0s\"", "client_body_timeout must be above zero"),
+fn check_reports_a_bad_server_timeout_with_position() {
+    for key in [
+        "client_body_timeout",
+        "client_header_timeout",
+        "keepalive_timeout",
     ] {
-        let (code, _, err, p, _d) = check(&server(value));
-        assert_eq!(code, 1, "{value}: {err}");
-        let expect = format!("{}:3:23: {msg}", p.display());
-        assert!(err.starts_with(&expect), "{value}: {err}");
+        let server = |v: &str| {
+            format!(
+                "[[server]]\nlisten = [\"127.0.0.1:0\"]\n{key} = {v}\n[[server.location]]\npath = \"/\"\nreturn = {{ status = 200 }}\n"
+            )
+        };
+        let (code, out, err, _, _d) = check(&server("\"90s\""));
+        assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+        let col = key.len() + 4;
+        for (value, msg) in [
+            ("\"soon\"", "invalid duration \"soon\"".to_string()),
+            ("\"0s\"", format!("{key} must be above zero")),
+        ] {
+            let (code, _, err, p, _d) = check(&server(value));
+            assert_eq!(code, 1, "{value}: {err}");
+            let expect = format!("{}:3:{col}: {msg}", p.display());
+            assert!(err.starts_with(&expect), "{key} {value}: {err}");
+        }
     }
 }
 

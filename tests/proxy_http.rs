@@ -204,10 +204,19 @@ server_name = ["api.example.com"]
 [[server.location]]
 path = "/"
 return = {{ status = 200, body = "exact" }}
+[[server]]
+listen = ["127.0.0.1:0"]
+server_name = ['~^\D+\.digits$']
+[[server.location]]
+path = "/"
+return = {{ status = 200, body = "regex" }}
 "#,
         b.addr
     ));
     let a = f.addr();
+    // A regex keeps its case (`\D` is not `\d`) and matches caselessly.
+    assert_eq!(get_host(a, "/", "ABC.digits").text(), "regex");
+    assert_eq!(get_host(a, "/", "123.digits").text(), "default");
     assert_eq!(get_host(a, "/", "api.example.com").text(), "exact");
     assert_eq!(get_host(a, "/", "API.Example.com.:81").text(), "exact");
     assert_eq!(get_host(a, "/", "x.example.com").text(), "wild");

@@ -63,12 +63,33 @@ impl Validator<'_> {
             server_names: s
                 .server_name
                 .iter()
-                .map(|n| n.get_ref().to_ascii_lowercase())
+                .map(|n| {
+                    // A regex keeps its case: `\D` is not `\d` (the table matches
+                    // regexes caselessly, as nginx).
+                    let n = n.get_ref();
+                    if n.starts_with('~') {
+                        n.clone()
+                    } else {
+                        n.to_ascii_lowercase()
+                    }
+                })
                 .collect(),
             client_max_body_size: inherited.client_max_body_size,
-            client_header_timeout: self.duration(&s.client_header_timeout, Duration::from_secs(60)),
-            client_body_timeout: self.body_timeout(&s.client_body_timeout),
-            keepalive_timeout: self.duration(&s.keepalive_timeout, Duration::from_secs(75)),
+            client_header_timeout: self.positive(
+                &s.client_header_timeout,
+                Duration::from_secs(60),
+                "client_header_timeout",
+            ),
+            client_body_timeout: self.positive(
+                &s.client_body_timeout,
+                Duration::from_secs(60),
+                "client_body_timeout",
+            ),
+            keepalive_timeout: self.positive(
+                &s.keepalive_timeout,
+                Duration::from_secs(75),
+                "keepalive_timeout",
+            ),
             http2: s.http2.as_ref().is_some_and(|h| *h.get_ref()),
             add_headers: inherited.add_headers,
             proxy_protocol: s.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
@@ -78,15 +99,15 @@ impl Validator<'_> {
         }
     }
 
-    /// `client_body_timeout`: a duration above zero (a zero one would refuse every
-    /// body that has to wait for the network at all).
-    fn body_timeout(&mut self, v: &Option<Spanned<String>>) -> Duration {
-        let default = Duration::from_secs(60);
+    /// A server timeout: a duration above zero (a zero `client_body_timeout` would
+    /// refuse every body that has to wait for the network at all, a zero header or
+    /// keep-alive timeout would close every connection at once).
+    fn positive(&mut self, v: &Option<Spanned<String>>, default: Duration, key: &str) -> Duration {
         let d = self.duration(v, default);
         match v {
             Some(s) if d.is_zero() => {
                 self.r
-                    .error(span_of(s), "client_body_timeout must be above zero");
+                    .error(span_of(s), format!("{key} must be above zero"));
                 default
             }
             _ => d,
