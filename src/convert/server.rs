@@ -233,12 +233,6 @@ fn names(cx: &mut Cx, d: &Directive, out: &mut Vec<String>) {
                     "name \"{n}\" has a variable, which fulcrum's server_name does not: ignored"
                 ),
             );
-        } else if n.starts_with('~') && n.bytes().any(|b| b.is_ascii_uppercase()) {
-            // fulcrum's config lowercases every name, regexes too (`\D` would be `\d`).
-            cx.warn(
-                d,
-                format!("regex \"{n}\" has capital letters, which fulcrum's server_name lowercases (changing what it matches): ignored"),
-            );
         } else if let Some(suffix) = n.strip_prefix('.') {
             out.push(suffix.to_ascii_lowercase());
             out.push(format!("*.{}", suffix.to_ascii_lowercase()));
