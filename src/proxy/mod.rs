@@ -30,6 +30,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod framing;
+pub mod guard;
 pub mod h1;
 pub mod h2body;
 pub mod h2client;

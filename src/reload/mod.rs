@@ -131,33 +131,7 @@ async fn apply(
     // Parsing and compiling a large file takes milliseconds of CPU: keep it off the
     // workers serving traffic.
     let sh = shared.clone();
-    let (snap, paths, mut summary) = tokio::task::spawn_blocking(move || {
-        let t = Instant::now();
-        // Read before loading: a change made while loading is then seen as new.
-        let old = sh.control.paths.borrow().clone();
-        *lock_read(&sh) = Some(watch::digest(&old));
-        let cfg = config::load(&sh.config_path)?;
-        for w in &cfg.warnings {
-            tracing::warn!("{w}");
-        }
-        let loaded = t.elapsed();
-        let paths = cfg.watch_paths();
-        if paths != old {
-            *lock_read(&sh) = Some(watch::digest(&paths));
-        }
-        let snap = Snapshot::build(cfg, &sh.registry).map_err(ReloadError::Snapshot)?;
-        let built = t.elapsed();
-        let old = sh.snapshot.load();
-        let summary = diff::summarize(&old, &snap);
-        tracing::debug!(
-            load_ms = elapsed_ms(loaded),
-            build_ms = elapsed_ms(built - loaded),
-            diff_ms = elapsed_ms(t.elapsed() - built),
-            "reload phases"
-        );
-        Ok::<_, ReloadError>((snap, paths, summary))
-    })
-    .await??;
+    let (snap, paths, mut summary) = tokio::task::spawn_blocking(move || load(&sh)).await??;
 
     let opts = listen_opts(&snap);
     let wanted: HashSet<SocketAddr> = opts.keys().copied().collect();
@@ -205,6 +179,34 @@ async fn apply(
     });
     summary.elapsed_ms = elapsed_ms(started.elapsed());
     Ok(summary)
+}
+
+/// Reads, validates and compiles the config file (blocking: milliseconds of CPU for
+/// a large file), recording what it read for the watcher.
+fn load(sh: &Shared) -> Result<(Snapshot, Vec<std::path::PathBuf>, Summary), ReloadError> {
+    let t = Instant::now();
+    // Read before loading: a change made while loading is then seen as new.
+    let old = sh.control.paths.borrow().clone();
+    *lock_read(sh) = Some(watch::digest(&old));
+    let cfg = config::load(&sh.config_path)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let loaded = t.elapsed();
+    let paths = cfg.watch_paths();
+    if paths != old {
+        *lock_read(sh) = Some(watch::digest(&paths));
+    }
+    let snap = Snapshot::build(cfg, &sh.registry).map_err(ReloadError::Snapshot)?;
+    let built = t.elapsed();
+    let summary = diff::summarize(&sh.snapshot.load(), &snap);
+    tracing::debug!(
+        load_ms = elapsed_ms(loaded),
+        build_ms = elapsed_ms(built - loaded),
+        diff_ms = elapsed_ms(t.elapsed() - built),
+        "reload phases"
+    );
+    Ok((snap, paths, summary))
 }
 
 fn elapsed_ms(d: Duration) -> f64 {

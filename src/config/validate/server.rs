@@ -63,16 +63,7 @@ impl Validator<'_> {
             server_names: s
                 .server_name
                 .iter()
-                .map(|n| {
-                    // A regex keeps its case: `\D` is not `\d` (the table matches
-                    // regexes caselessly, as nginx).
-                    let n = n.get_ref();
-                    if n.starts_with('~') {
-                        n.clone()
-                    } else {
-                        n.to_ascii_lowercase()
-                    }
-                })
+                .map(|n| server_name(n.get_ref()))
                 .collect(),
             client_max_body_size: inherited.client_max_body_size,
             client_header_timeout: self.positive(
@@ -328,4 +319,14 @@ fn implicit_upstream(authority: &str, addrs: &[SocketAddr]) -> Upstream {
         })
         .collect();
     Upstream::new(authority, servers, Balance::RoundRobin)
+}
+
+/// A name lowercased; a regex keeps its case: `\D` is not `\d` (the table matches
+/// regexes caselessly, as nginx).
+fn server_name(n: &str) -> String {
+    if n.starts_with('~') {
+        n.to_string()
+    } else {
+        n.to_ascii_lowercase()
+    }
 }
