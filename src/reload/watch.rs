@@ -46,7 +46,7 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     )
 }
 
-/// A digest of [`fingerprint`], kept by [`crate::runtime::Control`] as what the
+/// A digest of the files' resolved paths and contents, kept by [`crate::runtime::Control`] as what the
 /// last reload read.
 pub fn digest(paths: &[PathBuf]) -> u64 {
     use std::hash::{Hash, Hasher};
