@@ -27,3 +27,27 @@ fn a_toml_syntax_error_always_says_something() {
     assert_eq!((d.line, d.col), (2, 4), "{d}");
     assert!(d.message.contains("'\\u{1f}'"), "{d}");
 }
+
+/// Blocks nested a few thousand deep (`a{a{a{...`, 8 KB) overflowed the nginx
+/// reader's stack and aborted `fulcrum convert`. Past `MAX_DEPTH` they are an error
+/// on the line of the `{` too many; at the limit they still read.
+#[test]
+fn deeply_nested_nginx_blocks_are_an_error_not_a_crash() {
+    use fulcrum::convert::parser::{parse_file, ParseErrorKind, MAX_DEPTH};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nginx.conf");
+    let deep = "a{\n".repeat(100_000);
+    std::fs::write(&path, &deep).expect("write");
+    let e = parse_file(&path).expect_err("too deep");
+    assert!(matches!(e.kind, ParseErrorKind::TooDeep), "{e}");
+    assert_eq!(e.line, MAX_DEPTH + 1, "{e}");
+    let fine = format!("{}{}", "a{\n".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
+    std::fs::write(&path, fine).expect("write");
+    let mut tree = parse_file(&path).expect("at the limit");
+    let mut depth = 0;
+    while let Some(d) = tree.pop() {
+        depth += 1;
+        tree = d.block.unwrap_or_default();
+    }
+    assert_eq!(depth, MAX_DEPTH);
+}
