@@ -1,6 +1,6 @@
 //! A blind mutation loop: inputs made from the corpus by AFL-style byte
-//! mutations (bit flips, interesting bytes, inserts, deletes, copies, the target's
-//! dictionary, splices of two corpus entries), run for a bounded time.
+//! mutations (bit flips, interesting bytes, inserts, deletes, copies, repeats, the
+//! target's dictionary, splices of two corpus entries), run for a bounded time.
 //!
 //! It has no coverage feedback (that needs instrumentation, which AFL++ brings
 //! locally): it leans on a corpus that coverage-guided runs grew and minimised.
@@ -98,11 +98,11 @@ impl<'a> Mutator<'a> {
                 out.extend_from_slice(&other[from..]);
             }
             9 if !out.is_empty() => {
-                // One byte many times: lengths, nesting depth, long lines.
+                // A few bytes many times: long lines and numbers, nesting depth.
                 let i = r.usize(..out.len());
-                let n = r.usize(16..=4096);
-                let b = out[i];
-                out.splice(i..i, std::iter::repeat_n(b, n));
+                let piece = out[i..(i + r.usize(1..=4)).min(out.len())].to_vec();
+                let times = r.usize(16..=4096) / piece.len();
+                out.splice(i..i, piece.repeat(times));
             }
             _ => {
                 let at = self.pos(out);
