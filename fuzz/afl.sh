@@ -18,14 +18,23 @@ export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 export CARGO_PROFILE_RELEASE_DEBUG=0
 cargo afl build --release -p fulcrum-fuzz --features afl --bin fulcrum-fuzz-afl
 bin=$CARGO_TARGET_DIR/release/fulcrum-fuzz-afl
+# cargo-afl's own AFL++ tools first (cmin calls afl-showmap, which must match it).
+rustc_id=$(rustc -vV | sed -n 's/^release: //p')-$(rustc -vV | sed -n 's/^commit-hash: \(.......\).*/\1/p')
+for d in "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-"$rustc_id"/afl.rs-*/afl/bin; do
+    PATH=$d:$PATH
+done
 export AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 for t in "${targets[@]}"; do
     out=$CARGO_TARGET_DIR/out/$t
-    rm -rf "$out" "$out.min"
-    mkdir -p "$out"
-    # The config targets resolve host names: no network for any of them.
-    unshare -n cargo afl fuzz -V "$secs" -t 5000 -i "fuzz/corpus/$t" -o "$out" \
-        -- "$bin" "$t" >"$out/fuzz.log" 2>&1 || { tail -20 "$out/fuzz.log"; exit 1; }
+    rm -rf "$out.min"
+    # FUZZ_REUSE=1: minimise what an earlier run found instead of fuzzing again.
+    if [ "${FUZZ_REUSE:-0}" != 1 ] || [ ! -f "$out/default/fuzzer_stats" ]; then
+        rm -rf "$out"
+        mkdir -p "$out"
+        # The config targets resolve host names: no network for any of them.
+        unshare -n cargo afl fuzz -V "$secs" -t 5000 -i "fuzz/corpus/$t" -o "$out" \
+            -- "$bin" "$t" >"$out/fuzz.log" 2>&1 || { tail -20 "$out/fuzz.log"; exit 1; }
+    fi
     stats=$out/default/fuzzer_stats
     execs=$(awk -F' *: ' '$1=="execs_done"{print $2}' "$stats")
     paths=$(awk -F' *: ' '$1=="corpus_count"{print $2}' "$stats")
