@@ -58,7 +58,7 @@ for t in "${targets[@]}"; do
     mv "$keep" "fuzz/corpus/$t"
     chmod 755 "fuzz/corpus/$t"
     after=$(find "fuzz/corpus/$t" -type f | wc -l)
-    size=$(du -sk "fuzz/corpus/$t" | cut -f1)
-    echo "$t: ${secs}s, $execs execs, queue $paths, crashes $crashes, hangs $hangs, corpus $before -> $after files (${size} KiB)"
+    size=$(du -sb "fuzz/corpus/$t" | cut -f1)
+    echo "$t: ${secs}s, $execs execs, queue $paths, crashes $crashes, hangs $hangs, corpus $before -> $after files, $size bytes"
     [ "$crashes" -eq 0 ] || ls "$out/default/crashes"
 done
