@@ -7,6 +7,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# A workspace member (the fuzz harness): cargo reads its manifest.
+COPY fuzz ./fuzz
 RUN cargo build --release --locked --bin fulcrum && strip target/release/fulcrum
 
 FROM debian:bookworm-slim

@@ -74,6 +74,9 @@ pub enum ParseErrorKind {
     /// `include` without exactly one argument, or with a block.
     #[error("invalid number of arguments in \"include\" directive")]
     IncludeArgs,
+    /// Blocks nested deeper than [`MAX_DEPTH`].
+    #[error("blocks nested deeper than {MAX_DEPTH}")]
+    TooDeep,
     /// A file that includes itself.
     #[error("\"{}\" includes itself", file.display())]
     IncludeCycle {
@@ -81,6 +84,11 @@ pub enum ParseErrorKind {
         file: PathBuf,
     },
 }
+
+/// The deepest nesting of blocks read (nginx's own configs nest a handful deep):
+/// the reader recurses per block, and a deep enough nesting overflowed its stack
+/// (found with the `nginx_conf` fuzz target).
+pub const MAX_DEPTH: usize = 64;
 
 /// Reads `path` and every file it includes.
 pub fn parse_file(path: &Path) -> Result<Vec<Directive>, ParseError> {
@@ -90,6 +98,7 @@ pub fn parse_file(path: &Path) -> Result<Vec<Directive>, ParseError> {
         eof_line: 1,
         texts: HashMap::new(),
         stack: Vec::new(),
+        depth: 0,
     };
     reader.file(path, path, 1)
 }
@@ -102,6 +111,8 @@ struct Reader {
     texts: HashMap<PathBuf, Arc<str>>,
     /// The files being read, to refuse include cycles.
     stack: Vec<PathBuf>,
+    /// Blocks open (across included files).
+    depth: usize,
 }
 
 impl Reader {
@@ -194,7 +205,7 @@ impl Reader {
                 match t.kind {
                     TokenKind::Word(w) => args.push(w),
                     TokenKind::Semicolon => break None,
-                    TokenKind::Open => break Some(self.block(it, file, true)?),
+                    TokenKind::Open => break Some(self.nested(it, file, t.line)?),
                     TokenKind::Close => {
                         return Err(err(t.line, ParseErrorKind::Unexpected("}".into())))
                     }
@@ -215,6 +226,26 @@ impl Reader {
                 block,
             });
         }
+    }
+
+    /// The directives of a block whose `{` is at `line`, at most [`MAX_DEPTH`] deep.
+    fn nested(
+        &mut self,
+        it: &mut std::iter::Peekable<std::vec::IntoIter<Token>>,
+        file: &Arc<Path>,
+        line: usize,
+    ) -> Result<Vec<Directive>, ParseError> {
+        if self.depth == MAX_DEPTH {
+            return Err(ParseError {
+                path: file.to_path_buf(),
+                line,
+                kind: ParseErrorKind::TooDeep,
+            });
+        }
+        self.depth += 1;
+        let out = self.block(it, file, true);
+        self.depth -= 1;
+        out
     }
 
     /// Splices in the directives of the files `pattern` names.

@@ -73,7 +73,41 @@ async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, Proxy
         return Err(ProxyHeaderError::NotProxy);
     }
     read_v1_rest(stream, &mut head).await?;
-    let h = v1::Header::try_from(&head[..])?;
+    v1_client(&head)
+}
+
+/// [`read`]'s decisions on bytes already in hand, for the fuzz harness (`fuzz/`):
+/// the client the header at the front of `input` names and the header's length;
+/// `Ok(None)` while `input` ends before the header does.
+#[doc(hidden)]
+pub fn parse_bytes(input: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, ProxyHeaderError> {
+    let Some(head) = input.get(..SNIFF) else {
+        return Ok(None);
+    };
+    if head[..] == v2::PROTOCOL_PREFIX[..] {
+        let Some(fixed) = input.get(..V2_FIXED) else {
+            return Ok(None);
+        };
+        let len = V2_FIXED + usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+        return match input.get(..len) {
+            Some(head) => Ok(Some((v2_client(head)?, len))),
+            None => Ok(None),
+        };
+    }
+    if !head.starts_with(b"PROXY ") {
+        return Err(ProxyHeaderError::NotProxy);
+    }
+    let room = &input[..input.len().min(V1_MAX)];
+    match memchr::memchr(b'\n', room) {
+        Some(i) => Ok(Some((v1_client(&input[..=i])?, i + 1))),
+        None if room.len() == V1_MAX => Err(ProxyHeaderError::TooLong),
+        None => Ok(None),
+    }
+}
+
+/// The client of a complete v1 header.
+fn v1_client(head: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+    let h = v1::Header::try_from(head)?;
     Ok(match h.addresses {
         v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),

@@ -31,7 +31,7 @@ pub(super) fn validate(path: &Path, src: &str) -> Result<Config, ConfigError> {
         Ok(f) => f,
         Err(e) => {
             let at = e.span().map_or(0, |s| s.start);
-            r.error_at(at, e.message().trim_end().to_string());
+            r.error_at(at, syntax_message(&e, src, at));
             return Err(r.finish().err().unwrap_or(ConfigError {
                 diagnostics: Vec::new(),
             }));
@@ -42,6 +42,18 @@ pub(super) fn validate(path: &Path, src: &str) -> Result<Config, ConfigError> {
     config.warnings = v.r.take_warnings();
     v.r.finish()?;
     Ok(config)
+}
+
+/// What a TOML syntax error says. toml has no words for some (a control character
+/// in a comment: found by fuzzing); those name the character found.
+fn syntax_message(e: &toml::de::Error, src: &str, at: usize) -> String {
+    match e.message().trim_end() {
+        "" => match src.get(at..).and_then(|s| s.chars().next()) {
+            Some(c) => format!("invalid TOML: unexpected {c:?}"),
+            None => "invalid TOML: unexpected end of file".to_string(),
+        },
+        m => m.to_string(),
+    }
 }
 
 struct Validator<'a> {

@@ -222,6 +222,8 @@ impl BodyDecoder {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         match memchr::memchr(b'\n', buf) {
+            // The limit holds however the trailers arrive, as for chunk-size lines.
+            Some(i) if seen + i + 1 > MAX_TRAILERS => Poll::Ready(Err(Invalid::Chunked.into())),
             Some(i) => {
                 let empty = &buf[..i] == b"\r";
                 if !empty {
@@ -262,7 +264,20 @@ const MAX_CHUNK_SIZE: u64 = i64::MAX as u64;
 /// control byte but HTAB, then CRLF. A bare LF or CR anywhere in the line is
 /// refused: another parser may end the line there and read the rest as data.
 /// `Ok(None)`: the line is not complete yet. The extensions are not interpreted.
+/// A line longer than [`MAX_CHUNK_LINE`] (CRLF included) is refused however it
+/// arrives: whole in one read or a few bytes at a time (found by fuzzing).
 fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Invalid> {
+    // A line that does not end within the first `MAX_CHUNK_LINE` bytes never will.
+    let buf = &buf[..buf.len().min(MAX_CHUNK_LINE)];
+    let full = buf.len() == MAX_CHUNK_LINE;
+    match chunk_size_line(buf)? {
+        None if full => Err(Invalid::Chunked),
+        line => Ok(line),
+    }
+}
+
+/// [`parse_chunk_size`] within `buf`, at most the longest line.
+fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Invalid> {
     let mut size = 0u64;
     let mut i = 0;
     while let Some(&b) = buf.get(i) {
@@ -465,6 +480,66 @@ mod tests {
         }
         let long = [b"1;".as_slice(), &[b'x'; MAX_CHUNK_LINE]].concat();
         assert_eq!(check_chunked(&long), Err(Invalid::Chunked));
+    }
+
+    /// An in-memory source that hands out `.1` bytes a read.
+    struct Pieces<'a>(&'a [u8], usize);
+
+    impl AsyncRead for Pieces<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.1.min(self.0.len()).min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Decodes `body` whole from the buffer (`step` `None`) or from a source `step`
+    /// bytes a read: the body's bytes, or `None` when it is refused.
+    fn decode_in(body: &[u8], step: Option<usize>) -> Option<Vec<u8>> {
+        let (mut buf, mut io) = match step {
+            None => (BytesMut::from(body), Pieces(&[], 1)),
+            Some(n) => (BytesMut::new(), Pieces(body, n)),
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut d = BodyDecoder::client(BodyFraming::Chunked);
+        let mut out = Vec::new();
+        loop {
+            match d.poll_data(&mut io, &mut buf, &mut cx) {
+                Poll::Ready(Some(Ok(b))) => out.extend_from_slice(&b),
+                Poll::Ready(Some(Err(_))) => return None,
+                Poll::Ready(None) => return Some(out),
+                Poll::Pending => panic!("an in-memory source waited"),
+            }
+        }
+    }
+
+    /// Fuzzing found a chunk-size line over the limit taken when it came whole in
+    /// one read and refused when it came in pieces; the trailers' limit had the
+    /// same gap. Both are refused now however they arrive, and a line of exactly
+    /// the limit is taken both ways.
+    #[test]
+    fn line_limits_hold_however_the_body_arrives() {
+        let line = |len: usize| [&vec![b'0'; len - 3][..], b"1\r\n"].concat();
+        let at_limit = [line(MAX_CHUNK_LINE), b"x\r\n0\r\n\r\n".to_vec()].concat();
+        let over = [line(MAX_CHUNK_LINE + 1), b"x\r\n0\r\n\r\n".to_vec()].concat();
+        let trailer = format!("X: {}\r\n", "t".repeat(1000));
+        let trailers = format!(
+            "0\r\n{}\r\n",
+            trailer.repeat(MAX_TRAILERS / trailer.len() + 1)
+        );
+        for step in [None, Some(1), Some(7), Some(4096)] {
+            assert_eq!(decode_in(&at_limit, step), Some(b"x".to_vec()), "{step:?}");
+            assert_eq!(decode_in(&over, step), None, "{step:?}");
+            assert_eq!(decode_in(trailers.as_bytes(), step), None, "{step:?}");
+        }
+        assert_eq!(check_chunked(&at_limit), Ok(()));
+        assert_eq!(check_chunked(&over), Err(Invalid::Chunked));
+        assert_eq!(parse_chunk_size(&over), Err(Invalid::Chunked));
     }
 
     /// Decodes a chunked body fed over a real socket in awkward pieces.

@@ -110,6 +110,40 @@ pub(super) fn parse_head(
     }))
 }
 
+/// What the fuzz harness (`fuzz/`) checks of a request head [`parse_head`] took:
+/// not an API, the entry point exists for the harness only.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct HeadSummary {
+    /// Bytes the head took off the front of the input.
+    pub len: usize,
+    /// How its body is delimited.
+    pub framing: BodyFraming,
+    /// Header lines kept.
+    pub headers: usize,
+    /// Whether the connection may carry another request.
+    pub keep_alive: bool,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    pub conflict: bool,
+}
+
+/// [`parse_head`] on a copy of `input`, as the server reads a request head off
+/// the front of its buffer: for the fuzz harness.
+#[doc(hidden)]
+pub fn parse_head_bytes(input: &[u8]) -> Result<Option<HeadSummary>, ProxyError> {
+    let mut buf = BytesMut::from(input);
+    let Some(h) = parse_head(&mut buf, &mut NameCache::default())? else {
+        return Ok(None);
+    };
+    Ok(Some(HeadSummary {
+        len: input.len() - buf.len(),
+        framing: h.framing,
+        headers: h.req.headers().len(),
+        keep_alive: h.keep_alive,
+        conflict: h.conflict,
+    }))
+}
+
 /// What a request's framing and connection headers say.
 #[derive(Default)]
 struct Framer {

@@ -57,6 +57,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use self::head::{parse_head, ReqHead};
+#[doc(hidden)]
+pub use self::head::{parse_head_bytes, HeadSummary};
 use self::respond::{encode_head, error_head, write_response, Written, FLUSH_AT};
 use self::watch::watched;
 use super::answer::NoResponse;
