@@ -3,19 +3,21 @@
 //! under the `client_header_timeout` watch, the drain handle and the
 //! `max_connections` permit.
 
-use std::future::Future as _;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
+use super::conn_watch::{watched, ConnEnd, Waits};
 use super::drain::{Drain, Ticket};
 use super::ListenOpts;
 use super::Shared;
@@ -32,7 +34,7 @@ use crate::proxy::transport::AnyStream;
 struct ConnBuilder {
     opts: ListenOpts,
     /// hyper's server on `http2 = true` cleartext listeners: its HTTP/1 side has
-    /// its own header timeout, and [`watch_head`] bounds what its h2 side does not
+    /// its own header timeout, and [`super::conn_watch::Watched`] bounds what its h2 side does not
     /// (handshake, idle).
     auto: Option<Arc<auto::Builder<TokioExecutor>>>,
     /// hyper's h2 server for TLS connections that chose h2.
@@ -61,97 +63,6 @@ fn conn_builder(opts: ListenOpts) -> ConnBuilder {
         b.auto = Some(Arc::new(builder));
     }
     b
-}
-
-/// The two waits [`watch_head`] bounds.
-#[derive(Clone, Copy)]
-struct Waits {
-    /// `client_header_timeout`: for a head that has begun, and the first one.
-    header: Duration,
-    /// `keepalive_timeout`: idle between two requests.
-    keepalive: Duration,
-}
-
-/// Serves a connection, closing it once it has waited too long for a request:
-/// nginx's `client_header_timeout` for the first head and for one that has begun,
-/// `keepalive_timeout` while a keep-alive connection is idle between requests
-/// ([`ConnMeta::idle`]). The request path only stores a time stamp in
-/// [`ConnMeta::waiting_since`] (and, on connections that multiplex, counts
-/// [`ConnMeta::streams`]); the one timer per connection is re-armed when it fires, not
-/// per request. A request being served is never cut off. On h2 connections this is
-/// also the h2 handshake and idle timeout: a client that sent the preface, or part
-/// of it, and then nothing, or whose streams have all ended, is closed.
-async fn watch_head<E>(
-    conn: impl std::future::Future<Output = Result<(), E>>,
-    meta: Arc<ConnMeta>,
-    waits: Waits,
-) -> Result<(), E> {
-    let mut conn = std::pin::pin!(conn);
-    // The timer fires at the shorter of the two waits; each firing re-checks.
-    let tick = waits.header.min(waits.keepalive);
-    let mut timer = std::pin::pin!(tokio::time::sleep(tick));
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        while timer.as_mut().poll(cx).is_ready() {
-            let since = meta.waiting_since.load(Ordering::Relaxed);
-            let now = crate::clock::coarse_nanos();
-            let wait = if meta.busy() {
-                tick
-            } else {
-                let idle = meta.idle.load(Ordering::Relaxed);
-                let limit = if idle { waits.keepalive } else { waits.header };
-                let due = since.saturating_add(nanos(limit));
-                if now >= due {
-                    tracing::debug!(remote = %meta.remote, idle, "client_header_timeout/keepalive_timeout: closing");
-                    return Poll::Ready(Ok(()));
-                }
-                // Past a tick of the coarse clock, so the next check sees it due.
-                Duration::from_nanos(due - now) + Duration::from_millis(10)
-            };
-            let now = tokio::time::Instant::now();
-            // A timeout of centuries would overflow the clock: a year is as good.
-            let at = now
-                .checked_add(wait)
-                .unwrap_or(now + Duration::from_secs(365 * 86_400));
-            timer.as_mut().reset(at);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Runs one downstream connection; the permit (`max_connections`) is held until it ends.
-/// What a connection's task does when the connection ends.
-struct ConnEnd {
-    shared: Arc<Shared>,
-    key: SocketAddr,
-    remote: SocketAddr,
-    /// `fulcrum_downstream_connections_active` of its listener.
-    active: prometheus::IntGauge,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for ConnEnd {
-    fn drop(&mut self) {
-        self.active.dec();
-    }
-}
-
-async fn run_conn<E>(conn: impl std::future::Future<Output = Result<(), E>>, end: ConnEnd)
-where
-    E: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "connection ended with error");
-        // A head hyper rejected itself (400/431) is still a request to count and log.
-        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-        let snap = end.shared.snapshot.load();
-        crate::proxy::exchange::parser_rejected(&snap, end.key, end.remote, &*e);
-    }
-    drop(end);
 }
 
 /// Accepts until `stop` fires, then hands back the drain handle of its connections.
@@ -339,7 +250,8 @@ impl ConnTask {
         let peer = end.remote;
         if self.builder.opts.proxy_protocol {
             let header = super::proxy_header::read(&mut stream, self.builder.opts.header_timeout);
-            match self.ticket.unless_stopping(header).await {
+            // Boxed, as TLS below: only connections on such listeners carry it.
+            match Box::pin(self.ticket.unless_stopping(header)).await {
                 Some(Ok(client)) => end.remote = client.unwrap_or(peer),
                 Some(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "PROXY header refused: closing");
@@ -351,23 +263,33 @@ impl ConnTask {
                 }
             }
         }
+        // The task's future is as large as its largest branch, and an idle
+        // connection keeps it: TLS (the handshake, hyper's h2 server) and hyper's
+        // sniffing server are boxed, so that fulcrum's HTTP/1 connections stay small.
         if self.builder.opts.tls {
-            self.tls(stream, end, peer).await
+            Box::pin(self.tls(stream, end, peer)).await
         } else {
             self.plain(stream, end, peer).await
         }
     }
 
-    /// A cleartext connection: fulcrum's HTTP/1 server, or hyper's sniffing one.
-    async fn plain(self, stream: TcpStream, end: ConnEnd, peer: SocketAddr) {
+    /// A cleartext connection: fulcrum's HTTP/1 server, or hyper's sniffing one
+    /// (boxed: see [`ConnTask::run`]).
+    fn plain(
+        self,
+        stream: TcpStream,
+        end: ConnEnd,
+        peer: SocketAddr,
+    ) -> Either<impl Future<Output = ()> + Send, Pin<Box<dyn Future<Output = ()> + Send>>> {
         let local = stream.local_addr().unwrap_or(end.key);
         let meta = conn_meta(&end, peer, local, self.builder.auto.is_some(), None);
         let waits = self.builder.waits();
         let snapshots = end.shared.snapshot.clone();
+        let stop = self.ticket.serving();
         match &self.builder.auto {
             None => {
                 let conn = crate::proxy::server::serve(stream, snapshots, meta.clone());
-                run_conn(watch_head(self.ticket.serve(conn), meta, waits), end).await
+                Either::Left(watched(conn, stop, meta, waits, end))
             }
             Some(b) => {
                 // hyper hides a request's conflicting framing headers: the stream is
@@ -377,10 +299,8 @@ impl ConnTask {
                     meta.head_guard.clone(),
                 ));
                 let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
-                let conn = self
-                    .ticket
-                    .serve(b.serve_connection_with_upgrades(io, svc).into_owned());
-                run_conn(watch_head(conn, meta, waits), end).await
+                let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
+                Either::Right(Box::pin(watched(conn, stop, meta, waits, end)))
             }
         }
     }
@@ -419,14 +339,12 @@ impl ConnTask {
             (Some(b), true) => {
                 let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
                 let io = TokioIo::new(tls);
-                let conn = self
-                    .ticket
-                    .serve(b.serve_connection_with_upgrades(io, svc).into_owned());
-                run_conn(watch_head(conn, meta, waits), end).await;
+                let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
+                watched(conn, self.ticket.serving(), meta, waits, end).await;
             }
             _ => {
                 let conn = crate::proxy::server::serve(AnyStream(tls), snapshots, meta.clone());
-                run_conn(watch_head(self.ticket.serve(conn), meta, waits), end).await;
+                watched(conn, self.ticket.serving(), meta, waits, end).await;
             }
         }
     }
