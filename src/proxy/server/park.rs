@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::proxy::conn::ConnMeta;
+use crate::proxy::h1::poll_fill;
 use crate::proxy::transport::ReadSide;
 
 /// How long a connection waits for its next request before its buffers go.
@@ -74,6 +75,14 @@ pub(super) async fn park(
         }
         let mut buf = BytesMut::with_capacity(capacity);
         buf.extend_from_slice(early.filled());
+        // More may have come with it: read now, so that the head is parsed with all
+        // that arrived with it (what of a chunked body came along is checked before
+        // the head goes upstream), as it was before the connection parked.
+        if buf.len() == EARLY {
+            if let Poll::Ready(Err(e)) = poll_fill(rd, &mut buf, cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
         Poll::Ready(Ok(Some(buf)))
     })
     .await
