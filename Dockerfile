@@ -16,6 +16,9 @@ RUN useradd --system --uid 10001 --no-create-home fulcrum
 COPY --from=build /src/target/release/fulcrum /usr/local/bin/fulcrum
 COPY config/container.toml /etc/fulcrum/fulcrum.toml
 ENV FULCRUM_CONFIG=/etc/fulcrum/fulcrum.toml
+# mimalloc returns emptied pages to the kernel at once rather than at its next free,
+# so memory of closed idle connections goes back (docs/performance.md).
+ENV MIMALLOC_PURGE_DELAY=0
 USER 10001
 # 8080: traffic; 9901: admin API (/healthz, /readyz).
 EXPOSE 8080 9901

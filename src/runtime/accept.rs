@@ -3,19 +3,22 @@
 //! under the `client_header_timeout` watch, the drain handle and the
 //! `max_connections` permit.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::drain::{Drain, GracefulConn, Ticket};
+use super::conn_watch::{watched, ConnEnd, Waits};
+use super::drain::{Drain, Ticket};
 use super::ListenOpts;
 use super::Shared;
 use crate::clock::CoarseTimer;
@@ -31,7 +34,7 @@ use crate::proxy::transport::AnyStream;
 struct ConnBuilder {
     opts: ListenOpts,
     /// hyper's server on `http2 = true` cleartext listeners: its HTTP/1 side has
-    /// its own header timeout, and [`watch_head`] bounds what its h2 side does not
+    /// its own header timeout, and [`super::conn_watch::Watched`] bounds what its h2 side does not
     /// (handshake, idle).
     auto: Option<Arc<auto::Builder<TokioExecutor>>>,
     /// hyper's h2 server for TLS connections that chose h2.
@@ -60,158 +63,6 @@ fn conn_builder(opts: ListenOpts) -> ConnBuilder {
         b.auto = Some(Arc::new(builder));
     }
     b
-}
-
-/// The two waits [`watch_head`] bounds.
-#[derive(Clone, Copy)]
-struct Waits {
-    /// `client_header_timeout`: for a head that has begun, and the first one.
-    header: Duration,
-    /// `keepalive_timeout`: idle between two requests.
-    keepalive: Duration,
-}
-
-/// How long an idle h2 connection told GOAWAY has to finish closing before it is
-/// dropped: hyper's graceful close waits for the client's PING acknowledgement,
-/// which a silent client never sends.
-const GOAWAY_GRACE: Duration = Duration::from_secs(1);
-
-pin_project_lite::pin_project! {
-    /// A connection served under [`Waits`], closed once it has waited too long for a
-    /// request: nginx's `client_header_timeout` for the first head and for one that
-    /// has begun, `keepalive_timeout` while a keep-alive connection is idle between
-    /// requests ([`ConnMeta::idle`]). The request path only stores a time stamp in
-    /// [`ConnMeta::waiting_since`] (and, on connections that multiplex, counts
-    /// [`ConnMeta::streams`]); the one timer per connection is re-armed when it fires,
-    /// not per request. A request being served is never cut off. On h2 connections
-    /// this is also the h2 handshake and idle timeout: a client that sent the
-    /// preface, or part of it, and then nothing, or whose streams have all ended, is
-    /// closed. A connection that multiplexes is told first (hyper's graceful
-    /// shutdown: GOAWAY(NO_ERROR), RFC 9113 §6.8, as nginx does), then dropped once
-    /// it has closed or after [`GOAWAY_GRACE`]; one still sniffing its protocol (no
-    /// whole preface yet) has nothing to be told and closes at once, as do
-    /// fulcrum's own HTTP/1 connections.
-    struct Watched<C> {
-        #[pin]
-        conn: C,
-        #[pin]
-        timer: tokio::time::Sleep,
-        meta: Arc<ConnMeta>,
-        waits: Waits,
-        // GOAWAY has been sent (graceful shutdown begun) for being idle.
-        closing: bool,
-    }
-}
-
-fn watch_head<C>(conn: C, meta: Arc<ConnMeta>, waits: Waits) -> Watched<C> {
-    Watched {
-        conn,
-        timer: tokio::time::sleep(waits.tick()),
-        meta,
-        waits,
-        closing: false,
-    }
-}
-
-impl Waits {
-    /// The timer fires at the shorter of the two waits; each firing re-checks.
-    fn tick(&self) -> Duration {
-        self.header.min(self.keepalive)
-    }
-
-    /// How long until `meta`'s connection has waited too long, `None` if it has.
-    fn left(&self, meta: &ConnMeta) -> Option<Duration> {
-        if meta.busy() {
-            return Some(self.tick());
-        }
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let since = meta.waiting_since.load(Ordering::Relaxed);
-        let now = crate::clock::coarse_nanos();
-        let idle = meta.idle.load(Ordering::Relaxed);
-        let limit = if idle { self.keepalive } else { self.header };
-        let due = since.saturating_add(nanos(limit));
-        if now >= due {
-            tracing::debug!(remote = %meta.remote, idle, "client_header_timeout/keepalive_timeout: closing");
-            return None;
-        }
-        // Past a tick of the coarse clock, so the next check sees it due.
-        Some(Duration::from_nanos(due - now) + Duration::from_millis(10))
-    }
-}
-
-impl<C, E> std::future::Future for Watched<C>
-where
-    C: std::future::Future<Output = Result<(), E>> + GracefulConn,
-{
-    type Output = Result<(), E>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        while this.timer.as_mut().poll(cx).is_ready() {
-            let wait = match (*this.closing, this.waits.left(this.meta)) {
-                (false, Some(wait)) => wait,
-                // Told GOAWAY and still open: a request after all, or a silent client.
-                (true, _) if this.meta.busy() => this.waits.tick(),
-                (true, _) => return Poll::Ready(Ok(())),
-                (false, None) if this.meta.streams.is_none() => return Poll::Ready(Ok(())),
-                (false, None) => {
-                    *this.closing = true;
-                    this.conn.as_mut().begin_shutdown();
-                    if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
-                        return Poll::Ready(r);
-                    }
-                    GOAWAY_GRACE
-                }
-            };
-            let now = tokio::time::Instant::now();
-            // A timeout of centuries would overflow the clock: a year is as good.
-            let at = now
-                .checked_add(wait)
-                .unwrap_or(now + Duration::from_secs(365 * 86_400));
-            this.timer.as_mut().reset(at);
-        }
-        Poll::Pending
-    }
-}
-
-impl<C: GracefulConn> GracefulConn for Watched<C> {
-    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
-        self.project().conn.begin_shutdown();
-    }
-}
-
-/// Runs one downstream connection; the permit (`max_connections`) is held until it ends.
-/// What a connection's task does when the connection ends.
-struct ConnEnd {
-    shared: Arc<Shared>,
-    key: SocketAddr,
-    remote: SocketAddr,
-    /// `fulcrum_downstream_connections_active` of its listener.
-    active: prometheus::IntGauge,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for ConnEnd {
-    fn drop(&mut self) {
-        self.active.dec();
-    }
-}
-
-async fn run_conn<E>(conn: impl std::future::Future<Output = Result<(), E>>, end: ConnEnd)
-where
-    E: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "connection ended with error");
-        // A head hyper rejected itself (400/431) is still a request to count and log.
-        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-        let snap = end.shared.snapshot.load();
-        crate::proxy::exchange::parser_rejected(&snap, end.key, end.remote, &*e);
-    }
-    drop(end);
 }
 
 /// Accepts until `stop` fires, then hands back the drain handle of its connections.
@@ -399,7 +250,8 @@ impl ConnTask {
         let peer = end.remote;
         if self.builder.opts.proxy_protocol {
             let header = super::proxy_header::read(&mut stream, self.builder.opts.header_timeout);
-            match self.ticket.unless_stopping(header).await {
+            // Boxed, as TLS below: only connections on such listeners carry it.
+            match Box::pin(self.ticket.unless_stopping(header)).await {
                 Some(Ok(client)) => end.remote = client.unwrap_or(peer),
                 Some(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "PROXY header refused: closing");
@@ -411,23 +263,33 @@ impl ConnTask {
                 }
             }
         }
+        // The task's future is as large as its largest branch, and an idle
+        // connection keeps it: TLS (the handshake, hyper's h2 server) and hyper's
+        // sniffing server are boxed, so that fulcrum's HTTP/1 connections stay small.
         if self.builder.opts.tls {
-            self.tls(stream, end, peer).await
+            Box::pin(self.tls(stream, end, peer)).await
         } else {
             self.plain(stream, end, peer).await
         }
     }
 
-    /// A cleartext connection: fulcrum's HTTP/1 server, or hyper's sniffing one.
-    async fn plain(self, stream: TcpStream, end: ConnEnd, peer: SocketAddr) {
+    /// A cleartext connection: fulcrum's HTTP/1 server, or hyper's sniffing one
+    /// (boxed: see [`ConnTask::run`]).
+    fn plain(
+        self,
+        stream: TcpStream,
+        end: ConnEnd,
+        peer: SocketAddr,
+    ) -> Either<impl Future<Output = ()> + Send, Pin<Box<dyn Future<Output = ()> + Send>>> {
         let local = stream.local_addr().unwrap_or(end.key);
         let meta = conn_meta(&end, peer, local, self.builder.auto.is_some(), None);
         let waits = self.builder.waits();
         let snapshots = end.shared.snapshot.clone();
+        let stop = self.ticket.serving();
         match &self.builder.auto {
             None => {
                 let conn = crate::proxy::server::serve(stream, snapshots, meta.clone());
-                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await
+                Either::Left(watched(conn, stop, meta, waits, end))
             }
             Some(b) => {
                 // hyper hides a request's conflicting framing headers: the stream is
@@ -438,7 +300,7 @@ impl ConnTask {
                 ));
                 let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
                 let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
-                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await
+                Either::Right(Box::pin(watched(conn, stop, meta, waits, end)))
             }
         }
     }
@@ -478,11 +340,11 @@ impl ConnTask {
                 let svc = TowerToHyperService::new(Proxy::new(snapshots, meta.clone()));
                 let io = TokioIo::new(tls);
                 let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
-                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await;
+                watched(conn, self.ticket.serving(), meta, waits, end).await;
             }
             _ => {
                 let conn = crate::proxy::server::serve(AnyStream(tls), snapshots, meta.clone());
-                run_conn(self.ticket.serve(watch_head(conn, meta, waits)), end).await;
+                watched(conn, self.ticket.serving(), meta, waits, end).await;
             }
         }
     }

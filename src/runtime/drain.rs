@@ -102,29 +102,36 @@ impl Ticket {
         .await
     }
 
-    /// Serves `conn` until it ends or a shutdown asks it to finish.
-    pub(super) fn serve<C, E>(self, conn: C) -> impl std::future::Future<Output = Result<(), E>>
-    where
-        C: std::future::Future<Output = Result<(), E>> + GracefulConn,
-    {
-        let slot = self.slot();
-        let Ticket { inner, counted } = self;
-        async move {
-            let _counted = counted;
-            let mut conn = std::pin::pin!(conn);
-            let mut draining = false;
-            std::future::poll_fn(|cx| {
-                if !draining {
-                    slot.register(cx.waker());
-                    if inner.stopping.load(Ordering::SeqCst) {
-                        conn.as_mut().begin_shutdown();
-                        draining = true;
-                    }
-                }
-                conn.as_mut().poll(cx)
-            })
-            .await
+    /// What a served connection keeps of its ticket (see [`Stop`]).
+    pub(super) fn serving(self) -> Stop {
+        Stop {
+            slot: self.slot(),
+            inner: self.inner,
+            _counted: self.counted,
+            asked: false,
         }
+    }
+}
+
+/// A served connection's place in its listener's [`Drain`]: on each wake-up,
+/// [`Stop::poll_stop`] checks the one flag (and says once that a shutdown began).
+pub(super) struct Stop {
+    slot: Arc<AtomicWaker>,
+    inner: Arc<DrainInner>,
+    _counted: watch::Receiver<()>,
+    asked: bool,
+}
+
+impl Stop {
+    /// True once, at the first poll after a shutdown began: the connection is to
+    /// finish what it is doing and close.
+    pub(super) fn poll_stop(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if self.asked {
+            return false;
+        }
+        self.slot.register(cx.waker());
+        self.asked = self.inner.stopping.load(Ordering::SeqCst);
+        self.asked
     }
 }
 

@@ -3,6 +3,7 @@
 //! (see [`crate::reload`]) can add and remove them one by one.
 
 mod accept;
+mod conn_watch;
 mod drain;
 mod listeners;
 pub mod proxy_header;

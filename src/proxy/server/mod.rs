@@ -34,11 +34,17 @@
 //!   go to the tunnel.
 //! - Graceful shutdown: an idle connection closes at once, a busy one after its
 //!   response (sent with `Connection: close`).
+//! - Memory while idle, as nginx: a keep-alive connection that has waited a second
+//!   for its next request frees its buffers and loop state and waits for the
+//!   client holding only its socket (a few hundred bytes; `park` says why a
+//!   second and not at once).
 //!
-//! Files: this one is the connection loop; `head` parses request heads,
-//! `watch` runs a request while watching the client, `respond` writes responses.
+//! Files: this one is the connection loop; `head` parses request heads, `park`
+//! holds an idle connection, `watch` runs a request while watching the client,
+//! `respond` writes responses.
 
 mod head;
+mod park;
 mod respond;
 mod watch;
 
@@ -51,14 +57,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::BytesMut;
 use http::{Method, Request, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 use self::head::{parse_head, ReqHead};
 #[doc(hidden)]
 pub use self::head::{parse_head_bytes, HeadSummary};
+use self::park::{park, poll_release, RELEASE_AFTER};
 use self::respond::{encode_head, error_head, write_response, Written, FLUSH_AT};
 use self::watch::watched;
 use super::answer::NoResponse;
@@ -117,45 +124,68 @@ pub fn serve<S: Transport>(
     }
 }
 
-/// The connection loop.
+/// The connection: parked (holding its socket and nothing else, see `park`)
+/// while idle, served by [`busy`] while requests come.
 async fn run(
-    rd: ReadSide,
+    mut rd: ReadSide,
     mut wr: WriteSide,
     snapshots: Arc<ArcSwap<Snapshot>>,
     meta: Arc<ConnMeta>,
 ) -> io::Result<()> {
-    let mut reader = Some(Reader {
-        io: rd,
-        buf: BytesMut::with_capacity(READ_BUF),
-    });
+    loop {
+        let Some(buf) = park(&mut rd, &meta, READ_BUF).await? else {
+            return Ok(());
+        };
+        let reader = Reader { io: rd, buf };
+        // Boxed: the busy state (the request's future, buffers) is freed while the
+        // connection is parked.
+        match Box::pin(busy(reader, wr, &snapshots, &meta)).await? {
+            Some((r, w)) => (rd, wr) = (r, w),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The connection loop: serves requests until the connection ends (`None`) or has
+/// waited [`RELEASE_AFTER`] for the next one (its socket halves, to park).
+async fn busy(
+    reader: Reader,
+    mut wr: WriteSide,
+    snapshots: &Arc<ArcSwap<Snapshot>>,
+    meta: &Arc<ConnMeta>,
+) -> io::Result<Option<(ReadSide, WriteSide)>> {
+    let mut reader = Some(reader);
     let mut home: Option<Home> = None;
     let mut names = NameCache::default();
     let mut out: Vec<u8> = Vec::with_capacity(2048);
+    // One lazy timer for the whole busy period (re-armed when it fires).
+    let mut grace = std::pin::pin!(tokio::time::sleep(RELEASE_AFTER));
     loop {
         let Some(rdr) = reader.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
-        let head = match read_head(rdr, &mut names, &meta).await? {
+        let head = match read_head(rdr, &mut names, meta, &mut grace).await? {
             Next::Head(h) => h,
-            Next::Closed => return Ok(()),
+            Next::Closed => return Ok(None),
+            Next::Quiet => return Ok(reader.map(|r| (r.io, wr))),
             Next::Bad(e) => {
                 let status = rescue(&e).status;
                 let snap = snapshots.load();
                 rejected(&snap, meta.listen_key, meta.remote, status.as_u16());
                 drop(snap);
-                return refuse(wr, &mut out, reader, status).await;
+                return refuse(wr, &mut out, reader, status).await.map(|()| None);
             }
         };
         let is_head = head.req.method() == Method::HEAD;
         let version = head.req.version();
-        let (req, mut s) = start(head, &mut reader, &mut home, &meta);
+        let (req, mut s) = start(head, &mut reader, &mut home, meta);
 
         // Pinned here: moving the request's future into `watched` would copy it.
-        let request = std::pin::pin!(handle(&snapshots, meta.clone(), req));
+        let request = std::pin::pin!(handle(snapshots, meta.clone(), req));
         let resp = watched(request, &mut reader, home.as_ref(), &mut wr, &mut s.cont).await;
         // The client left: the exchange was dropped with the request (status 499).
         let Some(resp) = resp else {
-            return Ok(());
+            return Ok(None);
         };
         if let Some(n @ 1..) = s.cont.filter(|&n| n < CONTINUE.len()) {
             // Begun and then not wanted: the interim response is finished first.
@@ -167,11 +197,13 @@ async fn run(
         let (parts, mut body) = resp.into_parts();
         if parts.extensions.get::<NoResponse>().is_some() {
             // nginx `return 444`: no response, the connection just closes.
-            return Ok(());
+            return Ok(None);
         }
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(tx), Some(r)) = (s.upgrade, reader.take()) {
-                return switch(wr, &mut out, &parts, body, version, tx, r).await;
+                return switch(wr, &mut out, &parts, body, version, tx, r)
+                    .await
+                    .map(|()| None);
             }
         }
         let written = write_response(
@@ -185,10 +217,10 @@ async fn run(
             Written::KeepAlive => {}
             Written::Close => {
                 let pending = unread || reader.as_ref().is_some_and(|r| !r.buf.is_empty());
-                return linger(wr, reader, pending).await;
+                return linger(wr, reader, pending).await.map(|()| None);
             }
             // The body broke off: the client must see the response cut short.
-            Written::Broken => return Ok(()),
+            Written::Broken => return Ok(None),
         }
         if out.capacity() > FLUSH_AT * 2 {
             out = Vec::with_capacity(2048);
@@ -311,9 +343,16 @@ enum Next {
     Closed,
     /// A head refused before routing (400, 431), answered by [`refuse`].
     Bad(ProxyError),
+    /// Nothing came for [`RELEASE_AFTER`]: the connection parks.
+    Quiet,
 }
 
-async fn read_head(rdr: &mut Reader, names: &mut NameCache, meta: &ConnMeta) -> io::Result<Next> {
+async fn read_head(
+    rdr: &mut Reader,
+    names: &mut NameCache,
+    meta: &ConnMeta,
+    grace: &mut Pin<&mut Sleep>,
+) -> io::Result<Next> {
     loop {
         if !rdr.buf.is_empty() {
             match parse_head(&mut rdr.buf, names) {
@@ -325,11 +364,20 @@ async fn read_head(rdr: &mut Reader, names: &mut NameCache, meta: &ConnMeta) -> 
         let n = poll_fn(|cx| {
             // Shutting down: only a head already begun is still served.
             if rdr.buf.is_empty() && meta.closing.load(Relaxed) {
-                return Poll::Ready(Ok(0));
+                return Poll::Ready(Some(Ok(0)));
             }
-            poll_fill(&mut rdr.io, &mut rdr.buf, cx)
+            match poll_fill(&mut rdr.io, &mut rdr.buf, cx) {
+                Poll::Ready(n) => Poll::Ready(Some(n)),
+                Poll::Pending if rdr.buf.is_empty() && poll_release(grace, meta, cx) => {
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            }
         })
         .await;
+        let Some(n) = n else {
+            return Ok(Next::Quiet);
+        };
         match n {
             Ok(0) => return Ok(Next::Closed),
             Ok(_) => {
