@@ -617,8 +617,22 @@ pub fn nginx_bin() -> Option<PathBuf> {
     found
 }
 
-/// A free port on 127.0.0.1 (bound, then released for a server to take).
+/// A free port on 127.0.0.1 (bound, then released for a server to take), below
+/// the kernel's ephemeral range (32768+): a port chosen there could be handed to
+/// another test's `bind(0)` between its release and its use, and a server (nginx)
+/// that then fails to bind would seem up, answering as the other test's server.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Start where the process id points, so test binaries running at once spread out.
+    let base = std::process::id().wrapping_mul(7919);
+    for _ in 0..10_000 {
+        let n = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(97));
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
