@@ -90,13 +90,9 @@ pub fn echo() -> (Backend, Arc<Mutex<Vec<Vec<u8>>>>) {
     (b, bodies)
 }
 
-/// Serves `handler` (HTTP/1 with upgrades, and h2c) on 127.0.0.1:0 from a runtime of
-/// its own; the server lives as long as the returned runtime.
-pub fn serve<F, Fut>(handler: F) -> (SocketAddr, tokio::runtime::Runtime)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
+/// A one-thread runtime of a test backend's own, and a listener on 127.0.0.1:0 bound
+/// in it.
+pub fn backend_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -106,6 +102,17 @@ where
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind backend");
     let addr = listener.local_addr().expect("addr");
+    (rt, listener, addr)
+}
+
+/// Serves `handler` (HTTP/1 with upgrades, and h2c) on 127.0.0.1:0 from a runtime of
+/// its own; the server lives as long as the returned runtime.
+pub fn serve<F, Fut>(handler: F) -> (SocketAddr, tokio::runtime::Runtime)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let (rt, listener, addr) = backend_runtime();
     rt.spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

@@ -65,15 +65,7 @@ pub struct TlsBackend {
 
 impl TlsBackend {
     pub fn start(name: &'static str, config: ServerConfig) -> TlsBackend {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (rt, listener, addr) = super::common::backend_runtime();
         let connections = Arc::new(AtomicUsize::new(0));
         let counted = connections.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
