@@ -118,6 +118,43 @@ fn server_added_by_atomic_rename_gets_traffic_within_2s() {
     assert_alive(&mut f, pid);
 }
 
+/// Bytes the process has read so far (`rchar` of /proc/PID/io: files and sockets).
+fn bytes_read(pid: i32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar")
+}
+
+#[test]
+fn an_idle_instance_does_not_keep_reading_its_config() {
+    // inotify reports the watcher's own reads of the file (open, close unwritten):
+    // taken for changes, they made it re-read the config every debounce period,
+    // forever. A 256 KiB config makes each such read plain in the process's count.
+    let a = Backend::named("a");
+    let padding = format!("# {}\n", "x".repeat(1021)).repeat(256);
+    let f = Fulcrum::start(&format!("{}{padding}", one(&[a.addr])));
+    assert_eq!(get(f.addr(), "/").text(), "a");
+    // Changes still count: a rename over the file is picked up after this test's
+    // quiet window (the watcher is live, not just deaf).
+    let before = bytes_read(f.pid());
+    // No readiness signal exists for "nothing happens": the window is ten of the
+    // watcher's 150 ms debounce periods.
+    std::thread::sleep(Duration::from_millis(1500));
+    let read = bytes_read(f.pid()) - before;
+    assert!(
+        read < 256 * 1024,
+        "an idle fulcrum read {read} bytes in 1.5 s"
+    );
+    write_atomic(&f.config, &one(&[a.addr]));
+    assert!(
+        f.wait_log("trigger=\"file change\"", 10).is_some(),
+        "{}",
+        f.log_text()
+    );
+}
+
 #[test]
 fn a_busy_log_file_beside_the_config_does_not_hold_up_a_reload() {
     // compare.sh and many deployments write fulcrum's log next to its config: those

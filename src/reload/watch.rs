@@ -88,10 +88,17 @@ fn names_of(paths: &[PathBuf]) -> HashSet<std::ffi::OsString> {
 
 /// Whether an event may concern a watched file: it names one, or a Kubernetes
 /// ConfigMap entry (`..data`, `..2026_11_29_...`), or it names nothing (a rescan).
+/// A file opened, read or closed unwritten changed nothing: inotify reports the
+/// watcher's own reads of the files, which would otherwise start the next
+/// comparison, a read every debounce period for as long as fulcrum runs.
 fn relevant(ev: &notify::Result<notify::Event>, names: &HashSet<std::ffi::OsString>) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
     let Ok(ev) = ev else {
         return true;
     };
+    if matches!(ev.kind, EventKind::Access(k) if k != AccessKind::Close(AccessMode::Write)) {
+        return false;
+    }
     ev.paths.is_empty()
         || ev.paths.iter().any(|p| {
             p.file_name().is_some_and(|n| {
