@@ -79,6 +79,12 @@ pub(super) async fn accept_loop(
     let tls_metrics = crate::metrics::TlsMetrics::new(key);
     let mut builder = conn_builder(*opts.borrow_and_update());
     let mut errors = AcceptErrors::new(key);
+    // A listener bound to one address accepts every connection on it: no
+    // `getsockname` per connection (nginx skips it too). A wildcard one asks.
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     while let Some(conn) = next_conn(&listener, &mut errors, limit.as_ref(), &mut stop).await {
         // A reload changed this listener's options: new connections use them.
         if opts.has_changed().unwrap_or(false) {
@@ -94,6 +100,7 @@ pub(super) async fn accept_loop(
             _permit: conn.permit,
         };
         let task = ConnTask {
+            local: bound,
             builder: builder.clone(),
             ticket: graceful.ticket(),
             tls_metrics: tls_metrics.clone(),
@@ -233,6 +240,8 @@ impl ConnBuilder {
 
 /// What an accepted connection's task needs before it is served.
 struct ConnTask {
+    /// The connection's local address when the listener's says it (not a wildcard).
+    local: Option<SocketAddr>,
     builder: ConnBuilder,
     /// Its place among the listener's open connections (a shutdown waits for it).
     ticket: Ticket,
@@ -240,13 +249,25 @@ struct ConnTask {
 }
 
 impl ConnTask {
+    fn local_addr(&self, stream: &TcpStream, end: &ConnEnd) -> SocketAddr {
+        match self.local {
+            Some(a) => a,
+            None => stream.local_addr().unwrap_or(end.key),
+        }
+    }
+
     /// Serves one connection as the listener's options say: on a `proxy_protocol`
     /// listener its PROXY header first (the client it names becomes the
     /// connection's `remote`; a connection without a valid one is closed before any
     /// of its bytes is read as HTTP), then the TLS handshake on a TLS listener, then
     /// HTTP.
     async fn run(self, mut stream: TcpStream, mut end: ConnEnd) {
-        let _ = stream.set_nodelay(true);
+        // fulcrum's HTTP/1 server sets TCP_NODELAY itself before a connection's
+        // second write (`proxy::transport`): a connection that closes after one
+        // response never needs it, one system call fewer per connection.
+        if self.builder.opts.tls || self.builder.opts.http2 {
+            let _ = stream.set_nodelay(true);
+        }
         let peer = end.remote;
         if self.builder.opts.proxy_protocol {
             let header = super::proxy_header::read(&mut stream, self.builder.opts.header_timeout);
@@ -281,7 +302,7 @@ impl ConnTask {
         end: ConnEnd,
         peer: SocketAddr,
     ) -> Either<impl Future<Output = ()> + Send, Pin<Box<dyn Future<Output = ()> + Send>>> {
-        let local = stream.local_addr().unwrap_or(end.key);
+        let local = self.local_addr(&stream, &end);
         let meta = conn_meta(&end, peer, local, self.builder.auto.is_some(), None);
         let waits = self.builder.waits();
         let snapshots = end.shared.snapshot.clone();
@@ -309,7 +330,7 @@ impl ConnTask {
     /// server the SNI names in the snapshot current at the ClientHello; then HTTP/1
     /// or h2 as ALPN chose. A failed handshake closes the connection, counted.
     async fn tls(self, stream: TcpStream, end: ConnEnd, peer: SocketAddr) {
-        let local = stream.local_addr().unwrap_or(end.key);
+        let local = self.local_addr(&stream, &end);
         let (shared, key) = (end.shared.clone(), end.key);
         let pick = move |sni: Option<&str>| shared.snapshot.load().tls_config(key, sni);
         let hs = tokio::time::timeout(

@@ -402,10 +402,19 @@ async fn read_head(
 /// before the socket closes. (Closing a socket with unread data sends a reset,
 /// which can destroy the response in the client's receive buffer.)
 async fn linger(mut wr: WriteSide, reader: Option<Reader>, pending: bool) -> io::Result<()> {
-    let _ = wr.shutdown().await;
-    let (Some(mut r), true) = (reader, pending) else {
+    let Some(mut r) = reader else {
+        // The read side is elsewhere (a request body): the FIN goes now.
+        let _ = wr.shutdown().await;
         return Ok(());
     };
+    if !pending {
+        // Nothing more to read: the socket just closes, with `r`.
+        if let Some(mut wr) = wr.close_tcp() {
+            let _ = wr.shutdown().await;
+        }
+        return Ok(());
+    }
+    let _ = wr.shutdown().await;
     let drain = async {
         let mut seen = 0usize;
         loop {
