@@ -20,11 +20,13 @@
 # stopped by its pid on exit.
 #
 # Usage: [FULCRUM_BIN=target/release/fulcrum] [DURATION=20s] [CONNS=16] [WARMUP=3s]
-#        [BODY_BYTES=1024] [IDLE=5s] [KEEP=dir] [BENCH=../shared/bench] benches/callgrind.sh
+#        [BODY_BYTES=1024] [IDLE=5s] [CLOSE=0] [KEEP=dir] [BENCH=../shared/bench] benches/callgrind.sh
 #   Without FULCRUM_BIN, `cargo build --release` builds this checkout first.
 #   KEEP=dir copies the dumps there (for `callgrind_annotate dir/callgrind.out`).
 #   IDLE: how long the idle rate is measured, after the warm-up (0: not at all).
 #   BENCH is the compare.sh directory whose templates/ and harness.py are used.
+#   CLOSE=1: every request says `Connection: close` (compare.sh's MODE=close), so the
+#   figure includes each connection's accept, set-up and close.
 # Needs: valgrind (callgrind_control), wrk, nginx, curl, python3, taskset
 #   (apt-get install -y valgrind wrk nginx).
 # Prints "instructions/request: N" last, the idle-less figure before it (progress on
@@ -40,6 +42,9 @@ CONNS=${CONNS:-16}
 WARMUP=${WARMUP:-3s}
 IDLE=${IDLE:-5s}
 BODY_BYTES=${BODY_BYTES:-1024}
+CLOSE=${CLOSE:-0}
+WRK_HEADER=()
+[ "$CLOSE" = 1 ] && WRK_HEADER=(-H "Connection: close")
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 for t in valgrind callgrind_control wrk "$NGINX" curl python3 taskset; do
     command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
@@ -98,7 +103,7 @@ done
 
 # `valgrind` execs the tool, so $! is the pid callgrind_control talks to.
 cd "$D"
-RUST_LOG=warn taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$D/callgrind.out" \
+RUST_LOG=warn taskset -c 1 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$D/callgrind.out" \
     "$FULCRUM_BIN" --config "$D/fulcrum.toml" 2>"$D/fulcrum.log" & FPID=$!; PIDS+=("$FPID")
 for _ in $(seq 300); do
     curl -sf "127.0.0.1:$ADMIN/readyz" >/dev/null && break
@@ -114,7 +119,7 @@ served() { curl -sf "127.0.0.1:$ADMIN/metrics" | awk '/^fulcrum_http_requests_to
 
 # load DURATION OUT: wrk in the background, so that a signal stops the run at once.
 load() {
-    taskset -c 0 wrk -t1 -c"$CONNS" -d"$1" "http://127.0.0.1:$LB/" >"$2" & PIDS+=($!)
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"$1" "${WRK_HEADER[@]}" "http://127.0.0.1:$LB/" >"$2" & PIDS+=($!)
     wait $!
 }
 
@@ -159,7 +164,7 @@ if [ -n "${KEEP:-}" ]; then
     log "dumps kept in $KEEP: callgrind.out (the load), callgrind.idle.out (idle)"
 fi
 
-echo "wrk -t1 -c$CONNS -d$DURATION, body $BODY_BYTES B: $REQS requests ($RPS req/s under callgrind), errors $ERRS"
+echo "wrk -t1 -c$CONNS -d$DURATION ${WRK_HEADER[*]}, body $BODY_BYTES B: $REQS requests ($RPS req/s under callgrind), errors $ERRS"
 echo "fulcrum counted $((S1 - S0)) requests in the window; Ir $IR"
 if [ "$IDLE" != 0 ]; then
     # The idle rate is a fixed cost per second: its share of a request grows as
